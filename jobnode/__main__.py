@@ -1,0 +1,7 @@
+"""`python -m jobnode`: the same as the `jobnode` command."""
+
+import sys
+
+from jobnode.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""jobnode's HTTP API (aiohttp): routes, error mapping and the OpenAPI document."""

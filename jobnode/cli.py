@@ -1,0 +1,653 @@
+"""The `jobnode` command: run a node (`serve`, `dev`) and talk to one (`submit`, `jobs`, `status`, `login`).
+
+Exit codes: 0 ok, 1 a request (or a waited-for job) failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from jobnode.client import (
+    ApiError,
+    AsyncClient,
+    AuthError,
+    ConnectionFailed,
+    NotFoundError,
+    PermissionDenied,
+    WaitTimeout,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+BATCH_CHUNK = 500  # jobs per batch request: well under the server's default MAX_BATCH_SIZE of 1000
+JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
+JOB_COUNTS = ("pending", "assigned", "running", "retrying", "completed", "failed", "cancelled", "total")
+QUEUE_COUNTS = ("pending", "processing", "delayed", "completed", "failed")
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible (exit 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `jobnode` command and return its exit code."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "dev":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    args.extra = extra
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"jobnode: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        _print_api_error(exc, args)
+        return 1
+    except WaitTimeout as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0 if getattr(args, "watch", None) else 130  # Ctrl-C is how a watch ends
+
+
+# ---- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobnode", description="Run and use a jobnode cluster.")
+    _add_client_options(parser, defaults=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Client options are accepted after the command too; SUPPRESS keeps them from
+    # overwriting values given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_client_options(common, defaults=False)
+
+    serve = commands.add_parser("serve", help="run one node, configured from the environment")
+    serve.set_defaults(handler=_cmd_serve)
+    # add_help=False: `jobnode dev --help` goes to dev's own parser, built only when needed.
+    dev = commands.add_parser("dev", help="run a local cluster with embedded Redis and MongoDB", add_help=False)
+    dev.set_defaults(handler=_cmd_dev)
+
+    _add_submit_parser(commands, common)
+    _add_jobs_parser(commands, common)
+
+    status = commands.add_parser("status", parents=[common], help="nodes, leader and queue depths")
+    status.add_argument(
+        "--watch", nargs="?", type=_positive_float, const=2.0, metavar="SECONDS", help="refresh every SECONDS (2)"
+    )
+    status.set_defaults(handler=_client_command(_cmd_status))
+
+    login = commands.add_parser("login", parents=[common], help="get a token and keep it for later commands")
+    login.add_argument("--username", required=True)
+    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    login.set_defaults(handler=_client_command(_cmd_login))
+    return parser
+
+
+def _add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--url", default=default(None), help=f"node URL (env JOBNODE_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=default(None), help="bearer token (env JOBNODE_TOKEN, else `login`)")
+    parser.add_argument("--ca-file", default=default(None), help="CA bundle for https (env JOBNODE_CA_FILE)")
+    parser.add_argument("--insecure", action="store_true", default=default(False), help="skip TLS verification")
+    parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+
+
+def _add_submit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    submit = commands.add_parser("submit", parents=[common], help="submit one job or many")
+    submit.add_argument("type", help="job type, e.g. echo")
+    payload = submit.add_mutually_exclusive_group()
+    payload.add_argument("--payload", help="payload as a JSON object")
+    payload.add_argument("--payload-file", help="file holding the JSON payload (- for stdin)")
+    submit.add_argument("--priority", help="0-10 or low/normal/high")
+    submit.add_argument("--max-retries", type=int)
+    submit.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
+    submit.add_argument("--at", metavar="ISO", help="run no earlier than this ISO-8601 time")
+    submit.add_argument("--key", help="idempotency key (with --count, suffixed -0, -1, ...)")
+    submit.add_argument("--count", type=_positive_int, help="submit N identical jobs")
+    submit.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (8)")
+    submit.add_argument("--no-batch", action="store_true", help="with --count: one request per job")
+    submit.add_argument("--wait", action="store_true", help="wait until the jobs finish")
+    submit.add_argument("--wait-timeout", type=_positive_float, default=300.0, metavar="SECONDS")
+    submit.set_defaults(handler=_client_command(_cmd_submit))
+
+
+def _add_jobs_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    jobs = commands.add_parser("jobs", parents=[common], help="list jobs, or act on one")
+    _add_list_options(jobs)
+    jobs.set_defaults(handler=_client_command(_cmd_jobs_list))
+    actions = jobs.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", parents=[common], help="list jobs (the default)")
+    _add_list_options(listing)
+    for name, help_text in (
+        ("get", "show one job"),
+        ("cancel", "cancel a job that has not finished"),
+        ("retry", "re-run a failed job (admin)"),
+        ("delete", "delete a job's record (admin)"),
+    ):
+        action = actions.add_parser(name, parents=[common], help=help_text)
+        action.add_argument("id")
+        action.set_defaults(handler=_client_command(_cmd_job_action))
+
+
+def _add_list_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", default=argparse.SUPPRESS)
+    parser.add_argument("--type", default=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=_positive_int, default=argparse.SUPPRESS, help="page size (server: 50)")
+    parser.add_argument("--cursor", default=argparse.SUPPRESS, help="continue a previous listing")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+# ---- running a node -------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here so the client commands work whatever state the server modules are in.
+    try:
+        from jobnode.config import ConfigError, Settings
+    except ModuleNotFoundError as exc:
+        raise _unavailable("serve", exc) from None
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"jobnode: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from jobnode.logs import configure_logging
+        from jobnode.node import run_node
+    except ModuleNotFoundError as exc:
+        raise _unavailable("serve", exc) from None
+
+    configure_logging(settings)
+    run_node(settings)
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    try:
+        import jobnode.dev as dev
+    except ModuleNotFoundError as exc:
+        raise _unavailable("dev", exc) from None
+
+    parser = argparse.ArgumentParser(prog="jobnode dev", description="Run a local cluster for development.")
+    dev.add_arguments(parser)
+    try:
+        dev_args = parser.parse_args(args.extra)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    return dev.run(dev_args) or 0
+
+
+def _unavailable(command: str, exc: ModuleNotFoundError) -> Exception:
+    """A missing jobnode module is a broken install (usage error); anything else missing is a real bug."""
+    if not (exc.name or "").startswith("jobnode"):
+        return exc
+    return UsageError(f"`jobnode {command}` is not available in this installation (module {exc.name} is missing)")
+
+
+# ---- talking to a node ----------------------------------------------------------------------
+
+# The CLI reads these few JOBNODE_* variables itself: they configure this client, not a node,
+# so they are not part of jobnode.config.Settings.
+ENV_URL, ENV_TOKEN, ENV_CA_FILE = "JOBNODE_URL", "JOBNODE_TOKEN", "JOBNODE_CA_FILE"
+
+
+def _client_command(command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]) -> Callable[..., int]:
+    """Wrap an async command so it runs with a client built from the global options."""
+
+    def run(args: argparse.Namespace) -> int:
+        args.url = (args.url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+        token = args.token or os.environ.get(ENV_TOKEN) or load_token(args.url)
+        ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
+        try:
+            client = AsyncClient(args.url, token=token, ca_file=ca_file, verify_tls=not args.insecure)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+        async def go() -> int:
+            async with client:
+                return await command(client, args)
+
+        return asyncio.run(go())
+
+    return run
+
+
+def _print_api_error(exc: ApiError, args: argparse.Namespace) -> None:
+    if isinstance(exc, ConnectionFailed):
+        print(f"error: {exc.message}", file=sys.stderr)
+        print(
+            f"hint: is a jobnode node running at {args.url}? Point at one with --url URL (or {ENV_URL}).",
+            file=sys.stderr,
+        )
+        return
+    print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    if exc.details is not None:
+        print(f"  details: {json.dumps(exc.details, sort_keys=True)}", file=sys.stderr)
+    if isinstance(exc, AuthError):
+        print(f"hint: log in with `jobnode login --url {args.url} --username NAME` or pass --token", file=sys.stderr)
+
+
+def _print_json(value: Any, args: argparse.Namespace) -> None:
+    print(json.dumps(value) if args.json else json.dumps(value, indent=2))
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; number columns right-aligned, missing values as `-`."""
+    rows = [list(row) for row in rows]
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
+    right = [bool(rows) and all(_is_number(row[i]) or row[i] is None for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        padded = [v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)]
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line([header.upper() for header in headers])] + [line(row) for row in cells])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+class Progress:
+    """Progress of a long command on stderr: a redrawn bar on a terminal, a line per tenth otherwise."""
+
+    BAR_WIDTH = 30
+    REDRAW_INTERVAL_S = 0.1
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.label, self.total = label, total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = time.monotonic()
+        self._drawn_at = 0.0
+        self._tenths_shown = -1
+
+    def update(self, done: int) -> None:
+        if self.tty:
+            now = time.monotonic()
+            if done >= self.total or now - self._drawn_at >= self.REDRAW_INTERVAL_S:
+                self._drawn_at = now
+                self.stream.write("\r" + self._bar(done, now))
+                self.stream.flush()
+            return
+        tenths = done * 10 // max(self.total, 1)
+        if tenths > self._tenths_shown:  # a log file gets a handful of lines, not a flood
+            self._tenths_shown = tenths
+            print(f"{self.label}: {done}/{self.total} ({done * 100 // max(self.total, 1)}%)", file=self.stream)
+
+    def _bar(self, done: int, now: float) -> str:
+        filled = self.BAR_WIDTH * done // max(self.total, 1)
+        rate = done / max(now - self.started, 1e-9)
+        bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
+        return f"{self.label} [{bar}] {done}/{self.total} {done * 100 // max(self.total, 1):3d}% {rate:,.0f}/s"
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---- login and the stored token -------------------------------------------------------------
+
+
+def token_path() -> Path:
+    """Where `jobnode login` keeps tokens: ~/.config/jobnode/token.json (XDG_CONFIG_HOME honoured)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "jobnode" / "token.json"
+
+
+def load_token(url: str) -> str | None:
+    """The stored token for this URL, unless it has expired; tokens are never sent to other URLs."""
+    try:
+        entry = json.loads(token_path().read_text())["tokens"][url]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if entry.get("expires_at") and entry["expires_at"] <= time.time():
+        return None
+    return entry.get("access_token")
+
+
+def save_token(url: str, username: str, answer: dict) -> Path:
+    """Store a login answer for this URL in a file only the user can read."""
+    path = token_path()
+    try:
+        stored = json.loads(path.read_text())
+        stored["tokens"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        stored = {"tokens": {}}
+    expires_in = answer.get("expires_in")
+    stored["tokens"][url] = {
+        "username": username,
+        "role": answer.get("role"),
+        "access_token": answer["access_token"],
+        "expires_at": time.time() + expires_in if isinstance(expires_in, (int, float)) else None,
+    }
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    # Created 0600 from the start, so the token is never readable by others, even briefly.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(stored, out, indent=2)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+    return path
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.username}: ")
+    else:
+        raise UsageError("no terminal to ask for the password on; pipe it in with --password-stdin")
+    if not password:
+        raise UsageError("the password is empty")
+    return password
+
+
+async def _cmd_login(client: AsyncClient, args: argparse.Namespace) -> int:
+    password = _read_password(args)
+    client.token = None  # a stale stored token must not decide how the login goes
+    answer = await client.login(args.username, password)
+    path = save_token(args.url, args.username, answer)
+    if args.json:
+        print(json.dumps({k: answer.get(k) for k in ("token_type", "expires_in", "role")} | {"token_file": str(path)}))
+    else:
+        print(f"logged in to {args.url} as {args.username} (role {answer.get('role', '-')}); token kept in {path}")
+    return 0
+
+
+# ---- submit ---------------------------------------------------------------------------------
+
+
+def _job_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The submit fields the command line gives (everything but the idempotency key)."""
+    priority: Any = args.priority
+    if priority is not None and priority.lstrip("-").isdigit():
+        priority = int(priority)
+    return {
+        "type": args.type,
+        "payload": _read_payload(args),
+        "priority": priority,
+        "max_retries": args.max_retries,
+        "timeout_seconds": args.timeout,
+        "scheduled_at": args.at,
+    }
+
+
+def _read_payload(args: argparse.Namespace) -> dict | None:
+    if args.payload is not None:
+        text, source = args.payload, "--payload"
+    elif args.payload_file is not None:
+        source = f"--payload-file {args.payload_file}"
+        try:
+            text = sys.stdin.read() if args.payload_file == "-" else Path(args.payload_file).read_text()
+        except OSError as exc:
+            raise UsageError(f"{source}: cannot read it: {exc.strerror or exc}") from None
+    else:
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UsageError(f"{source} must be a JSON object, like '{{\"n\": 1}}'")
+    return payload
+
+
+async def _cmd_submit(client: AsyncClient, args: argparse.Namespace) -> int:
+    spec = _job_spec(args)
+    if args.count is None:
+        job = await client.submit(**spec, idempotency_key=args.key)
+        if args.wait:
+            job = await client.wait(job["id"], timeout_s=args.wait_timeout)
+        _print_json(job, args)
+        return 0 if not args.wait or job["status"] == "completed" else 1
+    started = time.monotonic()
+    ids = await _submit_many(client, spec, args)
+    elapsed_s = time.monotonic() - started
+    summary: dict[str, Any] = {"submitted": len(ids), "elapsed_s": round(elapsed_s, 3)}
+    summary["jobs_per_s"] = round(len(ids) / max(elapsed_s, 1e-9), 1)
+    if not args.json:
+        print(f"submitted {len(ids)} jobs in {elapsed_s:.2f}s ({summary['jobs_per_s']:.1f} jobs/s)")
+    if not args.wait:
+        if args.json:
+            print(json.dumps(summary | {"ids": ids}))
+        return 0
+    return await _wait_and_report(client, ids, started, summary, args)
+
+
+async def _submit_many(client: AsyncClient, spec: dict, args: argparse.Namespace) -> list[str]:
+    """Submit `--count` copies of the job, batched or one by one, `--concurrency` requests at a time."""
+    count, size = args.count, (1 if args.no_batch else BATCH_CHUNK)
+    ids: list[str] = [""] * count
+    progress = Progress("submitting", count)
+    submitted = 0
+
+    def keyed(index: int) -> dict:
+        return spec | {"idempotency_key": f"{args.key}-{index}" if args.key else None}
+
+    async def send(start: int) -> None:
+        nonlocal submitted
+        indexes = range(start, min(start + size, count))
+        if args.no_batch:
+            jobs = [await client.submit(**keyed(start))]
+        else:
+            jobs = await client.submit_batch([keyed(i) for i in indexes])
+        for index, job in zip(indexes, jobs):
+            ids[index] = job["id"]
+        submitted += len(jobs)
+        progress.update(submitted)
+
+    try:
+        await _run_pool(range(0, count, size), args.concurrency, send)
+    except ApiError:
+        progress.finish()
+        print(f"submitted {submitted} of {count} jobs before the error", file=sys.stderr)
+        raise
+    progress.finish()
+    return ids
+
+
+async def _run_pool(items: Iterable[Any], concurrency: int, work: Callable[[Any], Awaitable[None]]) -> None:
+    """Run `work` on every item, at most `concurrency` at once; the first error stops the rest."""
+    shared = iter(items)
+
+    async def worker() -> None:
+        for item in shared:  # one iterator for all workers: each item is taken exactly once
+            await work(item)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _wait_and_report(
+    client: AsyncClient, ids: list[str], started: float, summary: dict, args: argparse.Namespace
+) -> int:
+    progress = Progress("finishing", len(ids))
+    try:
+        jobs = await client.wait_many(
+            ids,
+            timeout_s=args.wait_timeout,
+            concurrency=max(16, args.concurrency),
+            on_progress=lambda done, _total: progress.update(done),
+        )
+    finally:
+        progress.finish()
+    elapsed_s = time.monotonic() - started
+    counts = {status: 0 for status in ("completed", "failed", "cancelled")}
+    for job in jobs:
+        counts[job["status"]] += 1
+    rate = len(jobs) / max(elapsed_s, 1e-9)
+    if args.json:
+        summary |= {"finished_s": round(elapsed_s, 3), "finished_per_s": round(rate, 1), **counts, "ids": ids}
+        print(json.dumps(summary))
+    else:
+        print(
+            f"finished {len(jobs)} jobs in {elapsed_s:.2f}s from the first submit ({rate:.1f} jobs/s): "
+            + ", ".join(f"{status} {n}" for status, n in counts.items())
+        )
+    return 0 if counts["completed"] == len(jobs) else 1
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+
+
+async def _cmd_jobs_list(client: AsyncClient, args: argparse.Namespace) -> int:
+    page = await client.list(
+        status=getattr(args, "status", None),
+        type=getattr(args, "type", None),
+        limit=getattr(args, "limit", None),
+        cursor=getattr(args, "cursor", None),
+    )
+    if args.json:
+        print(json.dumps(page))
+        return 0
+    rows = [[job.get(column) for column in JOB_COLUMNS] for job in page["jobs"]]
+    print(format_table(JOB_COLUMNS, rows))
+    if page.get("next_cursor"):
+        print(f"more jobs: add --cursor {page['next_cursor']}", file=sys.stderr)
+    return 0
+
+
+async def _cmd_job_action(client: AsyncClient, args: argparse.Namespace) -> int:
+    action = {"get": client.get, "cancel": client.cancel, "retry": client.retry, "delete": client.delete}
+    answer = await action[args.action](args.id)
+    if args.action == "get" or args.json:
+        _print_json(answer, args)
+    elif args.action == "delete":
+        print(f"deleted {args.id}")
+    else:
+        print(f"{args.id}: {answer.get('status')}")
+    return 0
+
+
+# ---- status ---------------------------------------------------------------------------------
+
+
+async def _cmd_status(client: AsyncClient, args: argparse.Namespace) -> int:
+    if not args.watch:
+        stats, nodes = await _status_snapshot(client)
+        print(json.dumps({"stats": stats, "nodes": nodes}) if args.json else render_status(stats, nodes))
+        return 0
+    await watch_status(client, args.watch, json_output=args.json)
+    return 0
+
+
+async def watch_status(
+    client: AsyncClient, interval_s: float, *, json_output: bool = False, iterations: int | None = None
+) -> None:
+    """Redraw the status every `interval_s`; a failing node is shown, not fatal (that is what one watches for)."""
+    clear = sys.stdout.isatty() and not json_output
+    shown = 0
+    while iterations is None or shown < iterations:
+        try:
+            stats, nodes = await _status_snapshot(client)
+            text = json.dumps({"stats": stats, "nodes": nodes}) if json_output else render_status(stats, nodes)
+        except ApiError as exc:
+            text = f"error: {exc.code}: {exc.message}"
+        if clear:
+            sys.stdout.write("\x1b[H\x1b[2J")
+        print(text if json_output else f"{time.strftime('%H:%M:%S')}  {client.base_url}\n\n{text}\n", flush=True)
+        shown += 1
+        if iterations is None or shown < iterations:
+            await asyncio.sleep(interval_s)
+
+
+async def _status_snapshot(client: AsyncClient) -> tuple[dict, dict | None]:
+    stats = await client.stats()
+    try:
+        nodes = await client.nodes()
+    except (NotFoundError, PermissionDenied):  # older node, or a user token: show what we may see
+        nodes = None
+    return stats, nodes
+
+
+def render_status(stats: dict, nodes: dict | None) -> str:
+    """The status screen: this node and its leader, the node table if known, then job and queue counts."""
+    node, leader = stats.get("node") or {}, stats.get("leader") or {}
+    summary = [
+        ("node", f"{node.get('id', '-')} ({'leader' if node.get('is_leader') else 'follower'})"),
+        ("leader", leader.get("leader_id") or leader.get("id") or "-"),
+        ("term", leader.get("term")),
+        ("algorithm", leader.get("algorithm")),
+        ("nodes", stats.get("node_count")),
+        ("strategy", node.get("strategy")),
+        ("workers", node.get("worker_count")),
+    ]
+    throughput = stats.get("throughput")
+    if isinstance(throughput, dict) and throughput:
+        summary.append(("throughput", ", ".join(f"{k} {_cell(v)}" for k, v in throughput.items())))
+    width = max(len(name) for name, _ in summary)
+    sections = ["\n".join(f"{name.ljust(width)}  {_cell(value)}" for name, value in summary)]
+    if nodes is not None:
+        columns = ("id", "role", "health", "term", "worker_count", "address", "last_seen")
+        rows = [[_node_field(item, column) for column in columns] for item in nodes.get("nodes", [])]
+        sections.append(format_table(["node", "role", "health", "term", "workers", "address", "last seen"], rows))
+    jobs, queue = stats.get("jobs") or {}, stats.get("queue") or {}
+    sections.append(format_table(["jobs", *JOB_COUNTS], [["", *(jobs.get(k) for k in JOB_COUNTS)]]))
+    sections.append(format_table(["queue", *QUEUE_COUNTS], [["", *(queue.get(k) for k in QUEUE_COUNTS)]]))
+    return "\n\n".join(sections)
+
+
+def _node_field(item: dict, column: str) -> Any:
+    if column == "role":
+        return item.get("role") or ("leader" if item.get("is_leader") else "follower")
+    value = item.get(column)
+    if column == "health" and isinstance(value, dict):  # a health report: show its verdict
+        return value.get("status", value)
+    return value

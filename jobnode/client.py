@@ -1,0 +1,542 @@
+"""A Python client for jobnode's HTTP API: `AsyncClient` (aiohttp) and a blocking `Client` wrapper.
+
+    async with AsyncClient("http://127.0.0.1:8080") as jobs:
+        job = await jobs.submit("echo", {"hello": "world"}, idempotency_key="order-42")
+        done = await jobs.wait(job["id"])
+
+    with Client("http://127.0.0.1:8080") as jobs:
+        print(jobs.stats())
+
+Requests are retried only when repeating them cannot do harm: reads, cancel (the server treats a
+second cancel as a no-op), and submissions that carry an idempotency key (the server answers a
+repeated key with the job it already has). Everything else is sent exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import random
+import ssl
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+
+from jobnode import __version__
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+# Statuses worth asking again for: the server (or a proxy in front of it) says "not now".
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 2.0
+# A server asking us to come back later than this gets the error straight away: the caller decides.
+MAX_RETRY_AFTER_S = 30.0
+
+
+class ClientError(Exception):
+    """Base of every error this module raises."""
+
+
+class ApiError(ClientError):
+    """The server answered with an error; `code`, `message` and `details` come from its error body.
+
+    `retry_after_s` is the server's Retry-After hint, or None when it gave none."""
+
+    def __init__(
+        self, status: int | None, code: str, message: str, details: Any = None, *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after_s = retry_after_s
+
+
+class BadRequest(ApiError):
+    """400: the request was malformed or invalid; `details` usually names the field."""
+
+
+class AuthError(ApiError):
+    """401: no token, or one the server does not accept (log in again)."""
+
+
+class PermissionDenied(ApiError):
+    """403: the token's role is too low for this route."""
+
+
+class NotFoundError(ApiError):
+    """404: no such job (or route)."""
+
+
+class ConflictError(ApiError):
+    """409: the job is in a state that forbids the request (e.g. retrying a completed job)."""
+
+
+class RateLimitedError(ApiError):
+    """429: over the request budget; `retry_after_s` says when to come back (None if unsaid)."""
+
+
+class ServiceUnavailable(ApiError):
+    """503: the node cannot serve right now (a dependency is down)."""
+
+
+class ConnectionFailed(ApiError):
+    """No HTTP answer at all: refused, reset, DNS failure, TLS failure or timeout."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, "connection_failed", message)
+
+
+class WaitTimeout(ClientError, TimeoutError):
+    """Jobs did not reach a terminal status in time; `pending_ids` lists them, `jobs` the last views."""
+
+    def __init__(self, message: str, *, pending_ids: list[str], jobs: dict[str, dict]) -> None:
+        super().__init__(message)
+        self.pending_ids = pending_ids
+        self.jobs = jobs
+
+
+_ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: AuthError,
+    403: PermissionDenied,
+    404: NotFoundError,
+    409: ConflictError,
+    429: RateLimitedError,
+    503: ServiceUnavailable,
+}
+
+
+def _error_from_response(status: int, body: bytes, retry_after_s: float | None) -> ApiError:
+    """Build the typed error for a non-2xx answer, tolerating bodies that are not jobnode's JSON."""
+    try:
+        error = json.loads(body)["error"]
+        code, message, details = str(error["code"]), str(error["message"]), error.get("details")
+    except (ValueError, KeyError, TypeError):
+        # A proxy or load balancer answered, not jobnode: keep a bounded piece of what it said.
+        code, message, details = f"http_{status}", body[:200].decode("utf-8", "replace").strip(), None
+        message = message or f"HTTP {status} with no body"
+    cls = _ERRORS_BY_STATUS.get(status, ApiError)
+    return cls(status, code, message, details, retry_after_s=retry_after_s)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _quote_id(job_id: str) -> str:
+    """A job id as one path segment: slashes and friends escaped, and never a `.`/`..` segment."""
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError("job id must be a non-empty string")
+    quoted = quote(job_id, safe="")
+    if set(quoted) == {"."}:
+        quoted = quoted.replace(".", "%2E")
+    return quoted
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    """scheduled_at as the API wants it; a naive datetime is taken as UTC."""
+    if value is None or isinstance(value, str):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _ssl_setting(ca_file: str | None, verify_tls: bool) -> ssl.SSLContext | bool:
+    """What aiohttp's `ssl=` wants: no checks, checks against our CA, or the system's trust store."""
+    if not verify_tls:
+        return False
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"ca_file {str(ca_file)!r} is not a readable PEM CA bundle: {exc}") from None
+
+
+def _job_body(type: str, payload: dict | None = None, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type}
+    if payload is not None:
+        body["payload"] = payload
+    body.update({name: value for name, value in fields.items() if value is not None})
+    if "scheduled_at" in body:
+        body["scheduled_at"] = _iso(body["scheduled_at"])
+    return body
+
+
+class AsyncClient:
+    """One connection pool to one jobnode node (any node accepts any request)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        ca_file: str | None = None,
+        verify_tls: bool = True,
+        timeout_s: float = 10.0,
+        max_attempts: int = 3,
+    ) -> None:
+        url = yarl.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8080, got {base_url!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.base_url = str(base_url).rstrip("/")
+        self.token = token
+        self._ssl = _ssl_setting(ca_file, verify_tls)
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool; the client can still be used afterwards (it opens a new one)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- transport -------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created on first use so that it belongs to the loop that actually runs the requests.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=100),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"User-Agent": f"jobnode-client/{__version__}", "Accept": "application/json"},
+            )
+        return self._session
+
+    async def _pause(self, delay_s: float) -> None:
+        """Wait before the next attempt (its own method so the wait is easy to observe)."""
+        await asyncio.sleep(delay_s)
+
+    async def _send_once(
+        self, method: str, path: str, *, body: Any = None, params: dict | None = None, accept: Iterable[int] = ()
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = yarl.URL(self.base_url + path, encoded=True)
+        if params:
+            url = url.with_query({k: str(v) for k, v in params.items() if v is not None})
+        try:
+            async with self._get_session().request(method, url, json=body, headers=headers) as resp:
+                raw = await resp.read()
+                status, retry_after = resp.status, _parse_retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise ConnectionFailed(f"cannot reach {self.base_url}: {self._reason(exc)}") from None
+        if 200 <= status < 300 or status in accept:
+            try:
+                return json.loads(raw) if raw else {}
+            except ValueError:
+                raise ApiError(status, "invalid_response", "the server's answer is not JSON") from None
+        raise _error_from_response(status, raw, retry_after)
+
+    def _reason(self, exc: Exception) -> str:
+        """Why no answer came, in a few words ("Connection refused", "no answer within 10s")."""
+        if isinstance(exc, asyncio.TimeoutError):
+            return f"no answer within {self.timeout_s:g}s"
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            return f"its TLS certificate is not trusted ({reason}); give the CA with ca_file"
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return f"TLS failed: {exc}"
+        if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
+            return os.strerror(exc.os_error.errno)
+        return str(exc) or type(exc).__name__
+
+    async def _request(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> Any:
+        """Send a request, repeating it on transient failures only when `retry` says that is safe."""
+        attempt = 1
+        while True:
+            try:
+                return await self._send_once(method, path, **kwargs)
+            except ApiError as exc:
+                transient = isinstance(exc, ConnectionFailed) or exc.status in RETRYABLE_STATUSES
+                if not (retry and transient) or attempt >= self.max_attempts:
+                    raise
+                if exc.retry_after_s is None:
+                    # Jitter keeps many clients that failed together from coming back together.
+                    delay_s = min(BACKOFF_BASE_S * 2 ** (attempt - 1), BACKOFF_MAX_S) * random.uniform(0.8, 1.2)
+                elif exc.retry_after_s <= MAX_RETRY_AFTER_S:
+                    delay_s = exc.retry_after_s
+                else:
+                    raise
+                await self._pause(delay_s)
+                attempt += 1
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        type: str,
+        payload: dict | None = None,
+        *,
+        priority: int | str | None = None,
+        max_retries: int | None = None,
+        timeout_seconds: float | None = None,
+        scheduled_at: datetime | str | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict:
+        """Submit one job and return it (with its `id`). Retried on transient errors only if keyed."""
+        body = _job_body(
+            type,
+            payload,
+            priority=priority,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            scheduled_at=scheduled_at,
+            idempotency_key=idempotency_key,
+        )
+        return await self._request("POST", "/api/v1/jobs", body=body, retry=idempotency_key is not None)
+
+    async def submit_batch(self, jobs: list[dict]) -> list[dict]:
+        """Submit many jobs in one request (each a dict of submit's fields); returns them in order.
+
+        Retried on transient errors only if every job carries an idempotency key."""
+        bodies = [_job_body(**job) if "type" in job else dict(job) for job in jobs]
+        keyed = bool(bodies) and all(body.get("idempotency_key") for body in bodies)
+        answer = await self._request("POST", "/api/v1/jobs/batch", body={"jobs": bodies}, retry=keyed)
+        return answer["jobs"]
+
+    async def get(self, job_id: str) -> dict:
+        """One job by id."""
+        return await self._request("GET", f"/api/v1/jobs/{_quote_id(job_id)}", retry=True)
+
+    async def list(
+        self, status: str | None = None, type: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> dict:
+        """One page of jobs, newest first: `{"jobs": [...], "count": n, "next_cursor": str | None}`."""
+        params = {"status": status, "type": type, "limit": limit, "cursor": cursor}
+        return await self._request("GET", "/api/v1/jobs", params=params, retry=True)
+
+    async def iter_jobs(
+        self, status: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[dict]:
+        """Every matching job, newest first, following the cursor; `limit` is the page size."""
+        cursor = None
+        while True:
+            page = await self.list(status=status, type=type, limit=limit, cursor=cursor)
+            for job in page["jobs"]:
+                yield job
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    async def wait(self, job_id: str, *, timeout_s: float = 60, poll_interval_s: float = 0.1) -> dict:
+        """Poll a job until it is completed, failed or cancelled; raises WaitTimeout after `timeout_s`."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            job = await self.get(job_id)
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+            if asyncio.get_running_loop().time() + poll_interval_s > deadline:
+                raise WaitTimeout(
+                    f"job {job_id} is still {job.get('status')} after {timeout_s:g}s",
+                    pending_ids=[job_id],
+                    jobs={job_id: job},
+                )
+            await asyncio.sleep(poll_interval_s)
+
+    async def wait_many(
+        self,
+        ids: Iterable[str],
+        *,
+        timeout_s: float = 60,
+        poll_interval_s: float = 0.1,
+        concurrency: int = 16,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict]:
+        """Wait for every job in `ids` to finish; returns them in the order given.
+
+        `on_progress(done, total)` is called as jobs finish. Raises WaitTimeout naming the
+        unfinished ones after `timeout_s`."""
+        order = list(dict.fromkeys(ids))
+        pending, finished = list(order), {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending:
+            pending = await self._poll_round(pending, finished, concurrency)
+            if on_progress is not None:
+                on_progress(len(finished), len(order))
+            if not pending:
+                break
+            if loop.time() + poll_interval_s > deadline:
+                raise WaitTimeout(
+                    f"{len(pending)} of {len(order)} jobs not finished after {timeout_s:g}s",
+                    pending_ids=pending,
+                    jobs=finished,
+                )
+            await asyncio.sleep(poll_interval_s)
+        return [finished[job_id] for job_id in order]
+
+    async def _poll_round(self, pending: list[str], finished: dict[str, dict], concurrency: int) -> list[str]:
+        """Look at pending jobs oldest first, a chunk at a time; return those still unfinished.
+
+        Jobs tend to finish in submission order, so once a whole chunk is still running the rest
+        almost surely is too: the round stops there instead of asking about thousands of jobs."""
+        for start in range(0, len(pending), concurrency):
+            chunk = pending[start : start + concurrency]
+            jobs = await asyncio.gather(*(self.get(job_id) for job_id in chunk))
+            done = {job_id: job for job_id, job in zip(chunk, jobs) if job.get("status") in TERMINAL_STATUSES}
+            finished.update(done)
+            if not done:
+                break
+        return [job_id for job_id in pending if job_id not in finished]
+
+    async def cancel(self, job_id: str) -> dict:
+        """Cancel a job that has not finished; returns the job."""
+        return await self._request("POST", f"/api/v1/jobs/{_quote_id(job_id)}/cancel", retry=True)
+
+    async def retry(self, job_id: str) -> dict:
+        """Re-run a failed (dead-letter) job (admin); returns the job."""
+        return await self._request("POST", f"/api/v1/jobs/{_quote_id(job_id)}/retry", retry=False)
+
+    async def delete(self, job_id: str) -> dict:
+        """Cancel if needed and delete a job's record (admin): `{"id": ..., "deleted": true}`."""
+        return await self._request("DELETE", f"/api/v1/jobs/{_quote_id(job_id)}", retry=False)
+
+    # ---- cluster ---------------------------------------------------------------------------
+
+    async def stats(self) -> dict:
+        """Counts per status, queue depths, throughput, this node and the leader."""
+        return await self._request("GET", "/api/v1/stats", retry=True)
+
+    async def workers(self) -> dict:
+        """Every worker in the cluster (admin)."""
+        return await self._request("GET", "/api/v1/workers", retry=True)
+
+    async def nodes(self) -> dict:
+        """Every node in the cluster with its role and health (admin)."""
+        return await self._request("GET", "/api/v1/nodes", retry=True)
+
+    async def leader(self) -> dict:
+        """Who leads, since when, under which algorithm and term."""
+        return await self._request("GET", "/api/v1/leader", retry=True)
+
+    async def cluster(self) -> dict:
+        """Cluster size, leader, election algorithm and nodes (admin)."""
+        return await self._request("GET", "/api/v1/cluster", retry=True)
+
+    async def health(self) -> dict:
+        """The node's health body, whether it is serving (200) or not (503)."""
+        return await self._request("GET", "/health", accept=(503,), retry=True)
+
+    async def login(self, username: str, password: str) -> dict:
+        """Exchange credentials for a token, keep it for later requests, and return the answer."""
+        answer = await self._request(
+            "POST", "/auth/login", body={"username": username, "password": password}, retry=False
+        )
+        self.token = answer["access_token"]
+        return answer
+
+
+T = TypeVar("T")
+
+
+def _blocking(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Turn an AsyncClient method into a Client method that runs it on the client's private loop."""
+
+    @functools.wraps(method)
+    def call(self: Client, *args: Any, **kwargs: Any) -> T:
+        self._check_open()
+        return self._run(method(self._async, *args, **kwargs))
+
+    return call
+
+
+class Client:
+    """A blocking AsyncClient for scripts and notebooks.
+
+    It runs the async client on its own event loop in a background thread, so it works the same
+    from plain code, from threads, and from inside a running event loop (Jupyter)."""
+
+    def __init__(self, base_url: str, **options: Any) -> None:
+        self._async = AsyncClient(base_url, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="jobnode-client", daemon=True)
+        self._thread.start()
+
+    def _check_open(self) -> None:
+        if self._loop.is_closed():
+            raise RuntimeError("this Client is closed")
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections and stop the background loop; safe to call twice."""
+        if self._loop.is_closed():
+            return
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    @property
+    def token(self) -> str | None:
+        return self._async.token
+
+    @token.setter
+    def token(self, value: str | None) -> None:
+        self._async.token = value
+
+    submit = _blocking(AsyncClient.submit)
+    submit_batch = _blocking(AsyncClient.submit_batch)
+    get = _blocking(AsyncClient.get)
+    list = _blocking(AsyncClient.list)
+    wait = _blocking(AsyncClient.wait)
+    wait_many = _blocking(AsyncClient.wait_many)
+    cancel = _blocking(AsyncClient.cancel)
+    retry = _blocking(AsyncClient.retry)
+    delete = _blocking(AsyncClient.delete)
+    stats = _blocking(AsyncClient.stats)
+    workers = _blocking(AsyncClient.workers)
+    nodes = _blocking(AsyncClient.nodes)
+    leader = _blocking(AsyncClient.leader)
+    cluster = _blocking(AsyncClient.cluster)
+    health = _blocking(AsyncClient.health)
+    login = _blocking(AsyncClient.login)
+
+    def iter_jobs(self, status: str | None = None, type: str | None = None, limit: int | None = None) -> Iterator[dict]:
+        """Every matching job, newest first, fetched page by page as you iterate."""
+        cursor = None
+        while True:
+            page = self.list(status=status, type=type, limit=limit, cursor=cursor)
+            yield from page["jobs"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return

@@ -1,0 +1,82 @@
+"""Group commit: many concurrent callers, one round trip.
+
+Callers hand in items and await their own result; a single flusher takes everything that
+has queued up and writes it in one go. There is no timer: while one flush is in flight the
+next batch forms by itself, so an idle system answers at once and a busy one writes in
+large batches. Callers that need durability simply await their entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Flush = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
+
+
+class GroupCommit(Generic[T, R]):
+    """Batches items from concurrent callers into calls of `flush` (one at a time)."""
+
+    def __init__(self, flush: Flush, *, max_batch: int) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._inflight: list[tuple[T, asyncio.Future[R]]] = []
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        if self._task:
+            self._kick.set()
+            waiting = [future for _, future in self._inflight + self._pending]
+            await asyncio.gather(*waiting, return_exceptions=True)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def submit(self, item: T) -> R:
+        result = (await self.submit_many([item]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_many(self, items: Sequence[T]) -> list[R | BaseException]:
+        """Queue items; returns, in order, each item's result or the error that refused it."""
+        if self._task is None:
+            raise RuntimeError("group commit is not running")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._pending.extend(zip(items, futures))
+        self._kick.set()
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while self._pending:
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                self._inflight = batch
+                await self._write(batch)
+                self._inflight = []
+
+    async def _write(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._flush([item for item, _ in batch])
+        except Exception as exc:  # the whole batch failed: every caller gets the error
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results):
+            if future.done():  # the caller gave up (cancelled); nothing to tell it
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,86 @@
+"""Keeps the fenced leader lease while this node is meant to lead, and only then.
+
+The election (or, on a lone node, the node itself) sets `should_lead`; this loop turns
+that wish into a lease in Redis and renews it. Dispatch-side loops read `token`: None
+means "not leader, do nothing". Losing the lease (Redis unreachable, another node holds
+it) is noticed at the next renewal, and fencing makes any step in between harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from jobnode.errors import Unavailable
+from jobnode.leases import LeaderLease
+
+log = structlog.get_logger(__name__)
+
+
+class Leadership:
+    """Turns "this node should lead" into a held, renewed leader lease."""
+
+    def __init__(self, lease: LeaderLease) -> None:
+        self.lease = lease
+        self.should_lead = False
+        self._gained = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.renew_interval_s = lease.ttl_ms / 1000 / 3
+
+    @property
+    def token(self) -> int | None:
+        return self.lease.token
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease.token is not None
+
+    def want(self, lead: bool) -> None:
+        """Called by the election: start or stop trying to hold the lease."""
+        if lead != self.should_lead:
+            self.should_lead = lead
+            self._changed.set()
+
+    async def wait_until_leader(self) -> int:
+        while self.lease.token is None:
+            self._gained.clear()
+            await self._gained.wait()
+        return self.lease.token
+
+    def lost(self) -> None:
+        """A fenced script said we no longer hold the lease."""
+        if self.lease.token is not None:
+            log.warning("leadership.lost", node_id=self.lease.node_id)
+        self.lease.token = None
+
+    async def run(self) -> None:
+        while True:
+            await self._step()
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=self.renew_interval_s)
+            except TimeoutError:
+                pass
+
+    async def _step(self) -> None:
+        before = self.lease.token
+        try:
+            if self.should_lead:
+                await self.lease.acquire()
+            elif before is not None:
+                await self.lease.release()
+        except Unavailable as exc:
+            log.warning("leadership.redis_unavailable", error=str(exc))
+            self.lease.token = None
+        if self.lease.token != before:
+            log.info("leadership.changed", node_id=self.lease.node_id, token=self.lease.token)
+        if self.lease.token is not None:
+            self._gained.set()
+
+    async def resign(self) -> None:
+        self.should_lead = False
+        try:
+            await self.lease.release()
+        except Unavailable:
+            self.lease.token = None

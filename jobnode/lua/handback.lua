@@ -1,0 +1,19 @@
+-- handback.lua: a node shutting down gives back the jobs its workers still hold.
+-- ARGV: prefix, worker...
+-- Atomic per call so each job is either still the worker's or back in the queue. Jobs cut
+-- off mid-run are refunded their attempt: the node stopped, the job did not fail.
+local now = now_ms()
+local returned = 0
+for i = 2, #ARGV do
+  local worker = ARGV[i]
+  for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
+    returned = returned + requeue(id, 'node shut down', now, true)
+  end
+  redis.call('DEL', k('wjobs', worker), k('inbox', worker))
+  redis.call('HDEL', k('capacity'), worker)
+  redis.call('HDEL', k('load'), worker)
+  redis.call('HDEL', k('workers'), worker)
+  redis.call('ZREM', k('seen'), worker)
+  set_free(worker, 0)
+end
+return returned

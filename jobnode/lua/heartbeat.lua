@@ -1,0 +1,30 @@
+-- heartbeat.lua: a node proves its workers are alive and renews their job leases.
+-- ARGV: prefix, lease_ms, then per worker: worker, running job id ('' when idle).
+-- Atomic so that a lease is renewed only for a job that is still assigned to that worker:
+-- a job that was cancelled, reclaimed or reassigned is reported back as lost instead.
+-- Returns {lost job ids, unregistered workers}; the node cancels the first and
+-- re-registers the second.
+local lease_ms = tonumber(ARGV[2])
+local now = now_ms()
+local lost, missing = {}, {}
+for i = 3, #ARGV, 2 do
+  local worker, running = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', k('capacity'), worker) == 0 then
+    missing[#missing + 1] = worker
+  else
+    redis.call('ZADD', k('seen'), now, worker)
+    for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
+      local f = redis.call('HMGET', k('job', id), 'status', 'worker')
+      if f[2] == worker and (f[1] == 'running' or f[1] == 'assigned') then
+        redis.call('ZADD', k('leases'), 'XX', now + lease_ms, id)
+      else
+        redis.call('SREM', k('wjobs', worker), id)
+      end
+    end
+  end
+  if running ~= '' then
+    local f = redis.call('HMGET', k('job', running), 'status', 'worker')
+    if f[1] ~= 'running' or f[2] ~= worker then lost[#lost + 1] = running end
+  end
+end
+return {lost, missing}

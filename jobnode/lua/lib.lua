@@ -1,0 +1,127 @@
+-- lib.lua: helpers prepended to every jobnode script (see jobnode/redis_scripts.py).
+--
+-- Every script takes the key prefix as ARGV[1] and derives its key names from it, so one
+-- Redis can host several clusters. Keys are derived inside the scripts, which means jobnode
+-- needs a single Redis server (or a primary with replicas), not Redis Cluster.
+-- Times come from the Redis server clock (TIME): no script compares two machines' clocks.
+
+local P = ARGV[1]
+local function k(...) return P .. ':' .. table.concat({...}, ':') end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Ready order: priority band first (10 = most urgent), then submission sequence (FIFO).
+-- 2^44 sequence numbers per band keep every score an exact integer in a double.
+local PRIORITY_STRIDE = 17592186044416
+local function ready_add(id, priority, seq)
+  redis.call('ZADD', k('ready'), (10 - priority) * PRIORITY_STRIDE + seq, id)
+  redis.call('ZADD', k('fifo'), seq, id)
+end
+local function ready_remove(id)
+  redis.call('ZREM', k('ready'), id)
+  redis.call('ZREM', k('fifo'), id)
+end
+
+-- Nudge the leader's dispatcher: one token at most, so a burst costs nothing.
+local function wake()
+  if redis.call('LLEN', k('wake')) == 0 then redis.call('RPUSH', k('wake'), 1) end
+end
+
+-- Free capacity index used by the strategies: `free` scores workers by free slots,
+-- `free_rr` holds the same workers at score 0 so they sort by name for round robin.
+local function set_free(worker, free)
+  if free > 0 then
+    redis.call('ZADD', k('free'), free, worker)
+    redis.call('ZADD', k('free_rr'), 0, worker)
+  else
+    redis.call('ZREM', k('free'), worker)
+    redis.call('ZREM', k('free_rr'), worker)
+  end
+end
+local function take_slot(worker)
+  local load = redis.call('HINCRBY', k('load'), worker, 1)
+  set_free(worker, tonumber(redis.call('HGET', k('capacity'), worker) or 0) - load)
+end
+local function release_slot(worker)
+  local cap = redis.call('HGET', k('capacity'), worker)
+  if not cap then return end -- unregistered (reaped) worker: nothing to give back
+  local load = redis.call('HINCRBY', k('load'), worker, -1)
+  if load < 0 then redis.call('HSET', k('load'), worker, 0); load = 0 end
+  set_free(worker, tonumber(cap) - load)
+  wake()
+end
+
+-- The outbox is the only way job state reaches MongoDB: every state change appends the
+-- job's mutable fields (with its new rev) in the same atomic step, so a crash can never
+-- separate "changed in Redis" from "will be recorded in MongoDB".
+local SNAPSHOT = {'status', 'rev', 'attempts', 'worker', 'node', 'started_ms',
+                  'finished_ms', 'result', 'error', 'errors', 'updated_ms'}
+local function record(id)
+  local values = redis.call('HMGET', k('job', id), unpack(SNAPSHOT))
+  local args = {k('outbox'), '*', 'id', id}
+  for i, name in ipairs(SNAPSHOT) do
+    if values[i] then
+      args[#args + 1] = name
+      args[#args + 1] = values[i]
+    end
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- Move a job to a new status: bump rev, stamp the time, record it for MongoDB.
+local function transition(id, status, now, ...)
+  local jkey = k('job', id)
+  redis.call('HSET', jkey, 'status', status, 'updated_ms', now, ...)
+  redis.call('HINCRBY', jkey, 'rev', 1)
+  record(id)
+end
+
+local function append_error(id, message, now)
+  local jkey = k('job', id)
+  local f = redis.call('HMGET', jkey, 'errors', 'attempts', 'worker', 'node')
+  local errors = cjson.decode(f[1] or '[]')
+  errors[#errors + 1] = {attempt = tonumber(f[2] or 0), error = message, worker_id = f[3],
+                         node_id = f[4], at_ms = now}
+  return cjson.encode(errors)
+end
+
+-- A job its worker can no longer finish (worker dead, lease expired, node shut down):
+-- an unstarted job simply goes back; a started one has used an attempt (unless refund).
+local function requeue(id, reason, now, refund)
+  local f = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'max_retries',
+                       'priority', 'seq')
+  redis.call('ZREM', k('leases'), id)
+  if f[2] then redis.call('SREM', k('wjobs', f[2]), id) end
+  if f[1] == 'assigned' then
+    transition(id, 'pending', now, 'worker', '', 'node', '')
+    ready_add(id, tonumber(f[5]), tonumber(f[6]))
+  elseif f[1] == 'running' then
+    if refund then
+      redis.call('HINCRBY', k('job', id), 'attempts', -1)
+      transition(id, 'pending', now)
+      ready_add(id, tonumber(f[5]), tonumber(f[6]))
+    else
+      local errors = append_error(id, reason, now)
+      if tonumber(f[3]) > tonumber(f[4]) then
+        transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
+        redis.call('ZADD', k('dead'), now, id)
+      else
+        transition(id, 'pending', now, 'error', reason, 'errors', errors)
+        ready_add(id, tonumber(f[5]), tonumber(f[6]))
+      end
+    end
+  else
+    return 0
+  end
+  wake()
+  return 1
+end
+
+local function check_fence(node, token)
+  if redis.call('GET', k('leader')) ~= node .. ' ' .. token then
+    return redis.error_reply('NOT_LEADER')
+  end
+end

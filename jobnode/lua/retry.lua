@@ -1,0 +1,26 @@
+-- retry.lua: re-run a failed or cancelled job (the admin's dead-letter retry).
+-- ARGV: prefix, id, then the job as MongoDB holds it: type, priority, payload, max_retries,
+--       timeout_ms, rev, errors.
+-- Atomic so the job leaves the dead-letter set and enters the ready set together, with a
+-- fresh attempt budget. Works whether Redis still holds the job or already forgot it.
+-- Returns the status before, or 'busy' when the job is not finished.
+local id = ARGV[2]
+local jkey = k('job', id)
+local now = now_ms()
+local status = redis.call('HGET', jkey, 'status')
+if status and status ~= 'failed' and status ~= 'cancelled' and status ~= 'completed' then
+  return 'busy'
+end
+if not status then
+  redis.call('HSET', jkey, 'type', ARGV[3], 'priority', ARGV[4], 'payload', ARGV[5],
+             'max_retries', ARGV[6], 'timeout_ms', ARGV[7], 'rev', ARGV[8], 'errors', ARGV[9])
+  status = 'forgotten'
+end
+redis.call('ZREM', k('dead'), id)
+local seq = redis.call('INCR', k('seq'))
+redis.call('HSET', jkey, 'seq', seq, 'attempts', 0, 'worker', '', 'node', '', 'result', '',
+           'error', '', 'started_ms', '', 'finished_ms', '')
+transition(id, 'pending', now)
+ready_add(id, tonumber(redis.call('HGET', jkey, 'priority')), seq)
+wake()
+return status

@@ -1,0 +1,198 @@
+"""One jobnode node: the aiohttp application and everything it starts and stops.
+
+Resources start in `cleanup_ctx` order and stop in reverse: connections first (Redis,
+MongoDB), then the services on top of them (job service, outbox writer, leadership,
+dispatcher, reconciler, workers). Handlers reach them through the typed keys in
+`jobnode.api.appkeys`, never through globals.
+
+A lone node leads itself: it always asks for the fenced leader lease. The cluster's
+election will decide this instead, through `Leadership.want()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable
+
+import structlog
+from aiohttp import web
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from jobnode.api import jobs_routes, system_routes
+from jobnode.api.appkeys import (
+    LEADERSHIP,
+    MONGO,
+    POOL,
+    PROCESSORS,
+    QUEUE,
+    REDIS,
+    SERVICE,
+    SETTINGS,
+    THROUGHPUT,
+)
+from jobnode.api.errors import error_middleware
+from jobnode.background import cancel_all, supervise
+from jobnode.config import Settings, mask_url_password
+from jobnode.dispatcher import DispatchSettings, Dispatcher
+from jobnode.errors import JobnodeError
+from jobnode.leadership import Leadership
+from jobnode.leases import LeaderLease
+from jobnode.outbox import OutboxWriter
+from jobnode.processors import ProcessorRegistry, build_registry
+from jobnode.queue import JobQueue
+from jobnode.reconciler import Reconciler
+from jobnode.retry import RetryPolicy
+from jobnode.service import JobService
+from jobnode.stats import Throughput
+from jobnode.store import JobStore
+from jobnode.worker import PoolSettings, WorkerPool
+
+log = structlog.get_logger(__name__)
+
+class StartupError(JobnodeError):
+    """The node cannot start (a dependency is unreachable); the message says which."""
+
+
+def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
+    """The node's application; `processors` replaces the configured registry (tests, embedding)."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[PROCESSORS] = processors or build_registry(settings)
+    app[THROUGHPUT] = Throughput()
+    app.cleanup_ctx.append(connections)
+    app.cleanup_ctx.append(services)
+    app.router.add_routes(jobs_routes.routes)
+    app.router.add_routes(system_routes.routes)
+    return app
+
+
+async def connections(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = Redis.from_url(
+        settings.redis_url,
+        password=settings.redis_password,
+        db=settings.redis_db,
+        socket_connect_timeout=5,
+        socket_timeout=10,
+        health_check_interval=15,
+    )
+    timeout_ms = int(settings.mongodb_timeout_s * 1000)
+    mongo: AsyncMongoClient = AsyncMongoClient(
+        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+    )
+    try:
+        await _wait_ready("redis", settings.redis_url, redis.ping(), settings.mongodb_timeout_s)
+        await _wait_ready("mongodb", settings.mongodb_uri, mongo.admin.command("ping"), settings.mongodb_timeout_s)
+        app[REDIS], app[MONGO] = redis, mongo
+        yield
+    finally:
+        await redis.aclose()
+        await mongo.close()
+
+
+async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(probe, timeout=timeout_s)
+    except Exception as exc:
+        raise StartupError(f"cannot reach {name} at {mask_url_password(url)}: {exc}") from None
+
+
+async def services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = JobStore(app[MONGO][settings.mongodb_database])
+    await store.ensure_indexes()
+    queue = JobQueue(app[REDIS], settings.redis_key_prefix)
+    registry = app[PROCESSORS]
+    service = JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch)
+    leadership = Leadership(LeaderLease(app[REDIS], queue.scripts, queue.prefix, settings.node_id,
+                                        settings.leader_lease_ttl_s))
+    leadership.want(True)  # a lone node leads itself
+    pool = WorkerPool(_pool_settings(settings), queue, registry)
+    outbox = OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch)
+    dispatcher = Dispatcher(queue, leadership, _dispatch_settings(settings))
+    reconciler = Reconciler(store, queue, grace_s=settings.reconcile_interval_s)
+    app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = queue, service, leadership, pool
+
+    service.start()
+    tasks = [
+        supervise("leadership", leadership.run),
+        supervise("outbox", outbox.run),
+        supervise("dispatcher", dispatcher.run),
+        supervise("reconciler", lambda: reconciler.run(leadership, settings.reconcile_interval_s)),
+    ]
+    await pool.start()
+    log.info("node.ready", node_id=settings.node_id, workers=settings.worker_count,
+             processors=registry.types(), strategy=settings.load_balancer_strategy)
+    try:
+        yield
+    finally:
+        await pool.stop(settings.shutdown_grace_s)
+        await service.stop()
+        await cancel_all(tasks)
+        await outbox.flush(timeout_s=5.0)
+        await leadership.resign()
+        await registry.close()
+        log.info("node.stopped", node_id=settings.node_id)
+
+
+def _pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(
+        node_id=settings.node_id,
+        worker_count=settings.worker_count,
+        capacity=1 + settings.worker_prefetch,
+        lease_ttl_s=settings.job_lease_ttl_s,
+        heartbeat_interval_s=settings.worker_heartbeat_interval_s,
+        retry=RetryPolicy(
+            policy=settings.retry_policy,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            multiplier=settings.retry_multiplier,
+            jitter_factor=settings.retry_jitter_factor,
+        ),
+    )
+
+
+def _dispatch_settings(settings: Settings) -> DispatchSettings:
+    return DispatchSettings(
+        strategy=settings.load_balancer_strategy,
+        job_lease_ms=int(settings.job_lease_ttl_s * 1000),
+        worker_ttl_ms=int(settings.worker_ttl_s * 1000),
+        low_priority_share=settings.low_priority_share,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.server_host, settings.server_port)
+        await site.start()
+        log.info("node.listening", url=settings.advertise_url, host=settings.server_host,
+                 port=settings.server_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("node.stopping", node_id=settings.node_id)
+    finally:
+        await runner.cleanup()
+
+
+def run_node(settings: Settings) -> None:
+    """Blocking entry point of `jobnode serve`."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        runner(serve(settings))
+    except StartupError as exc:
+        log.error("node.start_failed", error=exc.message)
+        raise SystemExit(f"jobnode: cannot start: {exc.message}") from None

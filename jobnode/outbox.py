@@ -1,0 +1,163 @@
+"""The outbox writer: moves job state changes from the Redis outbox stream into MongoDB.
+
+Every node runs one, as a consumer of the same stream group, so the work spreads over the
+cluster and no election is needed. An entry is acknowledged only after MongoDB accepted it;
+a writer that crashes leaves its entries pending, and it (on restart) or any other writer
+(after they sit idle for a while) picks them up again. Re-applying an entry is harmless:
+MongoDB takes a change only if its rev is newer than what it holds.
+
+Entries for the same job in one batch collapse into the newest, so a short job whose
+`running` and `completed` changes arrive together costs one update, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis import exceptions as redis_errors
+import structlog
+
+from jobnode.errors import Unavailable
+from jobnode.jobs import from_epoch_ms
+from jobnode.queue import JobQueue, redis_boundary
+from jobnode.store import JobStore, Snapshot
+
+GROUP = "writers"
+CLAIM_IDLE_MS = 30_000
+CLAIM_EVERY_S = 10.0
+RETRY_AFTER_FAILURE_S = 0.5
+
+log = structlog.get_logger(__name__)
+
+Entry = tuple[Any, dict[Any, Any]]
+
+
+def to_snapshot(fields: dict[str, str]) -> Snapshot:
+    """Translate one outbox entry (Redis field names, epoch ms) into MongoDB fields."""
+    get = fields.get
+    out: dict[str, Any] = {
+        "status": get("status"),
+        "attempts": int(get("attempts") or 0),
+        "worker_id": get("worker") or None,
+        "node_id": get("node") or None,
+        "started_at": from_epoch_ms(int(get("started_ms"))) if get("started_ms") else None,
+        "finished_at": from_epoch_ms(int(get("finished_ms"))) if get("finished_ms") else None,
+        "result": orjson.loads(get("result")) if get("result") else None,
+        "error": get("error") or None,
+        "errors": orjson.loads(get("errors") or "[]"),
+        "updated_at": from_epoch_ms(int(get("updated_ms") or 0)),
+    }
+    return Snapshot(id=fields["id"], rev=int(fields["rev"]), fields=out)
+
+
+def collapse(entries: Sequence[Entry]) -> list[Snapshot]:
+    """The newest snapshot per job among these entries."""
+    newest: dict[str, Snapshot] = {}
+    for _, raw in entries:
+        fields = {_s(k): _s(v) for k, v in raw.items()}
+        snap = to_snapshot(fields)
+        if snap.id not in newest or newest[snap.id].rev < snap.rev:
+            newest[snap.id] = snap
+    return list(newest.values())
+
+
+class OutboxWriter:
+    """One consumer of the outbox stream, writing batches to MongoDB."""
+
+    def __init__(self, queue: JobQueue, store: JobStore, consumer: str, *, max_batch: int) -> None:
+        self.queue = queue
+        self.store = store
+        self.consumer = consumer
+        self.max_batch = max_batch
+        self.stream = queue.key("outbox")
+        self.written = 0
+
+    async def run(self) -> None:
+        """Drain forever; survives Redis or MongoDB outages by retrying."""
+        backlog = True  # our own unacknowledged entries from before a crash come first
+        loop = asyncio.get_running_loop()
+        next_claim = loop.time() + CLAIM_EVERY_S
+        while True:
+            try:
+                await self.ensure_group()
+                if loop.time() >= next_claim:
+                    next_claim = loop.time() + CLAIM_EVERY_S
+                    backlog = await self.claim_abandoned() or backlog
+                count = await self.drain_once("0" if backlog else ">")
+                backlog = backlog and count > 0
+            except Unavailable as exc:
+                log.warning("outbox.write_failed", error=str(exc))
+                backlog = True
+                await asyncio.sleep(RETRY_AFTER_FAILURE_S)
+
+    @redis_boundary
+    async def ensure_group(self) -> None:
+        try:
+            await self.queue.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def drain_once(self, start_id: str, block_ms: int | None = 200) -> int:
+        """Read one batch (">" new entries, "0" our pending ones) and write it; returns its size."""
+        entries = await self._read(start_id, block_ms)
+        if entries:
+            await self.write(entries)
+        return len(entries)
+
+    async def write(self, entries: Sequence[Entry]) -> None:
+        snapshots = collapse(entries)
+        await self.store.apply(snapshots)
+        await self._ack([entry_id for entry_id, _ in entries])
+        await self.queue.forget((s.id, s.rev) for s in snapshots if s.is_terminal)
+        self.written += len(snapshots)
+
+    async def flush(self, timeout_s: float) -> int:
+        """Write what is waiting now (at shutdown), within a time limit; returns entries written."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        written = 0
+        try:
+            for start_id in ("0", ">"):
+                while loop.time() < deadline:
+                    count = await self.drain_once(start_id, block_ms=None)
+                    written += count
+                    if count == 0:
+                        break
+        except Unavailable as exc:
+            log.warning("outbox.flush_failed", error=str(exc), note="entries stay in Redis for the next writer")
+        return written
+
+    @redis_boundary
+    async def claim_abandoned(self) -> bool:
+        """Take over entries another writer read but never acknowledged (it likely died)."""
+        reply = await self.queue.redis.xautoclaim(
+            self.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, start_id="0", count=self.max_batch
+        )
+        claimed = reply[1] if len(reply) > 1 else []
+        return bool(claimed)
+
+    @redis_boundary
+    async def _read(self, start_id: str, block_ms: int | None) -> list[Entry]:
+        block = None if start_id == "0" else block_ms  # None: answer at once
+        reply = await self.queue.redis.xreadgroup(
+            GROUP, self.consumer, {self.stream: start_id}, count=self.max_batch, block=block
+        )
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    @redis_boundary
+    async def _ack(self, entry_ids: list[Any]) -> None:
+        async with self.queue.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self.stream, GROUP, *entry_ids)
+            pipe.xdel(self.stream, *entry_ids)
+            await pipe.execute()
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,200 @@
+"""The worker pool: WORKER_COUNT workers on this node running the jobs assigned to them.
+
+Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
+it (take.lua checks the job is still its own and starts the lease), runs the processor
+under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
+longer ours). One heartbeat task per node keeps the workers registered and their leases
+renewed; when Redis says a job is no longer ours (cancelled, or reclaimed after this node
+was presumed dead) the worker stops running it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from jobnode.background import cancel_all
+from jobnode.errors import Unavailable
+from jobnode.jobs import RUNNING, Job, utcnow
+from jobnode.processors import PermanentError, ProcessorRegistry, UnknownProcessorType
+from jobnode.queue import JobQueue, TakenJob
+from jobnode.retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+INBOX_POLL_S = 0.5  # how long a blocked wait lasts before re-checking for shutdown
+MAX_ERROR_CHARS = 2000
+REDIS_DOWN_PAUSE_S = 0.5
+
+
+@dataclass
+class PoolSettings:
+    """What the pool needs from the node's settings."""
+
+    node_id: str
+    worker_count: int
+    capacity: int
+    lease_ttl_s: float
+    heartbeat_interval_s: float
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_ttl_s * 1000)
+
+
+@dataclass
+class Worker:
+    """One worker slot and what it is doing now."""
+
+    id: str
+    current_job: str | None = None
+    job_task: asyncio.Task[Any] | None = None
+    processed: int = 0
+    failed: int = 0
+
+
+class WorkerPool:
+    """Runs the workers and the heartbeat of one node."""
+
+    def __init__(self, settings: PoolSettings, queue: JobQueue, registry: ProcessorRegistry) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.registry = registry
+        self.workers = [Worker(f"{settings.node_id}/w{i}") for i in range(1, settings.worker_count + 1)]
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+
+    async def start(self) -> None:
+        if not self.workers:
+            return
+        await self.queue.register(self.settings.node_id, self.settings.capacity, [w.id for w in self.workers])
+        self._tasks = [asyncio.create_task(self._run_worker(w), name=w.id) for w in self.workers]
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+
+    async def stop(self, grace_s: float) -> int:
+        """Stop taking jobs, let running ones finish within the grace, hand back the rest."""
+        self._stopping.set()
+        running = [w.job_task for w in self.workers if w.job_task and not w.job_task.done()]
+        if running:
+            log.info("workers.draining", running=len(running), grace_s=grace_s)
+            await asyncio.wait(running, timeout=grace_s)
+        await cancel_all(self._tasks)
+        for worker in self.workers:
+            if worker.job_task and not worker.job_task.done():
+                worker.job_task.cancel()
+        if not self.workers:
+            return 0
+        returned = await self.queue.handback([w.id for w in self.workers])
+        log.info("workers.stopped", handed_back=returned)
+        return returned
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w.current_job)
+
+    async def _run_worker(self, worker: Worker) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = await self.queue.take(worker.id, self.settings.lease_ms)
+                if job is None:
+                    job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
+                    if job_id is None or self._stopping.is_set():
+                        if job_id:  # popped during shutdown: put it back for handback to find
+                            await self.queue.redis.lpush(self.queue.key("inbox", worker.id), job_id)
+                        continue
+                    job = await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+                if job is not None:
+                    await self._execute(worker, job)
+            except Unavailable as exc:
+                log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
+                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+
+    async def _execute(self, worker: Worker, taken: TakenJob) -> None:
+        worker.current_job = taken.id
+        worker.job_task = asyncio.create_task(self._process(taken), name=f"job:{taken.id}")
+        try:
+            outcome = await asyncio.shield(worker.job_task)
+        except asyncio.CancelledError:
+            if not worker.job_task.cancelled():
+                raise  # the worker itself is being stopped
+            outcome = None  # the job was taken away from us (cancelled or reclaimed)
+        finally:
+            worker.current_job = None
+        if outcome is None:
+            return
+        kind, body = outcome
+        if kind == "completed":
+            worker.processed += 1
+            await self.queue.finish(worker.id, taken.id, "completed", result=body)
+            return
+        worker.failed += 1
+        delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
+        await self.queue.finish(worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+
+    async def _process(self, taken: TakenJob) -> tuple[str, bytes]:
+        """Run the processor; returns (outcome, result or error text)."""
+        log_job = log.bind(job_id=taken.id, job_type=taken.type, attempt=taken.attempts)
+        try:
+            processor = self.registry.get(taken.type)
+        except UnknownProcessorType:
+            return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
+        try:
+            result = await asyncio.wait_for(processor.process(_as_job(taken)), timeout=taken.timeout_s)
+            return "completed", orjson.dumps(result)
+        except PermanentError as exc:
+            log_job.info("job.failed_permanently", error=str(exc))
+            return "failed", _error_text(f"{type(exc).__name__}: {exc}")
+        except TimeoutError:
+            log_job.info("job.timed_out", timeout_s=taken.timeout_s)
+            return "retry", _error_text(f"timed out after {taken.timeout_s:g}s")
+        except TypeError as exc:
+            if "JSON" in str(exc) or "serializ" in str(exc):
+                return "failed", _error_text(f"result is not JSON-serializable: {exc}")
+            return "retry", _error_text(f"TypeError: {exc}")
+        except Exception as exc:  # any processor failure is the job's failure, never the worker's
+            log_job.info("job.attempt_failed", error=str(exc))
+            return "retry", _error_text(f"{type(exc).__name__}: {exc}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                running = {w.id: w.current_job for w in self.workers}
+                lost, missing = await self.queue.heartbeat(self.settings.lease_ms, running)
+                for worker in self.workers:
+                    if worker.current_job in lost and worker.job_task:
+                        log.info("job.lost", job_id=worker.current_job, worker=worker.id)
+                        worker.job_task.cancel()
+                if missing:
+                    log.warning("workers.reregistering", workers=missing)
+                    await self.queue.register(self.settings.node_id, self.settings.capacity, missing)
+            except Unavailable as exc:
+                log.warning("heartbeat.redis_unavailable", error=str(exc))
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+
+def _as_job(taken: TakenJob) -> Job:
+    now = utcnow()
+    return Job(
+        id=taken.id,
+        type=taken.type,
+        priority=taken.priority,
+        payload=taken.payload,
+        status=RUNNING,
+        max_retries=taken.max_retries,
+        timeout_s=taken.timeout_s,
+        created_at=now,
+        updated_at=now,
+        attempts=taken.attempts,
+        started_at=now,
+    )
+
+
+def _error_text(message: str) -> bytes:
+    return message[:MAX_ERROR_CHARS].encode()

@@ -1,0 +1,77 @@
+"""Starting real jobnode nodes in-process for tests, against the session's Redis and SecantusDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from jobnode.config import Settings
+from jobnode.node import build_app
+from jobnode.processors import ProcessorRegistry, build_registry
+
+# Fast clocks so retries, leases and reaping happen within a test's patience.
+TEST_ENV = {
+    "NODE_ID": "node-1",
+    "WORKER_COUNT": "2",
+    "METRICS_ENABLED": "false",
+    "LOG_FORMAT": "console",
+    "LOG_LEVEL": "warning",
+    "RETRY_BASE_DELAY": "50ms",
+    "RETRY_MAX_DELAY": "200ms",
+    "JOB_LEASE_TTL": "3s",
+    "WORKER_HEARTBEAT_INTERVAL": "200ms",
+    "WORKER_TTL": "1s",
+    "RECONCILE_INTERVAL": "1h",
+    "SHUTDOWN_GRACE": "2s",
+    "MONGODB_TIMEOUT": "5s",
+}
+
+
+def make_settings(redis_url: str, mongo_url: str, prefix: str, db_name: str, **env: str) -> Settings:
+    values = {
+        **TEST_ENV,
+        "REDIS_ADDR": redis_url,
+        "MONGODB_URI": mongo_url,
+        "MONGODB_DATABASE": db_name,
+        "REDIS_KEY_PREFIX": prefix,
+        "DATA_DIR": f"/tmp/jobnode-test-{prefix}",
+        **env,
+    }
+    return Settings.from_env(values, env_file=None)
+
+
+@asynccontextmanager
+async def running_node(settings: Settings, processors: ProcessorRegistry | None = None) -> AsyncIterator[TestClient]:
+    app = build_app(settings, processors)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+NodeFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_node(redis_server, mongo_server, key_prefix, mongo_db_name, mongo_client) -> AsyncIterator[NodeFactory]:
+    """`await start_node(WORKER_COUNT="1", processors=registry)` -> a test client of a running node."""
+    async with AsyncExitStack() as stack:
+
+        async def start(processors: ProcessorRegistry | None = None, **env: str) -> TestClient:
+            settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name, **env)
+            client = await stack.enter_async_context(running_node(settings, processors))
+            client.settings = settings  # type: ignore[attr-defined]
+            return client
+
+        yield start
+    await mongo_client.drop_database(mongo_db_name)
+
+
+def registry_with(**processors: Any) -> ProcessorRegistry:
+    """The built-in processors plus test ones given as `type=async fn(job)`."""
+    registry = build_registry(Settings.from_env({}, env_file=None))
+    for name, fn in processors.items():
+        registry.register(name, fn)
+    return registry
