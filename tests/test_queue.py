@@ -1,0 +1,235 @@
+"""The Redis queue's scripts, driven directly: order, strategies, fencing, leases, reaping."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from jobnode.errors import NotLeader
+from jobnode.jobs import Job, JobSpec
+from jobnode.leases import LeaderLease
+from jobnode.queue import JobQueue
+from tests.waiting import wait_until
+
+LEASE_MS = 60_000
+
+
+@pytest.fixture
+async def queue(redis_client, key_prefix) -> JobQueue:
+    return JobQueue(redis_client, key_prefix)
+
+
+@pytest.fixture
+async def token(queue) -> int:
+    lease = LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60)
+    return await lease.acquire()
+
+
+def make_job(priority: int = 5, **kw) -> Job:
+    return Job.new(JobSpec(type="echo", priority=priority, payload=kw))
+
+
+async def dispatch(queue, token, max_jobs=100, strategy="round_robin", share_every=0):
+    return await queue.dispatch(
+        "leader", token, max_jobs=max_jobs, strategy=strategy, lease_ms=LEASE_MS, share_every=share_every
+    )
+
+
+async def drain_order(queue, token, share_every=0) -> list[str]:
+    """Run jobs one at a time through a single worker; the order they start in."""
+    await queue.register("node-a", 1, ["w"])
+    order = []
+    while (await dispatch(queue, token, max_jobs=1, share_every=share_every)).assigned:
+        taken = await queue.take("w", LEASE_MS)
+        order.append(taken.id)
+        assert await queue.finish("w", taken.id, "completed", result=b"null")
+    return order
+
+
+async def test_higher_priority_first_and_fifo_within_a_priority(queue, token):
+    jobs = [make_job(p) for p in (5, 5, 10, 1, 10, 5, 0)]
+    await queue.enqueue(jobs)
+    order = await drain_order(queue, token)
+    by_id = {j.id: j for j in jobs}
+    assert [by_id[i].priority for i in order] == [10, 10, 5, 5, 5, 1, 0]
+    submitted = [j.id for j in jobs]
+    for priority in (10, 5):
+        same = [i for i in order if by_id[i].priority == priority]
+        assert same == [i for i in submitted if by_id[i].priority == priority]
+
+
+async def test_starvation_guard_lets_the_oldest_low_priority_job_through(queue, token):
+    low = make_job(0)
+    await queue.enqueue([low] + [make_job(10) for _ in range(30)])
+    order = await drain_order(queue, token, share_every=10)
+    assert order.index(low.id) < 10
+
+
+async def test_without_the_guard_low_priority_waits_for_all_high(queue, token):
+    low = make_job(0)
+    await queue.enqueue([low] + [make_job(10) for _ in range(30)])
+    order = await drain_order(queue, token, share_every=0)
+    assert order.index(low.id) == 30
+
+
+async def test_enqueue_is_idempotent(queue, token):
+    job = make_job()
+    assert await queue.enqueue([job]) == 1
+    assert await queue.enqueue([job]) == 0
+    assert (await queue.depths())["ready"] == 1
+
+
+async def assignments(queue) -> Counter:
+    workers = await queue.workers()
+    return Counter({w["id"]: w["load"] for w in workers})
+
+
+async def test_round_robin_rotates_over_workers(queue, token):
+    await queue.register("node-a", 10, ["a1", "a2"])
+    await queue.register("node-b", 10, ["b1", "b2"])
+    await queue.enqueue([make_job() for _ in range(8)])
+    assert (await dispatch(queue, token)).assigned == 8
+    assert await assignments(queue) == Counter({"a1": 2, "a2": 2, "b1": 2, "b2": 2})
+
+
+async def test_least_loaded_prefers_the_worker_with_most_free_slots(queue, token):
+    await queue.register("node-a", 4, ["busy", "idle"])
+    await queue.enqueue([make_job() for _ in range(3)])
+    # Load "busy" first through round robin over a single registered worker.
+    await queue.handback(["idle"])
+    await dispatch(queue, token, max_jobs=3)
+    await queue.register("node-a", 4, ["idle"])
+    await queue.enqueue([make_job() for _ in range(2)])
+    await dispatch(queue, token, strategy="least_loaded")
+    assert await assignments(queue) == Counter({"busy": 3, "idle": 2})
+
+
+async def test_random_spreads_over_all_workers(queue, token):
+    workers = [f"w{i}" for i in range(4)]
+    await queue.register("node-a", 200, workers)
+    await queue.enqueue([make_job() for _ in range(200)])
+    assert (await dispatch(queue, token, max_jobs=200, strategy="random")).assigned == 200
+    counts = await assignments(queue)
+    assert set(counts) == set(workers) and all(n > 10 for n in counts.values())
+
+
+async def test_priority_strategy_sends_urgent_jobs_to_the_least_loaded(queue, token):
+    await queue.register("node-a", 10, ["a", "b"])
+    await queue.enqueue([make_job(5) for _ in range(3)])  # round robin: a, b, a
+    await dispatch(queue, token, strategy="priority")
+    await queue.enqueue([make_job(9)])  # least loaded: b
+    await dispatch(queue, token, strategy="priority")
+    assert await assignments(queue) == Counter({"a": 2, "b": 2})
+
+
+async def test_full_workers_get_nothing_more(queue, token):
+    await queue.register("node-a", 2, ["w"])
+    await queue.enqueue([make_job() for _ in range(5)])
+    result = await dispatch(queue, token)
+    assert (result.assigned, result.ready, result.free_workers) == (2, 3, 0)
+
+
+async def test_a_stale_leader_cannot_dispatch_or_reap(queue):
+    first = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-a", ttl_s=60)
+    second = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-b", ttl_s=60)
+    old_token = await first.acquire()
+    assert await second.acquire() is None  # held: nobody else may take it
+    await first.release()
+    new_token = await second.acquire()
+    assert new_token > old_token
+    await queue.register("node-a", 1, ["w"])
+    await queue.enqueue([make_job()])
+    with pytest.raises(NotLeader):
+        await queue.dispatch("node-a", old_token, max_jobs=1, strategy="round_robin", lease_ms=1000, share_every=0)
+    with pytest.raises(NotLeader):  # right node, wrong token: a paused leader that lost and regained is refused
+        await queue.dispatch("node-b", old_token, max_jobs=1, strategy="round_robin", lease_ms=1000, share_every=0)
+    with pytest.raises(NotLeader):
+        await queue.reap("node-a", old_token, worker_ttl_ms=0)
+    assert (await queue.depths())["ready"] == 1
+    assert (await queue.dispatch("node-b", new_token, max_jobs=1, strategy="round_robin", lease_ms=1000,
+                                 share_every=0)).assigned == 1
+
+
+async def test_a_dead_workers_jobs_go_back(queue, token):
+    await queue.register("node-a", 2, ["ghost"])
+    started, waiting = make_job(), make_job()
+    await queue.enqueue([started, waiting])
+    await dispatch(queue, token)
+    assert (await queue.take("ghost", LEASE_MS)).id == started.id
+    await queue.register("node-b", 2, ["alive"])
+
+    result = await queue.reap("leader", token, worker_ttl_ms=0)
+    assert "ghost" in result.dead_workers and result.requeued == 2
+    live = await queue.live_state(started.id)
+    assert live["status"] == "pending" and live["attempts"] == "1" and "stopped answering" in live["error"]
+    assert (await queue.live_state(waiting.id))["attempts"] == "0"
+    # The ghost's late report changes nothing.
+    assert not await queue.finish("ghost", started.id, "completed", result=b"1")
+    # They run elsewhere.
+    await queue.register("node-b", 2, ["alive"])
+    assert (await dispatch(queue, token)).assigned == 2
+
+
+async def test_an_expired_lease_puts_the_job_back(queue, token):
+    await queue.register("node-a", 1, ["w"])
+    job = make_job()
+    await queue.enqueue([job])
+    await queue.dispatch("leader", token, max_jobs=1, strategy="round_robin", lease_ms=1, share_every=0)
+    await queue.take("w", 1)
+
+    async def reclaimed():
+        return (await queue.reap("leader", token, worker_ttl_ms=LEASE_MS)).requeued
+
+    await wait_until(reclaimed, timeout_s=5, message="lease never expired")
+    live = await queue.live_state(job.id)
+    assert live["status"] == "pending" and live["error"] == "lease expired"
+    assert (await queue.workers())[0]["load"] == 0
+
+
+async def test_exhausted_attempts_end_in_the_dead_letter_set(queue, token):
+    await queue.register("node-a", 1, ["w"])
+    job = Job.new(JobSpec(type="echo", max_retries=1))
+    await queue.enqueue([job])
+    for outcome in ("retry", "retry"):
+        await dispatch(queue, token)
+        taken = await wait_until(lambda: queue.take("w", LEASE_MS), timeout_s=5, message="no retry")
+        assert await queue.finish("w", taken.id, outcome, error="boom", delay_ms=0)
+    live = await queue.live_state(job.id)
+    assert live["status"] == "failed" and live["attempts"] == "2"
+    assert (await queue.depths())["dead_letter"] == 1
+
+
+async def test_heartbeat_renews_and_reports_lost_jobs_and_missing_workers(queue, token):
+    await queue.register("node-a", 2, ["w"])
+    kept, cancelled = make_job(), make_job()
+    await queue.enqueue([kept, cancelled])
+    await dispatch(queue, token)
+    await queue.take("w", LEASE_MS)
+    await queue.cancel(cancelled.id)
+    lost, missing = await queue.heartbeat(LEASE_MS, {"w": kept.id, "gone": None})
+    assert lost == [] and missing == ["gone"]
+    lost, _ = await queue.heartbeat(LEASE_MS, {"w": cancelled.id})
+    assert lost == [cancelled.id]
+
+
+async def test_handback_refunds_the_attempt_of_a_cut_off_job(queue, token):
+    await queue.register("node-a", 1, ["w"])
+    job = make_job()
+    await queue.enqueue([job])
+    await dispatch(queue, token)
+    await queue.take("w", LEASE_MS)
+    assert await queue.handback(["w"]) == 1
+    live = await queue.live_state(job.id)
+    assert live["status"] == "pending" and live["attempts"] == "0"
+    assert await queue.workers() == []
+
+
+async def test_registering_again_returns_what_the_previous_process_held(queue, token):
+    await queue.register("node-a", 1, ["w"])
+    job = make_job()
+    await queue.enqueue([job])
+    await dispatch(queue, token)
+    await queue.take("w", LEASE_MS)
+    await queue.register("node-a", 1, ["w"])  # the node restarted with the same worker ids
+    assert (await queue.live_state(job.id))["status"] == "pending"

@@ -1,0 +1,63 @@
+"""Retry back-off bounds and group-commit batching."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from jobnode.commits import GroupCommit
+from jobnode.retry import RetryPolicy
+
+
+@pytest.mark.parametrize("attempt, base", [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (10_000, 60.0)])
+def test_exponential_delay_stays_within_its_jitter_band(attempt, base):
+    policy = RetryPolicy("exponential", base_delay_s=1.0, max_delay_s=60.0, multiplier=2.0, jitter_factor=0.1)
+    rng = random.Random(attempt)
+    delays = [policy.delay_s(attempt, rng) for _ in range(2000)]
+    assert min(delays) >= base * 0.9 and max(delays) <= base * 1.1
+    assert max(delays) - min(delays) > base * 0.1  # jitter really spreads retries out
+
+
+def test_fixed_delay_ignores_the_attempt_number():
+    policy = RetryPolicy("fixed", base_delay_s=3.0, jitter_factor=0.0)
+    assert {policy.delay_s(n) for n in (1, 2, 50)} == {3.0}
+
+
+def test_zero_jitter_is_exact():
+    policy = RetryPolicy("exponential", base_delay_s=0.5, multiplier=3.0, max_delay_s=100, jitter_factor=0)
+    assert [policy.delay_s(n) for n in (1, 2, 3)] == [0.5, 1.5, 4.5]
+
+
+async def test_concurrent_callers_share_flushes_and_get_their_own_results():
+    flushes: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]):
+        flushes.append(items)
+        await gate.wait()  # hold the first flush so the others queue up behind it
+        return [item * 10 if item != 13 else ValueError("unlucky") for item in items]
+
+    commits: GroupCommit[int, int] = GroupCommit(flush, max_batch=50)
+    commits.start()
+    first = asyncio.create_task(commits.submit(0))
+    await asyncio.sleep(0)  # let the flusher take item 0
+    rest = [asyncio.create_task(commits.submit(i)) for i in range(1, 100)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert results[12] == 120 and isinstance(results[13], ValueError)
+    assert [len(batch) for batch in flushes] == [1, 50, 49]
+    await commits.stop()
+
+
+async def test_a_failed_flush_fails_every_caller_of_that_batch():
+    async def flush(items):
+        raise ConnectionError("database down")
+
+    commits: GroupCommit[int, int] = GroupCommit(flush, max_batch=10)
+    commits.start()
+    results = await asyncio.gather(*(commits.submit(i) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    await commits.stop()
