@@ -366,7 +366,6 @@ class Settings:
     worker_heartbeat_interval_s: float = 1.0
     worker_ttl_s: float = 5.0
     reconcile_interval_s: float = 30.0
-    commit_interval_s: float = 0.005
     commit_max_batch: int = 500
     shutdown_grace_s: float = 30.0
     # API limits
@@ -540,7 +539,6 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WORKER_HEARTBEAT_INTERVAL", "worker_heartbeat_interval_s", _duration_rule(0.01, 60)),
     Variable("WORKER_TTL", "worker_ttl_s", _duration_rule(0.05, 600)),
     Variable("RECONCILE_INTERVAL", "reconcile_interval_s", _duration_rule(0.01, 86400)),
-    Variable("COMMIT_INTERVAL", "commit_interval_s", _duration_rule(0, 1)),
     Variable("COMMIT_MAX_BATCH", "commit_max_batch", _int_rule(1, 100000)),
     Variable("SHUTDOWN_GRACE", "shutdown_grace_s", _duration_rule(0, 3600)),
     Variable("MAX_BODY_SIZE", "max_body_bytes", _size_rule(2**10, 2**30)),
@@ -607,6 +605,12 @@ def _check_timings(s: Settings) -> None:
         raise ConfigError(
             "RETRY_MAX_DELAY", format_duration(s.retry_max_delay_s),
             f"at least RETRY_BASE_DELAY ({format_duration(s.retry_base_delay_s)})",
+        )
+    if s.job_lease_ttl_s < 3 * s.worker_heartbeat_interval_s:
+        # Heartbeats renew job leases; a lease must outlive two missed heartbeats.
+        raise ConfigError(
+            "JOB_LEASE_TTL", format_duration(s.job_lease_ttl_s),
+            f"at least 3 x WORKER_HEARTBEAT_INTERVAL ({format_duration(3 * s.worker_heartbeat_interval_s)})",
         )
     if s.worker_ttl_s <= s.worker_heartbeat_interval_s:
         raise ConfigError(

@@ -29,6 +29,12 @@ MAX_RETRIES_LIMIT = 100
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_IDEMPOTENCY_KEY_LEN = 200
 MAX_TYPE_LEN = 100
+# MongoDB refuses documents nested deeper than 100 levels, and deep nesting costs recursion
+# wherever a job is copied or encoded; a payload gets well under that.
+MAX_PAYLOAD_DEPTH = 64
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1  # what BSON can store
+MIN_SCHEDULED_YEAR, MAX_SCHEDULED_YEAR = 1970, 9999
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 
 SUBMIT_FIELDS = (
     "type",
@@ -194,7 +200,7 @@ def parse_submission(
 ) -> JobSpec:
     """Validate one submitted job; raises ValidationError naming the first bad field."""
     if not isinstance(body, dict):
-        raise ValidationError(field_prefix.rstrip(".") or None, "a job must be a JSON object")
+        raise ValidationError(field_prefix.rstrip(".") or "body", "a job must be a JSON object")
     unknown = sorted(set(body) - set(SUBMIT_FIELDS))
     if unknown:
         raise ValidationError(
@@ -203,7 +209,10 @@ def parse_submission(
             details={"unknown_fields": unknown, "allowed_fields": list(SUBMIT_FIELDS)},
         )
     f = field_prefix
-    key = body.get("idempotency_key", idempotency_key)
+    if "idempotency_key" in body:
+        key, key_name = body["idempotency_key"], f + "idempotency_key"
+    else:
+        key, key_name = idempotency_key, IDEMPOTENCY_KEY_HEADER
     return JobSpec(
         type=_parse_type(body.get("type"), known_types, f + "type"),
         priority=parse_priority(body.get("priority", DEFAULT_PRIORITY), f + "priority"),
@@ -213,7 +222,7 @@ def parse_submission(
         ),
         timeout_s=_parse_timeout(body.get("timeout_seconds", defaults.timeout_s), f + "timeout_seconds"),
         scheduled_at=parse_datetime(body.get("scheduled_at"), f + "scheduled_at"),
-        idempotency_key=_parse_idempotency_key(key, f + "idempotency_key"),
+        idempotency_key=_parse_idempotency_key(key, key_name),
     )
 
 
@@ -252,7 +261,7 @@ def _parse_int(value: Any, name: str, low: int, high: int) -> int:
 
 def _parse_timeout(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValidationError(name, "must be a number of seconds")
+        raise ValidationError(name, "must be a finite number of seconds")
     if not 0 < value <= MAX_TIMEOUT_S:
         raise ValidationError(name, f"must be more than 0 and at most {int(MAX_TIMEOUT_S)} seconds")
     return float(value)
@@ -261,7 +270,28 @@ def _parse_timeout(value: Any, name: str) -> float:
 def _parse_payload(value: Any, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError(name, "must be a JSON object")
+    _check_storable(value, name, root=name, depth=1)
     return value
+
+
+def _check_storable(value: Any, name: str, *, root: str, depth: int) -> None:
+    """Refuse what JSON allows but MongoDB cannot store, so it is a 400 and not a failed write."""
+    if isinstance(value, (dict, list)) and depth > MAX_PAYLOAD_DEPTH:
+        raise ValidationError(root, f"is nested too deep: at most {MAX_PAYLOAD_DEPTH} levels of objects and arrays")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise ValidationError(name, f"has a key containing a NUL character: {key[:64]!r}")
+            _check_storable(item, f"{name}.{key}", root=root, depth=depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{name}[{index}]", root=root, depth=depth + 1)
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int) and not MIN_INT64 <= value <= MAX_INT64:
+        raise ValidationError(name, "is an integer outside the signed 64-bit range; send it as a string")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(name, "must be a finite number")
 
 
 def parse_datetime(value: Any, name: str) -> datetime | None:
@@ -278,9 +308,14 @@ def parse_datetime(value: Any, name: str) -> datetime | None:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    if not 1970 <= parsed.year <= 9999:
-        raise ValidationError(name, "must be between the years 1970 and 9999")
-    return parsed.astimezone(timezone.utc)
+    span = f"must be between the years {MIN_SCHEDULED_YEAR} and {MAX_SCHEDULED_YEAR} in UTC"
+    try:
+        in_utc = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-12:00 is past the end of datetime's range
+        raise ValidationError(name, span) from None
+    if not MIN_SCHEDULED_YEAR <= in_utc.year <= MAX_SCHEDULED_YEAR:
+        raise ValidationError(name, span)
+    return in_utc
 
 
 def _parse_idempotency_key(value: Any, name: str) -> str | None:
@@ -288,4 +323,8 @@ def _parse_idempotency_key(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str) or not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_LEN:
         raise ValidationError(name, f"must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY_LEN} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a header with bytes that are not UTF-8 arrives with surrogates in it
+        raise ValidationError(name, "must be valid UTF-8 text") from None
     return value

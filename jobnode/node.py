@@ -55,8 +55,19 @@ class StartupError(JobnodeError):
     """The node cannot start (a dependency is unreachable); the message says which."""
 
 
+def refuse_unbuilt_features(settings: Settings) -> None:
+    """Stop at start rather than run unprotected while an operator believes a guard is on."""
+    unbuilt = {"AUTH_ENABLED": settings.auth_enabled, "TLS_ENABLED": settings.tls_enabled,
+               "RATE_LIMIT": settings.rate_limit_per_min > 0}
+    on = [name for name, enabled in unbuilt.items() if enabled]
+    if on:
+        raise StartupError(f"{', '.join(on)} cannot be used yet: this version does not implement it, "
+                           "and running without the protection it promises would be worse than not starting")
+
+
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
+    refuse_unbuilt_features(settings)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[PROCESSORS] = processors or build_registry(settings)

@@ -121,6 +121,7 @@ class OutboxWriter:
         deadline = loop.time() + timeout_s
         written = 0
         try:
+            await self.ensure_group()  # the node may stop before run() ever created it
             for start_id in ("0", ">"):
                 while loop.time() < deadline:
                     count = await self.drain_once(start_id, block_ms=None)

@@ -271,6 +271,7 @@ class JobQueue:
             nodes, capacity, load, seen, stats = await pipe.execute()
         seen_ms = {_text(w): score for w, score in seen}
         counters = {_text(k): int(v) for k, v in stats.items()}
+        running = await self._running_jobs([_text(w) for w in nodes])
         rows = []
         for raw_id, node in sorted(nodes.items()):
             worker = _text(raw_id)
@@ -281,11 +282,31 @@ class JobQueue:
                     "capacity": int(capacity.get(raw_id, 0)),
                     "load": int(load.get(raw_id, 0)),
                     "last_heartbeat_ms": seen_ms.get(worker),
+                    "current_job": running.get(worker),
                     "processed": counters.get(f"{worker}:processed", 0),
                     "failed": counters.get(f"{worker}:failed", 0),
                 }
             )
         return rows
+
+
+    async def _running_jobs(self, workers: Sequence[str]) -> dict[str, str]:
+        """worker -> the job it is running now (a worker runs one at a time)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.smembers(self.key("wjobs", worker))
+            held = [[_text(j) for j in members] for members in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for jobs in held:
+                for job_id in jobs:
+                    pipe.hget(self.key("job", job_id), "status")
+            statuses = iter(await pipe.execute())
+        running = {}
+        for worker, jobs in zip(workers, held):
+            for job_id in jobs:
+                if _text(next(statuses) or b"") == "running":
+                    running[worker] = job_id
+        return running
 
 
 def _text(value: Any) -> str:

@@ -184,7 +184,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_ms, job_id = orjson.loads(raw)
-        if not isinstance(created_ms, int) or not isinstance(job_id, str):
+        if type(created_ms) is not int or not isinstance(job_id, str):
             raise ValueError("bad cursor shape")
         return from_epoch_ms(created_ms), job_id  # type: ignore[return-value]
     except (ValueError, TypeError, orjson.JSONDecodeError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from jobnode.processors import PermanentError
 from tests.harness import registry_with, start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
@@ -204,6 +206,27 @@ async def test_list_newest_first_with_cursor_and_filters(start_node):
     assert [j["id"] for j in echoes["jobs"]] == [i for n, i in enumerate(reversed(ids)) if (6 - n) % 2]
     pending = await (await client.get("/api/v1/jobs", params={"status": "pending"})).json()
     assert pending["count"] == 7
+
+
+async def test_workers_show_the_job_they_run(start_node):
+    client = await start_node(WORKER_COUNT="2")
+    job = await submit(client, {"type": "sleep", "payload": {"seconds": 30}})
+    await job_when(client, job["id"], lambda j: j["status"] == "running", "never started")
+    workers = (await (await client.get("/api/v1/workers")).json())["workers"]
+    busy = [w for w in workers if w["state"] == "busy"]
+    assert len(busy) == 1 and busy[0]["current_job"] == job["id"]
+    assert [w["current_job"] for w in workers if w["state"] == "idle"] == [None]
+    await client.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+async def test_auth_switch_without_auth_refuses_to_start(redis_server, mongo_server, key_prefix, mongo_db_name):
+    from jobnode.node import StartupError, build_app
+    from tests.harness import make_settings
+
+    settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name, AUTH_ENABLED="true",
+                             JWT_SECRET="x7" * 24, ADMIN_USERNAME="root", ADMIN_PASSWORD="a-long-password-1")
+    with pytest.raises(StartupError, match="AUTH_ENABLED"):
+        build_app(settings)
 
 
 async def test_stats_and_workers_keep_the_compatibility_fields(start_node):

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from jobnode import errors
 from jobnode.api.appkeys import SETTINGS
@@ -55,6 +55,26 @@ def from_exception(exc: errors.JobnodeError) -> web.Response:
     return response
 
 
+def from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own 4xx (no route, wrong method, body too large) in jobnode's error shape."""
+    code = HTTP_CODES.get(exc.status, "http_error")
+    message, details = exc.reason, None
+    if exc.status == 404:
+        message = f"no route for {request.method} {request.path}"
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = sorted(exc.allowed_methods)
+        message = f"{request.method} is not allowed on {request.path}; allowed: {', '.join(allowed)}"
+        details = {"allowed_methods": allowed}
+    elif exc.status == 413:
+        limit = request.app[SETTINGS].max_body_bytes
+        message = f"request body is larger than the limit of {limit} bytes"
+        details = {"limit_bytes": limit}
+    response = error_response(exc.status, code, message, details)
+    if hdrs.ALLOW in exc.headers:  # a 405 must say what is allowed
+        response.headers[hdrs.ALLOW] = exc.headers[hdrs.ALLOW]
+    return response
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -66,12 +86,7 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}"
-        if exc.status == 413:
-            limit = request.app[SETTINGS].max_body_bytes
-            message = f"request body is larger than the limit of {limit} bytes"
-        return error_response(exc.status, code, message)
+        return from_http_exception(request, exc)
     except Exception:
         # Never a stack trace in a response: the log has it, under an id the caller can quote.
         incident = uuid.uuid4().hex[:12]

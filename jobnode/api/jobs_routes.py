@@ -40,6 +40,10 @@ async def submit(request: web.Request) -> web.Response:
 async def submit_batch(request: web.Request) -> web.Response:
     settings, service = request.app[SETTINGS], request.app[SERVICE]
     body = await read_json(request)
+    if isinstance(body, dict) and set(body) - {"jobs"}:
+        extra = sorted(set(body) - {"jobs"})
+        raise ValidationError(extra[0], f"unknown field {extra[0]!r}; a batch is {{\"jobs\": [...]}}",
+                              details={"unknown_fields": extra})
     items = body.get("jobs") if isinstance(body, dict) else body
     if not isinstance(items, list) or not items:
         raise ValidationError("jobs", 'must be a non-empty array of jobs, e.g. {"jobs": [{"type": "echo"}]}')

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document for the API; a test keeps it in step with the routes."""
+"""The OpenAPI 3.1 document for the API; tests keep it in step with the routes and the validator."""
 
 from __future__ import annotations
 
@@ -7,14 +7,33 @@ from typing import Any
 from aiohttp import web
 
 from jobnode import __version__
-from jobnode.jobs import MAX_IDEMPOTENCY_KEY_LEN, MAX_TYPE_LEN, STATUSES, SUBMIT_FIELDS
+from jobnode.api.appkeys import SETTINGS
+from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
+from jobnode.jobs import (
+    IDEMPOTENCY_KEY_HEADER,
+    MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_PAYLOAD_DEPTH,
+    MAX_PRIORITY,
+    MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT_S,
+    MAX_TYPE_LEN,
+    MIN_PRIORITY,
+    PRIORITY_NAMES,
+    STATUSES,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+def _nullable(type_: str, **more: Any) -> dict[str, Any]:
+    return {"type": [type_, "null"], **more}
+
+
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = _nullable("string", format="date-time")
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -23,8 +42,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {
                 "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {"description": "for invalid input, an object whose `field` names the bad part"},
+                },
             }
         },
     },
@@ -33,44 +56,52 @@ SCHEMAS: dict[str, Any] = {
         "required": ["type"],
         "additionalProperties": False,
         "properties": {
-            "type": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LEN},
+            "type": {"type": "string", "minLength": 1, "maxLength": MAX_TYPE_LEN,
+                     "description": "a registered processor type; an unknown one is refused with the list"},
             "priority": {
                 "oneOf": [
-                    {"type": "integer", "minimum": 0, "maximum": 10},
-                    {"type": "string", "enum": ["low", "normal", "high"]},
-                ]
+                    {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
+                    {"type": "string", "enum": list(PRIORITY_NAMES)},
+                ],
+                "description": "higher runs first; names are case-insensitive",
             },
-            "payload": {"type": "object"},
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
-            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 604800},
-            "scheduled_at": {"type": "string", "format": "date-time"},
+            "payload": {"type": "object",
+                        "description": f"at most {MAX_PAYLOAD_DEPTH} levels deep; integers fit in 64 bits"},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+            "scheduled_at": {"type": "string", "format": "date-time",
+                             "description": "ISO-8601; without a zone it is UTC"},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN},
         },
     },
     "Job": {
         "type": "object",
-        "required": ["id", "type", "status", "priority", "payload", "attempts", "created_at"],
+        "required": [
+            "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
+            "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
+            "node_id", "worker_id", "result", "error", "errors", "submitted_by",
+        ],
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "pattern": JOB_ID_PATTERN},
             "type": {"type": "string"},
             "status": {"type": "string", "enum": list(STATUSES)},
-            "priority": {"type": "integer"},
+            "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
             "payload": {"type": "object"},
-            "attempts": {"type": "integer"},
+            "attempts": {"type": "integer", "minimum": 0},
             "max_retries": {"type": "integer"},
             "timeout_seconds": {"type": "number"},
             "scheduled_at": NULLABLE_TIME,
-            "idempotency_key": {"type": ["string", "null"]},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
+            "idempotency_key": _nullable("string"),
+            "created_at": TIME,
+            "updated_at": TIME,
             "started_at": NULLABLE_TIME,
             "finished_at": NULLABLE_TIME,
-            "node_id": {"type": ["string", "null"]},
-            "worker_id": {"type": ["string", "null"]},
-            "result": {},
-            "error": {"type": ["string", "null"]},
-            "errors": {"type": "array", "items": {"type": "object"}},
-            "submitted_by": {"type": ["string", "null"]},
+            "node_id": _nullable("string"),
+            "worker_id": _nullable("string"),
+            "result": {"description": "what the processor returned (any JSON value)"},
+            "error": _nullable("string"),
+            "errors": {"type": "array", "items": {"type": "object"}, "description": "one entry per failed attempt"},
+            "submitted_by": _nullable("string"),
         },
     },
     "JobList": {
@@ -79,40 +110,54 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "jobs": {"type": "array", "items": _ref("Job")},
             "count": {"type": "integer"},
-            "next_cursor": {"type": ["string", "null"]},
+            "next_cursor": _nullable("string"),
         },
+    },
+    "JobBatch": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "minItems": 1, "items": _ref("JobSubmission")}},
+    },
+    "JobBatchResult": {
+        "type": "object",
+        "required": ["jobs", "count"],
+        "properties": {"jobs": {"type": "array", "items": _ref("Job")}, "count": {"type": "integer"}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["id", "deleted"],
+        "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
     },
     "Object": {"type": "object"},
 }
 
 ERRORS = {
-    "400": "invalid input (the error names the field)",
-    "404": "no such job or route",
+    "400": "invalid input (details.field names it)",
+    "404": "no such job",
     "409": "the job's state forbids it",
     "413": "body too large",
-    "415": "body is not JSON",
+    "415": "body is not JSON (Content-Type must be application/json)",
     "503": "a dependency (Redis or MongoDB) is unavailable",
 }
 
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
+IDEMPOTENCY_HEADER = {
+    "name": IDEMPOTENCY_KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "used when the body has no idempotency_key; a repeated key returns the first job (200)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN},
 }
 
 
-def _op(summary: str, ok: str, schema: str, *, body: str | None = None, params: list[Any] | None = None,
-        errors: tuple[str, ...] = ("400", "503")) -> dict[str, Any]:
+def _op(operation_id: str, summary: str, ok: str, schema: str, *, body: str | None = None,
+        params: list[Any] | None = None, errors: tuple[str, ...] = ("400", "503")) -> dict[str, Any]:
     responses: dict[str, Any] = {
         ok: {"description": "success", "content": {"application/json": {"schema": _ref(schema)}}}
     }
     for status in errors:
-        responses[status] = {
-            "description": ERRORS[status],
-            "content": {"application/json": {"schema": _ref("Error")}},
-        }
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
+        responses[status] = {"description": ERRORS[status], "content": {"application/json": {"schema": _ref("Error")}}}
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
     if body:
@@ -124,42 +169,51 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema}
 
 
+BODY_ERRORS = ("400", "413", "415", "503")
+ONE_JOB_ERRORS = ("400", "404", "503")
+STATE_ERRORS = ("400", "404", "409", "503")
+
 PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
-        "post": _op("Submit a job", "201", "Job", body="JobSubmission", errors=("400", "413", "415", "503")),
+        "post": _op("submitJob", "Submit a job (200 with the first job if the idempotency key was seen)", "201",
+                    "Job", body="JobSubmission", params=[IDEMPOTENCY_HEADER], errors=BODY_ERRORS),
         "get": _op(
+            "listJobs",
             "List jobs, newest first",
             "200",
             "JobList",
             params=[
                 _query("status", {"type": "string", "enum": list(STATUSES)}),
                 _query("type", {"type": "string", "maxLength": MAX_TYPE_LEN}),
-                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                _query("cursor", {"type": "string"}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}),
+                _query("cursor", {"type": "string", "description": "next_cursor of the previous page"}),
             ],
         ),
     },
     "/api/v1/jobs/batch": {
-        "post": _op("Submit up to MAX_BATCH_SIZE jobs at once", "201", "Object", body="Object",
-                    errors=("400", "413", "415", "503")),
+        "post": _op("submitJobs", "Submit up to MAX_BATCH_SIZE jobs at once, all or none", "201",
+                    "JobBatchResult", body="JobBatch", errors=BODY_ERRORS),
     },
     "/api/v1/jobs/{job_id}": {
-        "get": _op("One job", "200", "Job", params=[JOB_ID], errors=("400", "404", "503")),
-        "delete": _op("Cancel if needed and delete the record", "200", "Object", params=[JOB_ID],
-                      errors=("400", "404", "503")),
+        "get": _op("getJob", "One job", "200", "Job", params=[JOB_ID], errors=ONE_JOB_ERRORS),
+        "delete": _op("deleteJob", "Cancel if needed and delete the record", "200", "Deleted", params=[JOB_ID],
+                      errors=ONE_JOB_ERRORS),
     },
     "/api/v1/jobs/{job_id}/cancel": {
-        "post": _op("Cancel a job that has not finished", "200", "Job", params=[JOB_ID],
-                    errors=("400", "404", "409", "503")),
+        "post": _op("cancelJob", "Cancel a job that has not finished", "200", "Job", params=[JOB_ID],
+                    errors=STATE_ERRORS),
     },
     "/api/v1/jobs/{job_id}/retry": {
-        "post": _op("Run a failed or cancelled job again", "200", "Job", params=[JOB_ID],
-                    errors=("400", "404", "409", "503")),
+        "post": _op("retryJob", "Run a failed or cancelled job again", "200", "Job", params=[JOB_ID],
+                    errors=STATE_ERRORS),
     },
-    "/api/v1/stats": {"get": _op("Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))},
-    "/api/v1/workers": {"get": _op("Every worker in the cluster", "200", "Object", errors=("503",))},
+    "/api/v1/stats": {
+        "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))
+    },
+    "/api/v1/workers": {"get": _op("listWorkers", "Every worker in the cluster", "200", "Object", errors=("503",))},
     "/health": {
         "get": {
+            "operationId": "getHealth",
             "summary": "200 when the node can serve, 503 otherwise, with per-dependency checks",
             "responses": {
                 "200": {"description": "healthy", "content": {"application/json": {"schema": _ref("Object")}}},
@@ -167,15 +221,29 @@ PATHS: dict[str, Any] = {
             },
         }
     },
-    "/api/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+    "/api/v1/openapi.json": {
+        "get": {
+            "operationId": "getOpenApi",
+            "summary": "This document",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": _ref("Object")}}}
+            },
+        }
+    },
 }
 
 
-
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
+    """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE."""
+    schemas = SCHEMAS
+    if app is not None and SETTINGS in app:
+        batch = {**SCHEMAS["JobBatch"]}
+        jobs = {**batch["properties"]["jobs"], "maxItems": app[SETTINGS].max_batch_size}
+        schemas = {**SCHEMAS, "JobBatch": {**batch, "properties": {"jobs": jobs}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "jobnode", "version": __version__},
+        "info": {"title": "jobnode", "version": __version__,
+                 "description": "Distributed job processing: submit, track, cancel and retry jobs."},
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": schemas},
     }

@@ -56,7 +56,8 @@ async def stats(request: web.Request) -> web.Response:
 async def workers(request: web.Request) -> web.Response:
     rows = await request.app[QUEUE].workers()
     for row in rows:
-        row["state"] = "busy" if row["load"] > 0 else "idle"
+        # "busy" means running a job; jobs merely waiting in its inbox count in `load`.
+        row["state"] = "busy" if row["current_job"] else "idle"
         row["last_heartbeat"] = isoformat(from_epoch_ms(row.pop("last_heartbeat_ms")))
     return web.json_response({"workers": rows, "count": len(rows)})
 
