@@ -407,6 +407,7 @@ class Settings:
         _absorb_redis_url_credentials(self)
         _check_timings(self)
         _check_ports_and_urls(self)
+        _check_cluster(self)
         _check_tls(self)
         _check_auth(self)
 
@@ -630,6 +631,20 @@ def _check_ports_and_urls(s: Settings) -> None:
             "ADVERTISE_URL", mask_url_password(s.advertise_url), "an https:// URL",
             reason="TLS_ENABLED=true, so peers must reach this node over https",
         )
+
+
+MIN_CLUSTER_SECRET_BYTES = 16
+
+
+def _check_cluster(s: Settings) -> None:
+    # Peers talk over HTTP; without a shared secret anyone who reaches a node could vote.
+    others = [node for node in s.peers if node != s.node_id]
+    if others and not s.cluster_secret:
+        raise ConfigError("CLUSTER_SECRET", "", "a shared secret of at least 16 bytes",
+                          reason="PEERS names other nodes", secret=True)
+    if s.cluster_secret and len(s.cluster_secret.encode()) < MIN_CLUSTER_SECRET_BYTES:
+        raise ConfigError("CLUSTER_SECRET", s.cluster_secret, "a shared secret of at least 16 bytes",
+                          secret=True)
 
 
 def _check_tls(s: Settings) -> None:

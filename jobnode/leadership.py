@@ -17,6 +17,10 @@ from jobnode.leases import LeaderLease
 
 log = structlog.get_logger(__name__)
 
+# While meant to lead but locked out (the old leader's lease has not run out yet), try
+# often: the gap between its lease expiring and ours being taken is failover time.
+ACQUIRE_RETRY_S = 0.05
+
 
 class Leadership:
     """Turns "this node should lead" into a held, renewed leader lease."""
@@ -58,8 +62,10 @@ class Leadership:
         while True:
             await self._step()
             self._changed.clear()
+            waiting = self.should_lead and self.lease.token is None
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=self.renew_interval_s)
+                await asyncio.wait_for(self._changed.wait(),
+                                       timeout=ACQUIRE_RETRY_S if waiting else self.renew_interval_s)
             except TimeoutError:
                 pass
 

@@ -5,8 +5,9 @@ MongoDB), then the services on top of them (job service, outbox writer, leadersh
 dispatcher, reconciler, workers). Handlers reach them through the typed keys in
 `jobnode.api.appkeys`, never through globals.
 
-A lone node leads itself: it always asks for the fenced leader lease. The cluster's
-election will decide this instead, through `Leadership.want()`.
+The election (jobnode.elector driving election/) decides who should lead and tells
+`Leadership`, which takes the fenced lease in Redis; only the lease holder dispatches.
+A lone node elects itself.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import jobs_routes, system_routes
+from jobnode.api import cluster_routes, jobs_routes, system_routes
 from jobnode.api.appkeys import (
+    CLUSTER_STORE,
+    ELECTOR,
+    PEER_VERIFIER,
     LEADERSHIP,
     MONGO,
     POOL,
@@ -33,21 +37,11 @@ from jobnode.api.appkeys import (
     THROUGHPUT,
 )
 from jobnode.api.errors import error_middleware
-from jobnode.background import cancel_all, supervise
 from jobnode.config import Settings, mask_url_password
-from jobnode.dispatcher import DispatchSettings, Dispatcher
 from jobnode.errors import JobnodeError
-from jobnode.leadership import Leadership
-from jobnode.leases import LeaderLease
-from jobnode.outbox import OutboxWriter
 from jobnode.processors import ProcessorRegistry, build_registry
-from jobnode.queue import JobQueue
-from jobnode.reconciler import Reconciler
-from jobnode.retry import RetryPolicy
-from jobnode.service import JobService
+from jobnode.services import NodeServices
 from jobnode.stats import Throughput
-from jobnode.store import JobStore
-from jobnode.worker import PoolSettings, WorkerPool
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +70,7 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.cleanup_ctx.append(services)
     app.router.add_routes(jobs_routes.routes)
     app.router.add_routes(system_routes.routes)
+    app.router.add_routes(cluster_routes.routes)
     return app
 
 
@@ -111,67 +106,14 @@ async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: 
 
 
 async def services(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    store = JobStore(app[MONGO][settings.mongodb_database])
-    await store.ensure_indexes()
-    queue = JobQueue(app[REDIS], settings.redis_key_prefix)
-    registry = app[PROCESSORS]
-    service = JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch)
-    leadership = Leadership(LeaderLease(app[REDIS], queue.scripts, queue.prefix, settings.node_id,
-                                        settings.leader_lease_ttl_s))
-    leadership.want(True)  # a lone node leads itself
-    pool = WorkerPool(_pool_settings(settings), queue, registry)
-    outbox = OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch)
-    dispatcher = Dispatcher(queue, leadership, _dispatch_settings(settings))
-    reconciler = Reconciler(store, queue, grace_s=settings.reconcile_interval_s)
-    app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = queue, service, leadership, pool
-
-    service.start()
-    tasks = [
-        supervise("leadership", leadership.run),
-        supervise("outbox", outbox.run),
-        supervise("dispatcher", dispatcher.run),
-        supervise("reconciler", lambda: reconciler.run(leadership, settings.reconcile_interval_s)),
-    ]
-    await pool.start()
-    log.info("node.ready", node_id=settings.node_id, workers=settings.worker_count,
-             processors=registry.types(), strategy=settings.load_balancer_strategy)
+    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS])
+    app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = node.queue, node.jobs, node.leadership, node.pool
+    app[CLUSTER_STORE], app[ELECTOR], app[PEER_VERIFIER] = node.cluster_store, node.elector, node.verifier
     try:
+        await node.start()
         yield
     finally:
-        await pool.stop(settings.shutdown_grace_s)
-        await service.stop()
-        await cancel_all(tasks)
-        await outbox.flush(timeout_s=5.0)
-        await leadership.resign()
-        await registry.close()
-        log.info("node.stopped", node_id=settings.node_id)
-
-
-def _pool_settings(settings: Settings) -> PoolSettings:
-    return PoolSettings(
-        node_id=settings.node_id,
-        worker_count=settings.worker_count,
-        capacity=1 + settings.worker_prefetch,
-        lease_ttl_s=settings.job_lease_ttl_s,
-        heartbeat_interval_s=settings.worker_heartbeat_interval_s,
-        retry=RetryPolicy(
-            policy=settings.retry_policy,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-            multiplier=settings.retry_multiplier,
-            jitter_factor=settings.retry_jitter_factor,
-        ),
-    )
-
-
-def _dispatch_settings(settings: Settings) -> DispatchSettings:
-    return DispatchSettings(
-        strategy=settings.load_balancer_strategy,
-        job_lease_ms=int(settings.job_lease_ttl_s * 1000),
-        worker_ttl_ms=int(settings.worker_ttl_s * 1000),
-        low_priority_share=settings.low_priority_share,
-    )
+        await node.stop()
 
 
 async def serve(settings: Settings) -> None:

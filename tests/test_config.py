@@ -561,7 +561,7 @@ def test_unreadable_env_file_is_a_config_error(tmp_path: Path) -> None:
 SECRETS = {
     "JWT_SECRET": GOOD_JWT,
     "REDIS_PASSWORD": "redis-pw-0001",
-    "CLUSTER_SECRET": "cluster-pw-0002",
+    "CLUSTER_SECRET": "cluster-pw-0002-long-enough",
     "ADMIN_PASSWORD": "admin-pw-0003",
     "SMTP_PASSWORD": "smtp-pw-0004",
 }
@@ -643,3 +643,10 @@ def test_docs_table_lists_every_variable_with_default_and_allowed() -> None:
             assert default == f"`{example[variable.name]}`"
         else:
             assert default.startswith("*") and default.endswith("*")
+
+
+def test_peers_require_a_cluster_secret() -> None:
+    error = config_error({"NODE_ID": "node-1", "PEERS": "node-2=http://10.0.0.2:8080"})
+    assert error.variable == "CLUSTER_SECRET" and "PEERS names other nodes" in str(error)
+    short = config_error({"PEERS": "node-2=http://10.0.0.2:8080", "CLUSTER_SECRET": "tiny"})
+    assert "tiny" not in str(short) and "at least 16 bytes" in str(short)

@@ -9,6 +9,9 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 if TYPE_CHECKING:
+    from jobnode.cluster_store import ClusterStore
+    from jobnode.elector import Elector
+    from jobnode.peer_auth import Verifier
     from jobnode.config import Settings
     from jobnode.leadership import Leadership
     from jobnode.processors import ProcessorRegistry
@@ -26,3 +29,6 @@ LEADERSHIP = web.AppKey("leadership", "Leadership")
 POOL = web.AppKey("pool", "WorkerPool")
 THROUGHPUT = web.AppKey("throughput", "Throughput")
 PROCESSORS = web.AppKey("processors", "ProcessorRegistry")
+CLUSTER_STORE = web.AppKey("cluster_store", "ClusterStore")
+ELECTOR = web.AppKey("elector", "Elector")
+PEER_VERIFIER = web.AppKey("peer_verifier", "Verifier")

@@ -133,7 +133,7 @@ SCHEMAS: dict[str, Any] = {
 
 ERRORS = {
     "400": "invalid input (details.field names it)",
-    "404": "no such job",
+    "404": "no such job, algorithm or route",
     "409": "the job's state forbids it",
     "413": "body too large",
     "415": "body is not JSON (Content-Type must be application/json)",
@@ -211,6 +211,33 @@ PATHS: dict[str, Any] = {
         "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))
     },
     "/api/v1/workers": {"get": _op("listWorkers", "Every worker in the cluster", "200", "Object", errors=("503",))},
+    "/api/v1/leader": {"get": _op("getLeader", "The leader this node sees: id, address, term, algorithm, since",
+                                  "200", "Object", errors=("503",))},
+    "/api/v1/nodes": {"get": _op("listNodes", "Every node: id, address, role, health, last heartbeat, term",
+                                 "200", "Object", errors=("503",))},
+    "/api/v1/cluster": {"get": _op("getCluster", "Cluster size, leader node, algorithm and nodes", "200", "Object",
+                                   errors=("503",))},
+    "/api/v1/election": {"get": _op("getElection", "This node's view of the election", "200", "Object", errors=())},
+    "/api/v1/elections": {"get": _op("listElections", "Leader-change history, newest first", "200", "Object",
+                                     params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},
+    "/api/v1/election/algorithms": {"get": _op("listAlgorithms", "The election algorithms and current settings",
+                                               "200", "Object", errors=())},
+    "/api/v1/election/algorithms/{name}": {"get": _op(
+        "getAlgorithm", "One election algorithm: what it does, guarantees, failure modes, parameters", "200",
+        "Object", params=[{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        errors=("404",))},
+    "/internal/v1/election": {"post": {
+        "operationId": "peerElectionMessage",
+        "summary": "Election traffic between nodes; requests must be signed with CLUSTER_SECRET",
+        "tags": ["internal"],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Object")}}},
+        "responses": {
+            "204": {"description": "accepted"},
+            "400": {"description": ERRORS["400"], "content": {"application/json": {"schema": _ref("Error")}}},
+            "401": {"description": "not signed with the cluster secret",
+                    "content": {"application/json": {"schema": _ref("Error")}}},
+        },
+    }},
     "/health": {
         "get": {
             "operationId": "getHealth",

@@ -1,0 +1,152 @@
+"""Everything a node runs on top of its Redis and MongoDB connections, built, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+
+import structlog
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from jobnode.background import cancel_all, supervise
+from jobnode.cluster import ClusterRecorder
+from jobnode.cluster_store import ClusterStore
+from jobnode.config import Settings
+from jobnode.dispatcher import DispatchSettings, Dispatcher
+from jobnode.elector import Elector
+from jobnode.leadership import Leadership
+from jobnode.leases import LeaderLease
+from jobnode.outbox import OutboxWriter
+from jobnode.peer_auth import Verifier
+from jobnode.peers import PeerTransport
+from jobnode.processors import ProcessorRegistry
+from jobnode.queue import JobQueue
+from jobnode.reconciler import Reconciler
+from jobnode.retry import RetryPolicy
+from jobnode.service import JobService
+from jobnode.store import JobStore
+from jobnode.worker import PoolSettings, WorkerPool
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_FLUSH_AT_STOP_S = 5.0
+
+
+@dataclass
+class NodeServices:
+    """The node's moving parts; `stop()` is safe after a start that failed half-way."""
+
+    settings: Settings
+    store: JobStore
+    queue: JobQueue
+    registry: ProcessorRegistry
+    jobs: JobService
+    leadership: Leadership
+    pool: WorkerPool
+    outbox: OutboxWriter
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    cluster_store: ClusterStore
+    transport: PeerTransport
+    verifier: Verifier
+    elector: Elector
+    recorder: ClusterRecorder
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis, mongo: AsyncMongoClient,
+              registry: ProcessorRegistry) -> NodeServices:
+        db = mongo[settings.mongodb_database]
+        store, queue = JobStore(db), JobQueue(redis, settings.redis_key_prefix)
+        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
+        leadership = Leadership(lease)
+        pool = WorkerPool(pool_settings(settings), queue, registry)
+        # Without a configured secret nobody can reach the peer route (a lone node needs none).
+        secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
+        transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings))
+        elector = Elector(settings, transport, leadership)
+        cluster_store = ClusterStore(db)
+        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
+        elector.on_leader_change = recorder.on_leader_change
+        return cls(
+            settings=settings, store=store, queue=queue, registry=registry,
+            jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch),
+            leadership=leadership, pool=pool,
+            outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch),
+            dispatcher=Dispatcher(queue, leadership, dispatch_settings(settings)),
+            reconciler=Reconciler(store, queue, grace_s=settings.reconcile_interval_s),
+            cluster_store=cluster_store, transport=transport, verifier=Verifier(secret),
+            elector=elector, recorder=recorder,
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.store.ensure_indexes()
+        await self.cluster_store.ensure_indexes()
+        self.jobs.start()
+        await self.transport.start()
+        self.tasks = [
+            supervise("leadership", self.leadership.run),
+            supervise("outbox", self.outbox.run),
+            supervise("dispatcher", self.dispatcher.run),
+            supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
+        ]
+        await self.pool.start()
+        await self.elector.start()  # last: the node takes part in elections once it can do the work
+        self.tasks.append(supervise("cluster", self.recorder.run))
+        log.info("node.ready", node_id=s.node_id, workers=s.worker_count, processors=self.registry.types(),
+                 strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
+
+    async def stop(self) -> None:
+        # Hand the lead over first (raft transfers it, and the lease is released for the
+        # next leader), then let running jobs finish, then write what is left to MongoDB.
+        steps = [
+            ("election", self.elector.stop()),
+            ("lease", self.leadership.resign()),
+            ("workers", self.pool.stop(self.settings.shutdown_grace_s)),
+            ("submits", self.jobs.stop()),
+            ("tasks", cancel_all(self.tasks)),
+            ("outbox", self.outbox.flush(timeout_s=OUTBOX_FLUSH_AT_STOP_S)),
+            ("peers", self.transport.stop()),
+            ("processors", self.registry.close()),
+        ]
+        for name, step in steps:
+            try:
+                await step
+            except Exception:  # one failed step (Redis down, say) must not skip the rest
+                log.exception("node.stop_step_failed", step=name)
+        log.info("node.stopped", node_id=self.settings.node_id)
+
+
+def peer_timeout_s(settings: Settings) -> float:
+    # Long enough for a loaded peer to answer, short enough that a dead one never delays
+    # the next message to it by much more than an election timeout.
+    return max(0.2, min(2.0, settings.election_timeout_s))
+
+
+def pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(
+        node_id=settings.node_id,
+        worker_count=settings.worker_count,
+        capacity=1 + settings.worker_prefetch,
+        lease_ttl_s=settings.job_lease_ttl_s,
+        heartbeat_interval_s=settings.worker_heartbeat_interval_s,
+        retry=RetryPolicy(
+            policy=settings.retry_policy,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            multiplier=settings.retry_multiplier,
+            jitter_factor=settings.retry_jitter_factor,
+        ),
+    )
+
+
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    return DispatchSettings(
+        strategy=settings.load_balancer_strategy,
+        job_lease_ms=int(settings.job_lease_ttl_s * 1000),
+        worker_ttl_ms=int(settings.worker_ttl_s * 1000),
+        low_priority_share=settings.low_priority_share,
+    )
