@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,11 +133,30 @@ class WorkerPool:
         kind, body = outcome
         if kind == "completed":
             worker.processed += 1
-            await self.queue.finish(worker.id, taken.id, "completed", result=body)
+            await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, "completed", result=body))
             return
         worker.failed += 1
         delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
-        await self.queue.finish(worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+        await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, kind, error=body.decode(),
+                                                               delay_ms=delay_ms))
+
+    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> None:
+        """Deliver an outcome, riding out a short Redis outage instead of losing the work.
+
+        Past the lease the job has been (or will be) handed to another worker, so an
+        outcome that still cannot be delivered is dropped and the job runs again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.lease_ttl_s
+        while True:
+            try:
+                await finish()
+                return
+            except Unavailable as exc:
+                if loop.time() >= deadline:
+                    log.warning("job.outcome_lost", job_id=job_id, error=str(exc), note="the job will run again")
+                    return
+                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
     async def _process(self, taken: TakenJob) -> tuple[str, bytes]:
         """Run the processor; returns (outcome, result or error text)."""
