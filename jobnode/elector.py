@@ -7,7 +7,8 @@ write, send and report. This module is the I/O around them:
   - raft's term and vote are written to DATA_DIR/raft-state.json and fsynced BEFORE any
     message of the same output leaves (a vote on the wire that a restart could forget
     would let this node vote twice in one term);
-  - a LeaderChanged event tells `Leadership` whether to hold the fenced leader lease.
+  - after every step, `Leadership` is told to hold the fenced leader lease exactly while
+    the machine names this node leader and `PeerContact` says a majority is reachable.
 
 One lock serialises step, persist and send, so outputs are applied in the order the
 machine produced them.
@@ -34,6 +35,7 @@ from jobnode.config import Settings
 from jobnode.jobs import utcnow
 from jobnode.leadership import Leadership
 from jobnode.peers import PeerTransport
+from jobnode.quorum import PeerContact
 
 log = structlog.get_logger(__name__)
 
@@ -107,10 +109,11 @@ class Elector:
     """Feeds the election machine and applies what it returns."""
 
     def __init__(self, settings: Settings, transport: PeerTransport, leadership: Leadership,
-                 on_leader_change: LeaderCallback | None = None) -> None:
+                 contact: PeerContact, on_leader_change: LeaderCallback | None = None) -> None:
         self.settings = settings
         self.transport = transport
         self.leadership = leadership
+        self.contact = contact
         self.on_leader_change = on_leader_change
         self.algorithm = settings.election_algorithm
         self.state_file = RaftStateFile(Path(settings.data_dir))
@@ -147,6 +150,7 @@ class Elector:
 
     async def deliver(self, message: Any) -> None:
         self.received += 1
+        self.contact.reached(message.src_address, asyncio.get_running_loop().time())
         await self._step(lambda now: self.machine.on_message(message, now))
 
     async def _tick_loop(self, interval_s: float) -> None:
@@ -156,7 +160,8 @@ class Elector:
 
     async def _step(self, call: Callable[[float], election.Output]) -> None:
         async with self._lock:
-            out = call(asyncio.get_running_loop().time())
+            now = asyncio.get_running_loop().time()
+            out = call(now)
             if out.persist is not None:
                 await asyncio.to_thread(self.state_file.save, out.persist)
             for message in out.messages:
@@ -165,6 +170,7 @@ class Elector:
             for event in out.events:
                 await self._record(event)
             self.view.members = dict(self.machine.members)
+            self.leadership.want(self.view.leader == self.node_id and self.contact.has_majority(now))
 
     async def _record(self, event: election.Event) -> None:
         if not isinstance(event, election.LeaderChanged):
@@ -174,7 +180,6 @@ class Elector:
         self.view.leader, self.view.term, self.view.since = event.leader, event.term, change.at
         self.view.changes += 1
         log.info("election.leader_changed", leader=event.leader, previous=change.previous, term=event.term)
-        self.leadership.want(event.leader == self.node_id)
         if self.on_leader_change is not None:
             # Recording (MongoDB) must not hold up the protocol: it runs on its own.
             task = asyncio.create_task(self.on_leader_change(change), name="record-leader")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -36,7 +37,8 @@ class PeerStats:
 class PeerTransport:
     """Delivers signed message bodies to peer addresses, one independent lane per peer."""
 
-    def __init__(self, node_id: str, secret: bytes, *, timeout_s: float, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, node_id: str, secret: bytes, *, timeout_s: float, ssl_context: ssl.SSLContext | None = None,
+                 on_reached: Callable[[str, float], None] | None = None):
         self.node_id = node_id
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -45,6 +47,7 @@ class PeerTransport:
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
         self.stats: dict[str, PeerStats] = {}
+        self._on_reached = on_reached  # told (address, loop time) of every 2xx answer
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit_per_host=4, ssl=self._ssl if self._ssl else None)
@@ -88,6 +91,8 @@ class PeerTransport:
                         log.debug("peer.refused", peer=address, status=resp.status)
                     else:
                         stats.sent += 1
+                        if self._on_reached is not None:
+                            self._on_reached(address, asyncio.get_running_loop().time())
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 stats.failed += 1
                 log.debug("peer.unreachable", peer=address, error=str(exc) or type(exc).__name__)

@@ -23,6 +23,7 @@ from jobnode.peer_auth import Verifier
 from jobnode.peers import PeerTransport
 from jobnode.processors import ProcessorRegistry
 from jobnode.queue import JobQueue
+from jobnode.quorum import PeerContact
 from jobnode.reconciler import Reconciler
 from jobnode.retry import RetryPolicy
 from jobnode.service import JobService
@@ -65,8 +66,12 @@ class NodeServices:
         pool = WorkerPool(pool_settings(settings), queue, registry)
         # Without a configured secret nobody can reach the peer route (a lone node needs none).
         secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
-        transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings))
-        elector = Elector(settings, transport, leadership)
+        contact = PeerContact.for_cluster(
+            [url for node, url in settings.peers.items() if node != settings.node_id],
+            settings.election_timeout_s, settings.election_interval_s)
+        transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings),
+                                  on_reached=contact.reached)
+        elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
         elector.on_leader_change = recorder.on_leader_change

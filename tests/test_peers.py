@@ -75,6 +75,8 @@ async def test_the_election_route_lets_in_only_the_cluster(start_node):
     assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_request"
     good = await client.post(ELECTION_PATH, data=body, headers=signed(body, secret=secret.encode()))
     assert good.status == 204
+    counts = (await (await client.get("/api/v1/election")).json())["peer_messages"]
+    assert counts == {"received": 1, "refused": 2}
 
 
 async def test_a_slow_peer_never_holds_up_a_fast_one():

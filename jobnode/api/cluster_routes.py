@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from jobnode.cluster import DOWN_AFTER_S
 from jobnode.errors import NotFound, ValidationError
 from jobnode.jobs import isoformat, utcnow
 from jobnode.peers import ELECTION_PATH
+from jobnode.quorum import PeerContact
 
 routes = web.RouteTableDef()
 
@@ -58,8 +60,16 @@ async def election_view(request: web.Request) -> web.Response:
         "since": isoformat(view.since),
         "leader_changes_seen": view.changes,
         "supported_algorithms": list(election.ALGORITHM_NAMES),
+        "peer_messages": {"received": elector.received, "refused": request.app[PEER_VERIFIER].refused},
+        "quorum": _quorum(elector.contact),
         "members": [_member(m) for m in sorted(view.members.values(), key=lambda m: m.node_id)],
     })
+
+
+def _quorum(contact: PeerContact) -> dict[str, Any]:
+    now = asyncio.get_running_loop().time()
+    return {"cluster_size": contact.cluster_size, "peers_reached": contact.recent(now),
+            "window_s": contact.window_s, "has_majority": contact.has_majority(now)}
 
 
 def _member(member: election.Member) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Randomized fault schedules for every algorithm, checked by `election.sim`.
+
+The default run covers 1,000 schedules per algorithm with fixed seeds, so a
+failure is reproducible with `python -m election.sim replay ALGORITHM SEED`
+(the failure message prints it). The `slow` run covers ELECTION_SCHEDULES
+(default 10,000, which CI runs; set 100000 for a long soak) per algorithm
+on other seeds, using every core.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+import election
+from election.sim import check_many, check_schedules, failover_times, summarize
+
+CI_SCHEDULES = 1000
+CI_BATCH = 250
+SLOW_SCHEDULES = int(os.environ.get("ELECTION_SCHEDULES", "10000"))
+SLOW_BATCH = 5000
+SLOW_FIRST_SEED = 10_000_000  # disjoint from the default run's seeds
+
+
+@pytest.mark.parametrize("batch", range(CI_SCHEDULES // CI_BATCH))
+@pytest.mark.parametrize("algorithm", election.ALGORITHM_NAMES)
+def test_random_schedules(algorithm: str, batch: int) -> None:
+    seeds = range(batch * CI_BATCH, (batch + 1) * CI_BATCH)
+    times, failures = check_schedules(algorithm, seeds)
+    assert not failures, f"{len(failures)} of {len(seeds)} schedules failed; first:\n{failures[0]}"
+    assert len(times) == len(seeds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", range(math.ceil(SLOW_SCHEDULES / SLOW_BATCH)))
+@pytest.mark.parametrize("algorithm", election.ALGORITHM_NAMES)
+def test_random_schedules_nightly(algorithm: str, batch: int) -> None:
+    first = SLOW_FIRST_SEED + batch * SLOW_BATCH
+    count = min(SLOW_BATCH, SLOW_SCHEDULES - batch * SLOW_BATCH)
+    times, failures = check_many(algorithm, first, count, jobs=os.cpu_count() or 1)
+    assert not failures, f"{len(failures)} of {count} schedules failed; first:\n{failures[0]}"
+    assert len(times) == count
+
+
+@pytest.mark.parametrize("algorithm", election.ALGORITHM_NAMES)
+def test_failover_after_killing_the_leader(algorithm: str) -> None:
+    times = failover_times(algorithm, 5, runs=20)
+    assert len(times) == 20
+    print(f"\n{algorithm} failover, 5 nodes: {summarize(times)}")
