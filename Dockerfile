@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+# The jobnode node image: `docker build -t jobnode .`, then `docker run jobnode` runs `jobnode serve`
+# configured from the environment (see docs/configuration.md; the compose files show a cluster).
+#
+# Two stages: the first builds jobnode and its dependencies into a virtual environment (pip, build
+# caches and any compiler stay behind in it); the second copies only that environment onto a clean
+# slim Python and runs it as an unprivileged user.
+
+ARG PYTHON_VERSION=3.12
+
+FROM python:${PYTHON_VERSION}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/jobnode
+WORKDIR /src
+# Only what the package needs; tests, configs and monitoring are not part of the image.
+COPY pyproject.toml README.md ./
+COPY jobnode ./jobnode
+COPY election ./election
+RUN /opt/jobnode/bin/pip install . \
+    && /opt/jobnode/bin/python -c "import jobnode.cli, election"
+
+FROM python:${PYTHON_VERSION}-slim AS runtime
+# A fixed numeric uid/gid: volumes can be prepared for it, and orchestrators that insist on a
+# non-root user (runAsNonRoot) can check it without resolving names.
+ARG JOBNODE_UID=10001
+RUN groupadd --system --gid "${JOBNODE_UID}" jobnode \
+    && useradd --system --uid "${JOBNODE_UID}" --gid jobnode --home-dir /data --no-create-home \
+        --shell /usr/sbin/nologin jobnode \
+    && mkdir -p /data \
+    && chown jobnode:jobnode /data
+COPY --from=build /opt/jobnode /opt/jobnode
+# DATA_DIR holds raft's persisted term and vote: mount a volume there so a restart keeps them.
+# A new named volume takes /data's owner from the image, so the node can write to it.
+ENV PATH=/opt/jobnode/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DATA_DIR=/data \
+    SERVER_HOST=0.0.0.0 \
+    LOG_FORMAT=json
+WORKDIR /data
+VOLUME ["/data"]
+USER ${JOBNODE_UID}:${JOBNODE_UID}
+# 8080: API and peer traffic (SERVER_PORT); 9090: Prometheus metrics (METRICS_PORT).
+EXPOSE 8080 9090
+# 200 only when the node can serve (Redis and MongoDB reachable); assumes the default SERVER_PORT
+# and plain http: override the check when you change either.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
+# SIGTERM starts a graceful stop (in-flight jobs finish or go back, raft hands over leadership)
+# that lasts up to SHUTDOWN_GRACE; give `docker stop` a longer --time than that.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["jobnode"]
+CMD ["serve"]
