@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ from jobnode.client import (
     ConnectionFailed,
     NotFoundError,
     PermissionDenied,
+    ServiceUnavailable,
     WaitTimeout,
 )
 
@@ -30,7 +32,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 BATCH_CHUNK = 500  # jobs per batch request: well under the server's default MAX_BATCH_SIZE of 1000
 JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
 JOB_COUNTS = ("pending", "assigned", "running", "retrying", "completed", "failed", "cancelled", "total")
-QUEUE_COUNTS = ("pending", "processing", "delayed", "completed", "failed")
+QUEUE_COUNTS = ("pending", "processing", "delayed", "completed", "failed", "dead_letter")
 
 
 class UsageError(Exception):
@@ -86,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit_parser(commands, common)
     _add_jobs_parser(commands, common)
 
-    status = commands.add_parser("status", parents=[common], help="nodes, leader and queue depths")
+    status = commands.add_parser(
+        "status", parents=[common], help="nodes, leader, workers and queue depths",
+        description="Show the cluster as one node sees it. --url may list several nodes separated by commas:"
+        " the first that answers is asked, so a --watch carries on through that node's death.",
+    )
     status.add_argument(
         "--watch", nargs="?", type=_positive_float, const=2.0, metavar="SECONDS", help="refresh every SECONDS (2)"
     )
-    status.set_defaults(handler=_client_command(_cmd_status))
+    status.set_defaults(handler=_client_command(_cmd_status, several_urls=True))
 
     login = commands.add_parser("login", parents=[common], help="get a token and keep it for later commands")
     login.add_argument("--username", required=True)
@@ -229,17 +235,20 @@ def _unavailable(command: str, exc: ModuleNotFoundError) -> Exception:
 ENV_URL, ENV_TOKEN, ENV_CA_FILE = "JOBNODE_URL", "JOBNODE_TOKEN", "JOBNODE_CA_FILE"
 
 
-def _client_command(command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]]) -> Callable[..., int]:
-    """Wrap an async command so it runs with a client built from the global options."""
+def _client_command(
+    command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]], *, several_urls: bool = False
+) -> Callable[..., int]:
+    """Wrap an async command so it runs with a client built from the global options.
+
+    With `several_urls`, --url may list nodes separated by commas (args.urls holds them all);
+    the client given to the command talks to the first."""
 
     def run(args: argparse.Namespace) -> int:
-        args.url = (args.url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
-        token = args.token or os.environ.get(ENV_TOKEN) or load_token(args.url)
-        ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
-        try:
-            client = AsyncClient(args.url, token=token, ca_file=ca_file, verify_tls=not args.insecure)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        args.urls = _split_urls(args.url or os.environ.get(ENV_URL) or DEFAULT_URL)
+        if len(args.urls) > 1 and not several_urls:
+            raise UsageError(f"`jobnode {args.command}` talks to one node: give --url a single URL")
+        args.url = args.urls[0]
+        client = client_for(args.url, args)
 
         async def go() -> int:
             async with client:
@@ -250,11 +259,29 @@ def _client_command(command: Callable[[AsyncClient, argparse.Namespace], Awaitab
     return run
 
 
+def _split_urls(text: str) -> list[str]:
+    urls = [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
+    if not urls:
+        raise UsageError("--url is empty")
+    return urls
+
+
+def client_for(url: str, args: argparse.Namespace, **options: Any) -> AsyncClient:
+    """A client for `url` with the token, CA file and TLS choice of the command line or environment."""
+    token = args.token or os.environ.get(ENV_TOKEN) or load_token(url)
+    ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
+    try:
+        return AsyncClient(url, token=token, ca_file=ca_file, verify_tls=not args.insecure, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _print_api_error(exc: ApiError, args: argparse.Namespace) -> None:
     if isinstance(exc, ConnectionFailed):
         print(f"error: {exc.message}", file=sys.stderr)
         print(
-            f"hint: is a jobnode node running at {args.url}? Point at one with --url URL (or {ENV_URL}).",
+            f"hint: is a jobnode node running at {', '.join(getattr(args, 'urls', [args.url]))}?"
+            f" Point at one with --url URL (or {ENV_URL}).",
             file=sys.stderr,
         )
         return
@@ -578,70 +605,175 @@ async def _cmd_job_action(client: AsyncClient, args: argparse.Namespace) -> int:
 
 # ---- status ---------------------------------------------------------------------------------
 
+# Answers that mean "ask another node": this one is down or cannot serve right now.
+_NODE_UNAVAILABLE = (ConnectionFailed, ServiceUnavailable)
+STATUS_TIMEOUT_S = 5.0  # a dead node must not freeze the screen for the client's default 10s
+
+
+@dataclass
+class StatusSnapshot:
+    """What `jobnode status` shows, from one node: its stats plus whichever cluster views it may read."""
+
+    url: str
+    stats: dict
+    leader: dict | None = None  # /api/v1/leader (absent on older nodes)
+    nodes: dict | None = None  # /api/v1/nodes (admin)
+    workers: dict | None = None  # /api/v1/workers (admin)
+
+    def as_json(self) -> dict:
+        return {"url": self.url, "stats": self.stats, "leader": self.leader, "nodes": self.nodes,
+                "workers": self.workers}
+
 
 async def _cmd_status(client: AsyncClient, args: argparse.Namespace) -> int:
-    if not args.watch:
-        stats, nodes = await _status_snapshot(client)
-        print(json.dumps({"stats": stats, "nodes": nodes}) if args.json else render_status(stats, nodes))
+    client.timeout_s = min(client.timeout_s, STATUS_TIMEOUT_S)
+    fallbacks = [client_for(url, args, timeout_s=STATUS_TIMEOUT_S) for url in args.urls[1:]]
+    try:
+        if not args.watch:
+            snapshot = await status_snapshot([client, *fallbacks])
+            print(json.dumps(snapshot.as_json()) if args.json else render_status(snapshot))
+            return 0
+        await watch_status(client, args.watch, json_output=args.json, fallbacks=fallbacks)
         return 0
-    await watch_status(client, args.watch, json_output=args.json)
-    return 0
+    finally:
+        for other in fallbacks:
+            await other.close()
 
 
 async def watch_status(
-    client: AsyncClient, interval_s: float, *, json_output: bool = False, iterations: int | None = None
+    client: AsyncClient,
+    interval_s: float,
+    *,
+    json_output: bool = False,
+    iterations: int | None = None,
+    fallbacks: Sequence[AsyncClient] = (),
 ) -> None:
-    """Redraw the status every `interval_s`; a failing node is shown, not fatal (that is what one watches for)."""
+    """Redraw the status every `interval_s`; a failing node is shown, not fatal (that is what one watches for).
+
+    With fallbacks, a node that stops answering is replaced by the next one that does, so a watch
+    started against the leader keeps going through its failover."""
+    clients = [client, *fallbacks]
     clear = sys.stdout.isatty() and not json_output
     shown = 0
     while iterations is None or shown < iterations:
         try:
-            stats, nodes = await _status_snapshot(client)
-            text = json.dumps({"stats": stats, "nodes": nodes}) if json_output else render_status(stats, nodes)
+            snapshot = await status_snapshot(clients)
+            url = snapshot.url
+            text = json.dumps(snapshot.as_json()) if json_output else render_status(snapshot)
         except ApiError as exc:
-            text = f"error: {exc.code}: {exc.message}"
+            url = ", ".join(c.base_url for c in clients)
+            text = json.dumps({"error": {"code": exc.code, "message": exc.message}}) if json_output else (
+                f"error: {exc.code}: {exc.message}"
+            )
         if clear:
             sys.stdout.write("\x1b[H\x1b[2J")
-        print(text if json_output else f"{time.strftime('%H:%M:%S')}  {client.base_url}\n\n{text}\n", flush=True)
+        print(text if json_output else f"{time.strftime('%H:%M:%S')}  {url}\n\n{text}\n", flush=True)
         shown += 1
         if iterations is None or shown < iterations:
             await asyncio.sleep(interval_s)
 
 
-async def _status_snapshot(client: AsyncClient) -> tuple[dict, dict | None]:
-    stats = await client.stats()
-    try:
-        nodes = await client.nodes()
-    except (NotFoundError, PermissionDenied):  # older node, or a user token: show what we may see
-        nodes = None
-    return stats, nodes
+async def status_snapshot(clients: list[AsyncClient]) -> StatusSnapshot:
+    """Ask the first node that answers; one that answers moves to the front for next time."""
+    errors: list[ApiError] = []
+    for index, client in enumerate(list(clients)):
+        try:
+            snapshot = await _snapshot_of(client)
+        except _NODE_UNAVAILABLE as exc:
+            errors.append(exc)
+            continue
+        if index:
+            clients.insert(0, clients.pop(index))
+        return snapshot
+    if len(errors) == 1:
+        raise errors[0]
+    raise ConnectionFailed("no node answered: " + "; ".join(error.message for error in errors))
 
 
-def render_status(stats: dict, nodes: dict | None) -> str:
-    """The status screen: this node and its leader, the node table if known, then job and queue counts."""
-    node, leader = stats.get("node") or {}, stats.get("leader") or {}
-    summary = [
-        ("node", f"{node.get('id', '-')} ({'leader' if node.get('is_leader') else 'follower'})"),
-        ("leader", leader.get("leader_id") or leader.get("id") or "-"),
-        ("term", leader.get("term")),
-        ("algorithm", leader.get("algorithm")),
-        ("nodes", stats.get("node_count")),
-        ("strategy", node.get("strategy")),
-        ("workers", node.get("worker_count")),
-    ]
-    throughput = stats.get("throughput")
-    if isinstance(throughput, dict) and throughput:
-        summary.append(("throughput", ", ".join(f"{k} {_cell(v)}" for k, v in throughput.items())))
-    width = max(len(name) for name, _ in summary)
-    sections = ["\n".join(f"{name.ljust(width)}  {_cell(value)}" for name, value in summary)]
-    if nodes is not None:
-        columns = ("id", "role", "health", "term", "worker_count", "address", "last_seen")
-        rows = [[_node_field(item, column) for column in columns] for item in nodes.get("nodes", [])]
-        sections.append(format_table(["node", "role", "health", "term", "workers", "address", "last seen"], rows))
+async def _snapshot_of(client: AsyncClient) -> StatusSnapshot:
+    async def optional(fetch: Callable[[], Awaitable[dict]]) -> dict | None:
+        try:
+            return await fetch()
+        except (NotFoundError, PermissionDenied):  # an older node, or a user token: show what we may see
+            return None
+
+    stats, leader, nodes, workers = await asyncio.gather(
+        client.stats(), optional(client.leader), optional(client.nodes), optional(client.workers)
+    )
+    return StatusSnapshot(client.base_url, stats, leader, nodes, workers)
+
+
+def render_status(snapshot: StatusSnapshot) -> str:
+    """The status screen: a summary, the node table when readable, then job and queue counts."""
+    stats = snapshot.stats
+    sections = [_render_summary(snapshot)]
+    if snapshot.nodes is not None:
+        sections.append(_render_nodes(snapshot.nodes.get("nodes", []), snapshot.workers))
     jobs, queue = stats.get("jobs") or {}, stats.get("queue") or {}
     sections.append(format_table(["jobs", *JOB_COUNTS], [["", *(jobs.get(k) for k in JOB_COUNTS)]]))
     sections.append(format_table(["queue", *QUEUE_COUNTS], [["", *(queue.get(k) for k in QUEUE_COUNTS)]]))
     return "\n\n".join(sections)
+
+
+def _render_summary(snapshot: StatusSnapshot) -> str:
+    stats, leader = snapshot.stats, snapshot.leader or {}
+    node, lease = stats.get("node") or {}, stats.get("leader") or {}
+    leader_id = leader.get("leader_id") or lease.get("leader_id") or lease.get("id")
+    leader_text = " ".join(str(part) for part in (leader_id or "none", leader.get("address")) if part)
+    if leader.get("since"):
+        leader_text += f" since {leader['since']}"
+    summary = [
+        ("node", f"{node.get('id', '-')} ({'leader' if node.get('is_leader') else 'follower'})"),
+        ("leader", leader_text),
+        ("term", leader.get("term", lease.get("term"))),
+        ("algorithm", leader.get("algorithm", lease.get("algorithm"))),
+        ("nodes", _node_count_text(stats, snapshot.nodes)),
+        ("workers", _workers_text(node, snapshot.nodes)),
+        ("strategy", node.get("strategy")),
+    ]
+    throughput = stats.get("throughput")
+    if isinstance(throughput, dict) and throughput.get("completed_per_s") is not None:
+        window = f" over the last {_cell(throughput['window_s'])}s" if throughput.get("window_s") else ""
+        summary.append(("throughput", f"{throughput['completed_per_s']:.1f} jobs/s completed{window}"))
+    width = max(len(name) for name, _ in summary)
+    return "\n".join(f"{name.ljust(width)}  {_cell(value)}" for name, value in summary)
+
+
+def _node_count_text(stats: dict, nodes: dict | None) -> Any:
+    if nodes is None:
+        return stats.get("node_count")
+    items = nodes.get("nodes", [])
+    healthy = sum(1 for item in items if _node_field(item, "health") in ("healthy", "ok"))
+    return f"{len(items)} ({healthy} healthy)"
+
+
+def _workers_text(node: dict, nodes: dict | None) -> Any:
+    """Busy and total workers across the cluster when the node list is readable, else this node's."""
+    items = nodes.get("nodes", []) if nodes is not None else [node]
+    total = sum(item.get("worker_count") or 0 for item in items)
+    if all(item.get("workers_busy") is None for item in items):
+        return total if nodes is not None else node.get("worker_count")
+    busy = sum(item.get("workers_busy") or 0 for item in items)
+    return f"{busy} busy of {total}" + ("" if nodes is not None else " on this node")
+
+
+NODE_COLUMNS = ("id", "role", "health", "term", "worker_count", "workers_busy", "processed", "failed", "address",
+                "last_seen")
+NODE_HEADERS = ("node", "role", "health", "term", "workers", "busy", "processed", "failed", "address", "last seen")
+
+
+def _render_nodes(items: list[dict], workers: dict | None) -> str:
+    """One row per node; processed/failed add up its workers' counts when the worker list is readable."""
+    done: dict[str, dict[str, int]] = {}
+    for worker in (workers or {}).get("workers", []):
+        counts = done.setdefault(worker.get("node_id"), {"processed": 0, "failed": 0})
+        for key in counts:
+            counts[key] += worker.get(key) or 0
+    rows = []
+    for item in items:
+        merged = item | done.get(item.get("id"), {})
+        rows.append([_node_field(merged, column) for column in NODE_COLUMNS])
+    return format_table(NODE_HEADERS, rows)
 
 
 def _node_field(item: dict, column: str) -> Any:
