@@ -158,6 +158,7 @@ def _add_list_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--type", default=argparse.SUPPRESS)
     parser.add_argument("--limit", type=_positive_int, default=argparse.SUPPRESS, help="page size (server: 50)")
     parser.add_argument("--cursor", default=argparse.SUPPRESS, help="continue a previous listing")
+    parser.add_argument("--all", action="store_true", default=argparse.SUPPRESS, help="follow every page to the end")
 
 
 def _positive_int(text: str) -> int:
@@ -575,19 +576,22 @@ async def _wait_and_report(
 
 
 async def _cmd_jobs_list(client: AsyncClient, args: argparse.Namespace) -> int:
-    page = await client.list(
-        status=getattr(args, "status", None),
-        type=getattr(args, "type", None),
-        limit=getattr(args, "limit", None),
-        cursor=getattr(args, "cursor", None),
-    )
+    filters = {"status": getattr(args, "status", None), "type": getattr(args, "type", None),
+               "limit": getattr(args, "limit", None)}
+    if getattr(args, "all", False):
+        if getattr(args, "cursor", None):
+            raise UsageError("--all starts from the newest job; it does not take --cursor")
+        jobs = [job async for job in client.iter_jobs(**filters)]
+        page = {"jobs": jobs, "count": len(jobs), "next_cursor": None}
+    else:
+        page = await client.list(**filters, cursor=getattr(args, "cursor", None))
     if args.json:
         print(json.dumps(page))
         return 0
     rows = [[job.get(column) for column in JOB_COLUMNS] for job in page["jobs"]]
     print(format_table(JOB_COLUMNS, rows))
     if page.get("next_cursor"):
-        print(f"more jobs: add --cursor {page['next_cursor']}", file=sys.stderr)
+        print(f"more jobs: add --cursor {page['next_cursor']} (or --all)", file=sys.stderr)
     return 0
 
 

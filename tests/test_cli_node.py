@@ -154,3 +154,20 @@ async def test_monitor_script_shows_the_cluster_once(node_url, tmp_path):
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     assert summary_of(out.decode())["leader"].startswith("node-1 ")
+
+
+async def test_jobs_all_follows_every_page(node_url, capsys):
+    code, _, _ = await run(capsys, "submit", "echo", "--url", node_url, "--count", "7", "--json")
+    assert code == 0
+
+    async def listed() -> bool:
+        _, out, _ = await run(capsys, "jobs", "--url", node_url, "--type", "echo", "--all", "--json")
+        return json.loads(out)["count"] == 7
+
+    await wait_until(listed, timeout_s=30, interval_s=0.2, message="7 jobs listed")
+    code, out, err = await run(capsys, "jobs", "--url", node_url, "--type", "echo", "--limit", "3", "--all")
+    assert code == 0 and len(table_rows(out, "ID")) == 7 and "more jobs" not in err
+    code, _, err = await run(capsys, "jobs", "--url", node_url, "--limit", "3")
+    assert code == 0 and "more jobs: add --cursor" in err
+    code, _, err = await run(capsys, "jobs", "--url", node_url, "--all", "--cursor", "x")
+    assert code == 2 and "--all" in err
