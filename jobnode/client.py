@@ -445,6 +445,19 @@ class AsyncClient:
         """Cluster size, leader, election algorithm and nodes (admin)."""
         return await self._request("GET", "/api/v1/cluster", retry=True)
 
+    async def election(self) -> dict:
+        """This node's view of the election: leader, term, role, members and quorum."""
+        return await self._request("GET", "/api/v1/election", retry=True)
+
+    async def elections(self, limit: int | None = None) -> dict:
+        """Leader-change history, newest first (admin): `{"elections": [...], "count": n}`."""
+        return await self._request("GET", "/api/v1/elections", params={"limit": limit}, retry=True)
+
+    async def algorithms(self, name: str | None = None) -> dict:
+        """Every election algorithm described (with the current one's settings), or just `name`."""
+        path = "/api/v1/election/algorithms" + (f"/{_quote_id(name)}" if name is not None else "")
+        return await self._request("GET", path, retry=True)
+
     async def health(self) -> dict:
         """The node's health body, whether it is serving (200) or not (503)."""
         return await self._request("GET", "/health", accept=(503,), retry=True)
@@ -528,6 +541,9 @@ class Client:
     nodes = _blocking(AsyncClient.nodes)
     leader = _blocking(AsyncClient.leader)
     cluster = _blocking(AsyncClient.cluster)
+    election = _blocking(AsyncClient.election)
+    elections = _blocking(AsyncClient.elections)
+    algorithms = _blocking(AsyncClient.algorithms)
     health = _blocking(AsyncClient.health)
     login = _blocking(AsyncClient.login)
 

@@ -171,3 +171,28 @@ async def test_jobs_all_follows_every_page(node_url, capsys):
     assert code == 0 and "more jobs: add --cursor" in err
     code, _, err = await run(capsys, "jobs", "--url", node_url, "--all", "--cursor", "x")
     assert code == 2 and "--all" in err
+
+
+def _recorded(client):
+    async def history() -> dict | None:
+        answer = await client.elections(limit=5)
+        return answer if answer["count"] else None
+
+    return history
+
+
+async def test_the_client_reads_the_election_views(node_url):
+    from jobnode.client import AsyncClient, NotFoundError
+
+    async with AsyncClient(node_url) as client:
+        view = await client.election()
+        assert view["node_id"] == view["leader_id"] == "node-1" and view["current_algorithm"] == "bully"
+        history = await wait_until(
+            _recorded(client), timeout_s=30, interval_s=0.1, message="the first leader change is in MongoDB"
+        )
+        assert history["elections"][0]["leader"] == "node-1"
+        described = await client.algorithms()
+        assert described["current"] == "bully" and len(described["algorithms"]) == 3
+        assert (await client.algorithms("raft"))["current"] is False
+        with pytest.raises(NotFoundError):
+            await client.algorithms("paxos")
