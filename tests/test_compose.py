@@ -9,6 +9,8 @@ for healthy MongoDB and Redis. Secrets must come from the operator's environment
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -196,6 +198,21 @@ def test_prometheus_scrapes_exactly_the_nodes_metrics_ports(algorithm):
     targets = {target for group in jobs["jobnode"]["static_configs"] for target in group["targets"]}
     expected = {f"{name}:{node.metrics_port}" for name, node in node_settings(compose).items()}
     assert targets == expected
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (Debian package prometheus)")
+def test_prometheus_accepts_the_scrape_config(algorithm, tmp_path):
+    # The rule file is mounted at /etc/prometheus/alerts.yml in the container; point at the
+    # repository's copy (or an empty rule file before the alert rules exist) for the check.
+    alerts = ROOT / "monitoring" / "alerts.yml"
+    if not alerts.is_file():
+        alerts = tmp_path / "alerts.yml"
+        alerts.write_text("groups: []\n")
+    text = (ROOT / "monitoring" / "prometheus" / f"{algorithm}.yml").read_text()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace("/etc/prometheus/alerts.yml", str(alerts)))
+    done = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_grafana_is_provisioned_from_monitoring(algorithm):
