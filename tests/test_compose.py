@@ -8,6 +8,7 @@ for healthy MongoDB and Redis. Secrets must come from the operator's environment
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -132,6 +133,36 @@ def test_every_variable_a_node_gets_is_a_setting_with_a_valid_value(algorithm):
         assert settings.node_id == name == service["hostname"]
         assert settings.election_algorithm == algorithm
         assert settings.metrics_enabled
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2) or `docker-compose` (v1, e.g. Debian's package), if this machine has one."""
+    if shutil.which("docker"):
+        found = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if found.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+COMPOSE = compose_command()
+
+
+@pytest.mark.skipif(COMPOSE is None, reason="no docker compose or docker-compose on this machine")
+def test_compose_itself_resolves_the_same_node_environments(algorithm, tmp_path):
+    """Compose validates the file against its schema, and agrees with node_environment() above."""
+    text = compose_path(algorithm).read_text()
+    if COMPOSE == ["docker-compose"]:
+        text = re.sub(r"(?m)^name: .*\n", "", text)  # v1 predates the top-level project name
+    copy = tmp_path / compose_path(algorithm).name
+    copy.write_text(text)
+    done = subprocess.run(
+        [*COMPOSE, "--project-directory", str(ROOT), "-f", str(copy), "config"],
+        capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", ""), **OPERATOR_ENV},
+    )
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)["services"]
+    for name, service in node_services(load_compose(algorithm)).items():
+        assert {k: str(v) for k, v in resolved[name]["environment"].items()} == node_environment(service)
 
 
 def test_nodes_use_the_tuned_config_for_their_algorithm_and_size(algorithm):
