@@ -32,6 +32,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 BATCH_CHUNK = 500  # jobs per batch request: well under the server's default MAX_BATCH_SIZE of 1000
 JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
 JOB_COUNTS = ("pending", "assigned", "running", "retrying", "completed", "failed", "cancelled", "total")
+STATUS_TIMEOUT_S = 5.0  # per request of `status`: a dead node must not freeze the screen for 10s
 QUEUE_COUNTS = ("pending", "processing", "delayed", "completed", "failed", "dead_letter")
 
 
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--watch", nargs="?", type=_positive_float, const=2.0, metavar="SECONDS", help="refresh every SECONDS (2)"
     )
-    status.set_defaults(handler=_client_command(_cmd_status, several_urls=True))
+    status.set_defaults(handler=_client_command(_cmd_status, several_urls=True, timeout_s=STATUS_TIMEOUT_S))
 
     login = commands.add_parser("login", parents=[common], help="get a token and keep it for later commands")
     login.add_argument("--username", required=True)
@@ -237,19 +238,23 @@ ENV_URL, ENV_TOKEN, ENV_CA_FILE = "JOBNODE_URL", "JOBNODE_TOKEN", "JOBNODE_CA_FI
 
 
 def _client_command(
-    command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]], *, several_urls: bool = False
+    command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]],
+    *,
+    several_urls: bool = False,
+    **client_options: Any,
 ) -> Callable[..., int]:
     """Wrap an async command so it runs with a client built from the global options.
 
     With `several_urls`, --url may list nodes separated by commas (args.urls holds them all);
-    the client given to the command talks to the first."""
+    the client given to the command talks to the first. `client_options` go to AsyncClient."""
 
     def run(args: argparse.Namespace) -> int:
         args.urls = _split_urls(args.url or os.environ.get(ENV_URL) or DEFAULT_URL)
         if len(args.urls) > 1 and not several_urls:
             raise UsageError(f"`jobnode {args.command}` talks to one node: give --url a single URL")
         args.url = args.urls[0]
-        client = client_for(args.url, args)
+        args.client_options = client_options
+        client = client_for(args.url, args, **client_options)
 
         async def go() -> int:
             async with client:
@@ -611,7 +616,6 @@ async def _cmd_job_action(client: AsyncClient, args: argparse.Namespace) -> int:
 
 # Answers that mean "ask another node": this one is down or cannot serve right now.
 _NODE_UNAVAILABLE = (ConnectionFailed, ServiceUnavailable)
-STATUS_TIMEOUT_S = 5.0  # a dead node must not freeze the screen for the client's default 10s
 
 
 @dataclass
@@ -630,8 +634,7 @@ class StatusSnapshot:
 
 
 async def _cmd_status(client: AsyncClient, args: argparse.Namespace) -> int:
-    client.timeout_s = min(client.timeout_s, STATUS_TIMEOUT_S)
-    fallbacks = [client_for(url, args, timeout_s=STATUS_TIMEOUT_S) for url in args.urls[1:]]
+    fallbacks = [client_for(url, args, **args.client_options) for url in args.urls[1:]]
     try:
         if not args.watch:
             snapshot = await status_snapshot([client, *fallbacks])
