@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ from jobnode.client import (
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 BATCH_CHUNK = 500  # jobs per batch request: well under the server's default MAX_BATCH_SIZE of 1000
+# A node makes a batch durable in one group commit, so a few batches in flight keep it busy; more only
+# wait in its queue and make each request slower. Single submits are cheap, so more of them overlap.
+BATCHES_IN_FLIGHT = 2
+SINGLE_SUBMITS_IN_FLIGHT = 8
+# A batch of 500 journaled jobs can take seconds on a busy node: wait longer than for other calls.
+SUBMIT_TIMEOUT_S = 60.0
 JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
 JOB_COUNTS = ("pending", "assigned", "running", "retrying", "completed", "failed", "cancelled", "total")
 STATUS_TIMEOUT_S = 5.0  # per request of `status`: a dead node must not freeze the screen for 10s
@@ -127,13 +134,20 @@ def _add_submit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     submit.add_argument("--max-retries", type=int)
     submit.add_argument("--timeout", type=_positive_float, metavar="SECONDS", help="per-attempt timeout")
     submit.add_argument("--at", metavar="ISO", help="run no earlier than this ISO-8601 time")
-    submit.add_argument("--key", help="idempotency key (with --count, suffixed -0, -1, ...)")
+    submit.add_argument(
+        "--key", help="idempotency key; with --count the prefix of one key per job (KEY-0, KEY-1, ...), made up"
+        " when not given, so a timed-out batch is resent without duplicates and a rerun with the same --key"
+        " adds only the missing jobs",
+    )
     submit.add_argument("--count", type=_positive_int, help="submit N identical jobs")
-    submit.add_argument("--concurrency", type=_positive_int, default=8, help="requests in flight (8)")
+    submit.add_argument(
+        "--concurrency", type=_positive_int, help=f"requests in flight ({BATCHES_IN_FLIGHT} batches, or"
+        f" {SINGLE_SUBMITS_IN_FLIGHT} with --no-batch)",
+    )
     submit.add_argument("--no-batch", action="store_true", help="with --count: one request per job")
     submit.add_argument("--wait", action="store_true", help="wait until the jobs finish")
     submit.add_argument("--wait-timeout", type=_positive_float, default=300.0, metavar="SECONDS")
-    submit.set_defaults(handler=_client_command(_cmd_submit))
+    submit.set_defaults(handler=_client_command(_cmd_submit, timeout_s=SUBMIT_TIMEOUT_S))
 
 
 def _add_jobs_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -485,10 +499,13 @@ async def _cmd_submit(client: AsyncClient, args: argparse.Namespace) -> int:
             job = await client.wait(job["id"], timeout_s=args.wait_timeout)
         _print_json(job, args)
         return 0 if not args.wait or job["status"] == "completed" else 1
+    args.key = args.key or f"cli-{uuid.uuid4().hex[:12]}"
+    if args.concurrency is None:
+        args.concurrency = SINGLE_SUBMITS_IN_FLIGHT if args.no_batch else BATCHES_IN_FLIGHT
     started = time.monotonic()
     ids = await _submit_many(client, spec, args)
     elapsed_s = time.monotonic() - started
-    summary: dict[str, Any] = {"submitted": len(ids), "elapsed_s": round(elapsed_s, 3)}
+    summary: dict[str, Any] = {"submitted": len(ids), "key": args.key, "elapsed_s": round(elapsed_s, 3)}
     summary["jobs_per_s"] = round(len(ids) / max(elapsed_s, 1e-9), 1)
     if not args.json:
         print(f"submitted {len(ids)} jobs in {elapsed_s:.2f}s ({summary['jobs_per_s']:.1f} jobs/s)")
@@ -500,14 +517,17 @@ async def _cmd_submit(client: AsyncClient, args: argparse.Namespace) -> int:
 
 
 async def _submit_many(client: AsyncClient, spec: dict, args: argparse.Namespace) -> list[str]:
-    """Submit `--count` copies of the job, batched or one by one, `--concurrency` requests at a time."""
+    """Submit `--count` copies of the job, batched or one by one, `--concurrency` requests at a time.
+
+    Every job carries the key `{args.key}-{index}`: the client resends a keyed request after a timeout
+    or a 503, and the node answers a known key with the job it already has instead of a new one."""
     count, size = args.count, (1 if args.no_batch else BATCH_CHUNK)
     ids: list[str] = [""] * count
     progress = Progress("submitting", count)
     submitted = 0
 
     def keyed(index: int) -> dict:
-        return spec | {"idempotency_key": f"{args.key}-{index}" if args.key else None}
+        return spec | {"idempotency_key": f"{args.key}-{index}"}
 
     async def send(start: int) -> None:
         nonlocal submitted
@@ -525,7 +545,8 @@ async def _submit_many(client: AsyncClient, spec: dict, args: argparse.Namespace
         await _run_pool(range(0, count, size), args.concurrency, send)
     except ApiError:
         progress.finish()
-        print(f"submitted {submitted} of {count} jobs before the error", file=sys.stderr)
+        print(f"submitted {submitted} of {count} jobs before the error; to add the rest without duplicates,"
+              f" run the same command with --key {args.key}", file=sys.stderr)
         raise
     progress.finish()
     return ids

@@ -106,12 +106,25 @@ def test_submit_count_without_batching_keys_each_job(server, capsys):
     assert sorted(s.body["idempotency_key"] for s in server.seen) == [f"run1-{i}" for i in range(5)]
 
 
+def test_submit_count_keys_every_job_so_a_failed_batch_is_resent_without_duplicates(server, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "BATCH_CHUNK", 3)
+    server.fail_next("POST", "/api/v1/jobs/batch", 503)
+    code, out, _ = run(capsys, "--url", server.url, "--json", "submit", "echo", "--count", "7")
+    summary = json.loads(out)
+    assert code == 0 and summary["submitted"] == 7 and len(server.jobs) == 7
+    assert server.count("POST", "/api/v1/jobs/batch") == 4  # three batches, one of them sent twice
+    keys = sorted(job["idempotency_key"] for job in server.jobs.values())
+    assert re.fullmatch(r"cli-[0-9a-f]{12}", summary["key"])
+    assert keys == sorted(f"{summary['key']}-{i}" for i in range(7))
+
+
 def test_submit_count_reports_how_far_it_got_when_the_server_fails(server, capsys, monkeypatch):
     monkeypatch.setattr(cli, "BATCH_CHUNK", 2)
     server.fail_next("POST", "/api/v1/jobs/batch", 400, body={"code": "too_bad", "message": "no more"})
     code, _, err = run(capsys, "--url", server.url, "submit", "echo", "--count", "6", "--concurrency", "1")
     assert code == 1
     assert "submitted 0 of 6 jobs before the error" in err and "error: too_bad: no more" in err
+    assert re.search(r"run the same command with --key cli-[0-9a-f]{12}$", err, re.M)
 
 
 def test_submit_wait_reports_completed_and_failed_counts(server, capsys):

@@ -196,3 +196,14 @@ async def test_the_client_reads_the_election_views(node_url):
         assert (await client.algorithms("raft"))["current"] is False
         with pytest.raises(NotFoundError):
             await client.algorithms("paxos")
+
+
+async def test_a_rerun_with_the_same_key_adds_only_the_missing_jobs(node_url, capsys):
+    later = ("--at", "2099-01-01T00:00:00Z")  # delayed: the jobs wait, so nothing but the submit is measured
+    code, out, _ = await run(capsys, "submit", "echo", *later, "--url", node_url, "--count", "5", "--key", "run-x",
+                             "--json")
+    first = json.loads(out)["ids"]
+    code, out, err = await run(capsys, "submit", "echo", *later, "--url", node_url, "--count", "8", "--key",
+                               "run-x", "--json")
+    again = json.loads(out)["ids"]
+    assert code == 0 and again[:5] == first and len(set(again)) == 8
