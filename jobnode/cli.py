@@ -655,7 +655,9 @@ class StatusSnapshot:
 
 
 async def _cmd_status(client: AsyncClient, args: argparse.Namespace) -> int:
-    fallbacks = [client_for(url, args, **args.client_options) for url in args.urls[1:]]
+    fallbacks = [client_for(url, args, **args.client_options, max_attempts=1) for url in args.urls[1:]]
+    if fallbacks:  # with other nodes to ask, asking a silent one again only delays the screen
+        client.max_attempts = 1
     try:
         if not args.watch:
             snapshot = await status_snapshot([client, *fallbacks])
