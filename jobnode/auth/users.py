@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pymongo import errors as mongo_errors
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.auth.passwords import PasswordHasher, PasswordHashError, check_hash_format
@@ -157,7 +158,10 @@ class UserCollection:
         if current is not None and current.role == ADMIN and await hasher.verify(password, current.password_hash):
             return "unchanged"
         encoded = await hasher.hash(password)
-        await self.users.update_one({"_id": name}, {"$set": {"role": ADMIN, "password": encoded}}, upsert=True)
+        try:
+            await self.users.update_one({"_id": name}, {"$set": {"role": ADMIN, "password": encoded}}, upsert=True)
+        except mongo_errors.DuplicateKeyError:
+            return "created by another node"  # nodes of one cluster start together with the same variables
         return "created" if current is None else "updated"
 
 
