@@ -117,7 +117,8 @@ async def test_the_peer_route_keeps_its_own_signature_check_and_ignores_bearer_t
 
 @pytest.mark.parametrize("token, reason", [
     (forged(algorithm="none"), "must be signed with HS256"),
-    (forged(algorithm="HS512"), "must be signed with HS256"),
+    (forged("a-64-byte-key-so-pyjwt-does-not-warn-about-its-length-0123456789", algorithm="HS512"),
+     "must be signed with HS256"),
     (forged("another-secret-of-enough-length-0123456789"), "key this cluster does not use"),
     (forged("another-secret-of-enough-length-0123456789", kid="*"), "key this cluster does not use"),
     (forged(exp=1_000_000), "expired"),
@@ -297,3 +298,22 @@ async def test_list_filters_and_pages_within_a_users_own_jobs(start_node):
     assert [j["id"] for j in page["jobs"] + rest["jobs"]] == ids[::-1] and rest["next_cursor"] is None
     pending = await (await client.get("/api/v1/jobs?status=pending", headers=bearer(bob))).json()
     assert {j["submitted_by"] for j in pending["jobs"]} == {"bob"}
+
+
+def test_the_openapi_document_states_each_operations_security():
+    from jobnode.api.openapi import openapi_document
+
+    app = build_app(Settings.from_env({"METRICS_ENABLED": "false"}, env_file=None))
+    doc = openapi_document(app)
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for (method, path), level in EXPECTED_ACCESS.items():
+        op = doc["paths"][path][method.lower()]
+        assert op["x-jobnode-access"] == level
+        if level == "any" or level.startswith("peer"):
+            assert op["security"] == [], f"{method} {path} is public"
+        else:
+            assert op["security"] == [{"bearerAuth": []}], f"{method} {path} needs a token"
+            assert {"401", "403"} <= set(op["responses"])
+    login_op = doc["paths"]["/auth/login"]["post"]
+    assert login_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("LoginRequest")
+    assert set(doc["components"]["schemas"]["LoginAnswer"]["properties"]["role"]["enum"]) == set(ROLES)

@@ -22,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
+MAX_USERNAME_CHARS = 256  # longer than any valid name (64), so a near miss still gets the usual 401
+
 
 class AuthSetupError(JobnodeError):
     """Auth is on but its users cannot be loaded; the node must not start."""
@@ -36,12 +38,10 @@ async def login(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise ValidationError("body", 'must be a JSON object {"username": ..., "password": ...}')
     username, password = body.get("username"), body.get("password")
-    if not isinstance(username, str) or not username:
-        raise ValidationError("username", "must be a non-empty string")
-    if not isinstance(password, str) or not password:
-        raise ValidationError("password", "must be a non-empty string")
-    if len(username) > 256 or len(password.encode()) > MAX_PASSWORD_BYTES:
-        raise ValidationError("password" if len(username) <= 256 else "username", "is too long")
+    if not isinstance(username, str) or not 1 <= len(username) <= MAX_USERNAME_CHARS:
+        raise ValidationError("username", f"must be a string of 1 to {MAX_USERNAME_CHARS} characters")
+    if not isinstance(password, str) or not password or len(password.encode()) > MAX_PASSWORD_BYTES:
+        raise ValidationError("password", f"must be a non-empty string of at most {MAX_PASSWORD_BYTES} bytes")
     issued = await request.app[AUTHENTICATOR].login(username, password, request.remote or "unknown")
     body = {"access_token": issued.token, "token_type": "bearer", "expires_in": issued.expires_in_s,
             "role": issued.role}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import structlog
@@ -39,7 +40,9 @@ class Authenticator:
         ok = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not ok:
             await self.throttle.failed(username, client)
-            log.warning("auth.login_failed", username=username[:64], client=client)
+            # An unknown name is often a password typed into the wrong field: log only a digest of it.
+            who = {"username": user.name} if user else {"unknown_user": hashlib.sha256(username.encode()).hexdigest()[:12]}
+            log.warning("auth.login_failed", client=client, **who)
             raise Unauthorized(BAD_CREDENTIALS)
         await self.throttle.succeeded(username, client)
         log.info("auth.login", username=user.name, role=user.role, client=client)
