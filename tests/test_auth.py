@@ -317,3 +317,21 @@ def test_the_openapi_document_states_each_operations_security():
     login_op = doc["paths"]["/auth/login"]["post"]
     assert login_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("LoginRequest")
     assert set(doc["components"]["schemas"]["LoginAnswer"]["properties"]["role"]["enum"]) == set(ROLES)
+
+
+async def test_auth_on_without_any_user_refuses_to_start(start_node):
+    from jobnode.api.auth_routes import AuthSetupError
+
+    env = {key: value for key, value in auth_env().items() if not key.startswith("ADMIN_")}
+    with pytest.raises(AuthSetupError, match="nobody could log in"):
+        await start_node(WORKER_COUNT="0", **env)
+
+
+async def test_a_broken_users_file_stops_the_start_with_its_reason(start_node, tmp_path):
+    from jobnode.api.auth_routes import AuthSetupError
+
+    users_file = tmp_path / "users.json"
+    users_file.write_text('{"users": {"alice": {"role": "user", "password": "hunter2"}}}')
+    with pytest.raises(AuthSetupError, match="USERS_FILE.*alice.*unusable password hash") as caught:
+        await start_node(WORKER_COUNT="0", **auth_env(users_file))
+    assert "hunter2" not in str(caught.value)

@@ -67,6 +67,9 @@ async def auth_resources(app: web.Application) -> AsyncIterator[None]:
     if settings.admin_username and settings.admin_password:
         outcome = await collection.bootstrap_admin(settings.admin_username, settings.admin_password, hasher)
         log.info("auth.admin_bootstrap", username=settings.admin_username, outcome=outcome)
+    elif users_file is None and not await collection.any():
+        raise AuthSetupError("AUTH_ENABLED=true but nobody could log in: set USERS_FILE (see `jobnode user add`) "
+                             "or ADMIN_USERNAME and ADMIN_PASSWORD")
     app[AUTHENTICATOR] = Authenticator(
         signer=TokenSigner(settings.jwt_secret, settings.jwt_ttl_s),
         users=UserDirectory(users_file, collection),

@@ -152,6 +152,10 @@ class UserCollection:
         return User(name, doc["role"], doc["password"])
 
     @mongo_boundary
+    async def any(self) -> bool:
+        return await self.users.find_one({}, projection={"_id": 1}) is not None
+
+    @mongo_boundary
     async def bootstrap_admin(self, name: str, password: str, hasher: PasswordHasher) -> str:
         """Make sure `name` is an admin with this password; says what it did (created/updated/unchanged)."""
         current = await self.find(name)
