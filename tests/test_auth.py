@@ -335,3 +335,15 @@ async def test_a_broken_users_file_stops_the_start_with_its_reason(start_node, t
     with pytest.raises(AuthSetupError, match="USERS_FILE.*alice.*unusable password hash") as caught:
         await start_node(WORKER_COUNT="0", **auth_env(users_file))
     assert "hunter2" not in str(caught.value)
+
+
+async def test_a_token_from_one_node_works_on_another_and_failures_count_cluster_wide(start_node, tmp_path):
+    users_file = write_users_file(tmp_path / "u.json")
+    first = await start_node(WORKER_COUNT="0", NODE_ID="node-a", **auth_env(users_file))
+    second = await start_node(WORKER_COUNT="0", NODE_ID="node-b", **auth_env(users_file))
+    token = (await (await login(first, "alice", USERS["alice"][1])).json())["access_token"]
+    job = await submit(second, token)
+    assert (await first.get(f"/api/v1/jobs/{job['id']}", headers=bearer(token))).status == 200
+    for node in (first, second, first, second, first):
+        assert (await login(node, "bob", "guess")).status == 401
+    assert (await login(second, "bob", USERS["bob"][1])).status == 429

@@ -74,6 +74,7 @@ def test_the_key_id_names_the_secret_without_revealing_it():
 @pytest.mark.parametrize("token", [
     forged(algorithm="none"), forged(exp=1_000_000), forged(nbf=4_000_000_000), forged(sub=None), forged(sub=""),
     forged(role="root"), forged(iss=None), forged(exp=None), forged(kid="0" * 16), "x" * 5000, "a.b.c", "",
+    forged(exp="tomorrow"), forged(nbf=True), forged(iat=int(time.time()) + 3600),
 ])
 def test_bad_tokens_raise_invalid_token(token):
     with pytest.raises(InvalidToken):
@@ -156,3 +157,14 @@ async def test_the_throttle_counts_per_client_and_per_user(redis_client, key_pre
     assert keys and all(b"alice" not in key and b"10.0.0" not in key for key in keys)
     ttls = [await redis_client.ttl(key) for key in keys]
     assert all(0 < ttl <= 120 for ttl in ttls)
+
+
+def test_a_remembered_token_still_expires(monkeypatch):
+    signer = TokenSigner(JWT_SECRET, 60)
+    token = signer.issue("alice", "user").token
+    assert signer.verify(token).subject == "alice"
+    assert signer.verify(token).subject == "alice"  # from the cache
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken):
+        signer.verify(token)

@@ -26,6 +26,9 @@ ISSUER = "jobnode"
 CLOCK_LEEWAY_S = 5.0
 REQUIRED_CLAIMS = ["sub", "role", "iat", "nbf", "exp", "iss"]
 MAX_TOKEN_CHARS = 4096
+# Checking a signature with pyjwt costs ~100 us; a client sends the same token on every request,
+# so tokens that passed are remembered (with their validity window, still checked each time).
+VERIFIED_CACHE_SIZE = 4096
 
 
 class InvalidToken(Unauthorized):
@@ -51,6 +54,7 @@ class TokenSigner:
         self._secret = secret
         self.ttl_s = int(ttl_s)
         self.key_id = key_id(secret)
+        self._verified: dict[str, tuple[Principal, float, float]] = {}
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
         return f"TokenSigner(key_id={self.key_id!r}, ttl_s={self.ttl_s})"
@@ -64,6 +68,20 @@ class TokenSigner:
 
     def verify(self, token: str) -> Principal:
         """The principal the token speaks for; InvalidToken (never echoing the token) otherwise."""
+        known = self._verified.get(token)
+        if known is not None:
+            principal, not_before, expires = known
+            now = time.time()
+            if not_before - CLOCK_LEEWAY_S <= now <= expires + CLOCK_LEEWAY_S:
+                return principal
+            del self._verified[token]  # expired now: the full check below says so
+        principal, not_before, expires = self._check(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; refilling costs one full check per live token
+        self._verified[token] = (principal, not_before, expires)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, float, float]:
         if len(token) > MAX_TOKEN_CHARS:
             raise InvalidToken("bearer token is too long")
         try:
@@ -75,18 +93,25 @@ class TokenSigner:
         if header.get("kid") != self.key_id:
             raise InvalidToken("bearer token was signed with a key this cluster does not use")
         try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER, leeway=CLOCK_LEEWAY_S,
-                options={"require": REQUIRED_CLAIMS},
-            )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("bearer token has expired; log in again") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("bearer token is not valid yet") from None
+            # Times are checked below against the same clock the cache uses, not by pyjwt.
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                                options={"require": REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False,
+                                         "verify_iat": False})
         except jwt.InvalidTokenError:
             raise InvalidToken("bearer token is not valid") from None
         subject, role = claims.get("sub"), claims.get("role")
-        if not isinstance(subject, str) or not subject or role not in ROLES:
+        times = [claims.get(name) for name in ("iat", "nbf", "exp")]
+        if not isinstance(subject, str) or not subject or role not in ROLES or not all(_is_time(t) for t in times):
             raise InvalidToken("bearer token is not valid")
-        return Principal(subject=subject, role=role)
+        issued_at, not_before, expires = (float(t) for t in times)
+        now = time.time()
+        if expires + CLOCK_LEEWAY_S < now:
+            raise InvalidToken("bearer token has expired; log in again")
+        if max(issued_at, not_before) - CLOCK_LEEWAY_S > now:
+            raise InvalidToken("bearer token is not valid yet")
+        return Principal(subject=subject, role=role), not_before, expires
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
