@@ -355,7 +355,7 @@ class Progress:
 
 
 def token_path(override: Path | None = None) -> Path:
-    """Where `jobnode login` keeps tokens: --token-file, else ~/.config/jobnode/token.json (XDG_CONFIG_HOME honoured)."""
+    """Where `jobnode login` keeps tokens: --token-file, else ~/.config/jobnode/token.json (XDG_CONFIG_HOME)."""
     if override is not None:
         return override
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"

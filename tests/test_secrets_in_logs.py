@@ -16,7 +16,16 @@ import structlog
 
 from jobnode.config import ConfigError, Settings
 from jobnode.logs import configure_logging
-from tests.auth_fixtures import ADMIN_NAME, ADMIN_PASSWORD, JWT_SECRET, USERS, auth_env, bearer, forged, write_users_file
+from tests.auth_fixtures import (
+    ADMIN_NAME,
+    ADMIN_PASSWORD,
+    JWT_SECRET,
+    USERS,
+    auth_env,
+    bearer,
+    forged,
+    write_users_file,
+)
 from tests.harness import start_node  # noqa: F401  (fixture)
 
 CLUSTER_SECRET = "Pz8-cluster-secret-for-the-log-test"

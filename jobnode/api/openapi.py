@@ -10,7 +10,7 @@ from jobnode import __version__
 from jobnode.api.appkeys import SETTINGS
 from jobnode.api.access import access_of
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
-from jobnode.auth.roles import PEER_ACCESS, ROLES
+from jobnode.auth.roles import ROLES
 from jobnode.jobs import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_IDEMPOTENCY_KEY_LEN,
@@ -284,7 +284,8 @@ PATHS: dict[str, Any] = {
 
 
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
-    """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE."""
+    """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE and each
+    operation's security comes from the access level its route declares."""
     schemas = SCHEMAS
     if app is not None and SETTINGS in app:
         batch = {**SCHEMAS["JobBatch"]}
@@ -301,7 +302,7 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
 
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                   "description": "a token from POST /auth/login; needed only when the node runs with AUTH_ENABLED=true"},
+                   "description": "a token from POST /auth/login; needed only on nodes with AUTH_ENABLED=true"},
 }
 
 
@@ -323,7 +324,5 @@ def with_access(paths: dict[str, Any], app: web.Application) -> dict[str, Any]:
                 responses[status] = {"description": ERRORS[status],
                                      "content": {"application/json": {"schema": _ref("Error")}}}
             op |= {"security": [{"bearerAuth": []}], "responses": responses}
-        if level is PEER_ACCESS:
-            op["security"] = []
         annotated[resource.canonical][route.method.lower()] = op
     return annotated

@@ -41,7 +41,8 @@ class Authenticator:
         if user is None or not ok:
             await self.throttle.failed(username, client)
             # An unknown name is often a password typed into the wrong field: log only a digest of it.
-            who = {"username": user.name} if user else {"unknown_user": hashlib.sha256(username.encode()).hexdigest()[:12]}
+            digest = hashlib.sha256(username.encode()).hexdigest()[:12]
+            who = {"username": user.name} if user else {"unknown_user": digest}
             log.warning("auth.login_failed", client=client, **who)
             raise Unauthorized(BAD_CREDENTIALS)
         await self.throttle.succeeded(username, client)
