@@ -38,18 +38,20 @@ class LeaderLease:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.token: int | None = None
 
-    async def acquire(self) -> int | None:
-        """Take or renew the lease; returns the token held, or None if another node holds it."""
-        token = int(
-            await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "acquire"])
-        )
+    async def acquire(self, majority: bool = True) -> int | None:
+        """Take or renew the lease; returns the token held, or None if another node holds it.
+
+        `majority`: this node has heard from a majority of its peers lately. Without one, a
+        holder yields to a node that has one and asks for the lease (leader_lease.lua)."""
+        args = [self._prefix, self.node_id, self.ttl_ms, "acquire", "1" if majority else "0"]
+        token = int(await self._scripts.leader_lease(args=args))
         self.token = token or None
         return self.token
 
     async def release(self) -> None:
         """Give the lease up at once so the next leader need not wait for it to expire."""
         self.token = None
-        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release"])
+        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0"])
 
     async def holder(self) -> LeaseHolder | None:
         raw = await self._redis.get(f"{self._prefix}:leader")
