@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from jobnode.config import VARIABLES, Settings, parse_duration_s, read_env_file
+from jobnode.config import VARIABLES, ConfigError, Settings, parse_duration_s, read_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = {"bully": 2, "raft": 3, "gossip": 3}
@@ -187,6 +187,17 @@ def test_nodes_share_the_operators_cluster_secret_and_the_compose_servers(algori
         assert node.cluster_secret == OPERATOR_ENV["CLUSTER_SECRET"]
         assert urlsplit(node.mongodb_uri).hostname in compose["services"]
         assert urlsplit(f"redis://{node.redis_addr}").hostname in compose["services"]
+
+
+def test_auth_is_off_by_default_and_turned_on_from_the_shell(algorithm):
+    for node in node_settings(load_compose(algorithm)).values():
+        assert not node.auth_enabled and node.jwt_secret is None and node.admin_password is None
+    secured = {**OPERATOR_ENV, "AUTH_ENABLED": "true", "JWT_SECRET": "9f" * 32, "ADMIN_USERNAME": "ops",
+               "ADMIN_PASSWORD": "a-long-admin-password"}
+    for node in node_settings(load_compose(algorithm, secured)).values():
+        assert node.auth_enabled and node.jwt_secret == "9f" * 32 and node.admin_username == "ops"
+    with pytest.raises(ConfigError, match="JWT_SECRET"):
+        node_settings(load_compose(algorithm, {**OPERATOR_ENV, "AUTH_ENABLED": "true"}))
 
 
 @pytest.mark.parametrize("secret", SECRETS)
