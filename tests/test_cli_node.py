@@ -21,6 +21,7 @@ from test_client import closed_port
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+NODE_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,8 @@ async def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = await asyncio.to_thread(main, list(argv))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
+    # The in-process node logs to the same captured stdout; keep only the command's own lines.
+    out = "".join(line for line in out.splitlines(keepends=True) if not NODE_LOG_LINE.match(line))
     return code, out, err
 
 
@@ -207,3 +210,21 @@ async def test_a_rerun_with_the_same_key_adds_only_the_missing_jobs(node_url, ca
                                "run-x", "--json")
     again = json.loads(out)["ids"]
     assert code == 0 and again[:5] == first and len(set(again)) == 8
+
+
+async def test_status_and_submit_carry_the_token_of_a_node_with_auth(start_node, capsys, monkeypatch):
+    from jobnode.client import AsyncClient
+
+    client = await start_node(AUTH_ENABLED="true", JWT_SECRET="4d" * 32, ADMIN_USERNAME="ops",
+                              ADMIN_PASSWORD="a-long-admin-password")
+    url = str(client.make_url("")).rstrip("/")
+    async with AsyncClient(url) as api:
+        token = (await wait_until(lambda: api.login("ops", "a-long-admin-password"), timeout_s=30,
+                                  message="the bootstrapped admin can log in", ignore=(Exception,)))["access_token"]
+    code, _, err = await run(capsys, "status", "--url", url)
+    assert code == 1 and "unauthorized" in err and "jobnode login" in err
+    code, out, _ = await run(capsys, "status", "--url", url, "--token", token, "--json")
+    assert code == 0 and [node["id"] for node in json.loads(out)["nodes"]["nodes"]] == ["node-1"]
+    monkeypatch.setenv("JOBNODE_TOKEN", token)
+    code, out, _ = await run(capsys, "submit", "echo", "--url", url, "--count", "3", "--json")
+    assert code == 0 and json.loads(out)["submitted"] == 3
