@@ -30,7 +30,9 @@ SECRETS = ("CLUSTER_SECRET", "GRAFANA_ADMIN_PASSWORD")
 MONITORING_OWNED = ("./monitoring/alerts.yml", "./monitoring/grafana/")
 SETTING_NAMES = frozenset(variable.name for variable in VARIABLES)
 
-_REFERENCE = re.compile(r"\$(?:\$|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})")
+_REFERENCE = re.compile(
+    r"\$(?:\$|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\})"
+)
 
 
 class MissingVariable(Exception):
@@ -38,10 +40,10 @@ class MissingVariable(Exception):
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Compose's `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?err}` and `$$`."""
+    """Compose's `$NAME`, `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?err}` and `$$`."""
 
     def replace(match: re.Match) -> str:
-        name, op, arg = match["name"], match["op"], match["arg"]
+        name, op, arg = match["name"] or match["bare"], match["op"], match["arg"]
         if name is None:
             return "$"
         value = env.get(name)
@@ -119,6 +121,14 @@ def mounts(service: dict) -> dict[str, str]:
 @pytest.fixture(params=sorted(CLUSTERS))
 def algorithm(request) -> str:
     return request.param
+
+
+def test_interpolation_follows_compose():
+    env = {"SET": "v", "EMPTY": ""}
+    assert interpolate("$SET ${SET} $$SET ${EMPTY:-d} ${EMPTY-d} ${NONE-d} ${NONE}", env) == "v v $SET d  d "
+    with pytest.raises(MissingVariable, match="EMPTY: say so"):
+        interpolate("${EMPTY:?say so}", env)
+    assert interpolate("${EMPTY?unused}", env) == ""
 
 
 def test_every_variable_a_node_gets_is_a_setting_with_a_valid_value(algorithm):
