@@ -28,6 +28,7 @@ from jobnode.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from jobnode.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from jobnode.bench.failover import config_for, run_failover
 from jobnode.bench.profile import Profiler
+from jobnode.bench.redis_work import redis_mark, redis_work
 from jobnode.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from jobnode.bench.writes import mark, writes_between
 
@@ -169,7 +170,8 @@ class Bench:
                                              "work_dir": str(self.work_dir)},
                                    "cluster_environment": {k: redact(v) for k, v in cluster.environment.items()},
                                    "node": node_settings(cluster.environment)}
-        load = ClusterLoad(cluster.urls, servers.mongodb_uri, cluster.database, timeout_s=a.timeout)
+        load = ClusterLoad(cluster.urls, servers.mongodb_uri, cluster.database, servers.redis_url,
+                           cluster.environment["REDIS_KEY_PREFIX"], timeout_s=a.timeout)
         try:
             await self.run_workloads(load, servers, cluster)
         finally:
@@ -184,10 +186,11 @@ class Bench:
         if self.wanted("drain"):
             batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
             profiler = self.profiler(servers, cluster)
-            before = await mark(load.mongo)
+            before, redis_before = await mark(load.mongo), await redis_mark(load.redis)
             hooks = (profiler.start, profiler.stop) if profiler else None
             self.report["drain"] = await run_drain(load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
                                                    expected_submit_per_s=batch_rate, while_draining=hooks)
+            self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
             self.report["writes_per_job"] = await writes_between(load.mongo, before, await mark(load.mongo),
                                                                  cluster.database, s["drain_jobs"])
             if profiler:

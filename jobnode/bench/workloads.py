@@ -17,18 +17,21 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.client import AsyncClient
-from jobnode.jobs import TERMINAL
+from jobnode.jobs import STATUSES, TERMINAL
+from jobnode.queue import JobQueue
 from jobnode.bench.cluster import progress
 
 BATCH = 500  # jobs per batch request, as `jobnode submit` sends them
-# How often completion is looked for in MongoDB. Counting is not free on the server (at 50 ms
-# the bench's own counts took a third of SecantusDB's time during a drain), and the drain's
-# durable time comes from the oplog anyway, so the poll only has to notice the end.
-POLL_S = 0.25
-FETCH_CHUNK = 1000
+# The end of a workload is noticed in Redis (queue and outbox empty: cheap to ask), then
+# confirmed once in MongoDB. Polling MongoDB itself skews what is measured: SecantusDB answers
+# a count, or a find by a list of ids, by scanning the collection, and such polls took a third
+# or more of its time during a drain.
+POLL_S = 0.05
+UNFINISHED = sorted(set(STATUSES) - TERMINAL)
 NOOP = {"type": "echo", "payload": {}}
 
 
@@ -52,18 +55,21 @@ def _epoch_s(value: datetime) -> float:
 class ClusterLoad:
     """Drives one cluster through its HTTP API and watches its MongoDB database."""
 
-    def __init__(self, urls: Sequence[str], mongodb_uri: str, database: str, *, timeout_s: float) -> None:
+    def __init__(self, urls: Sequence[str], mongodb_uri: str, database: str, redis_url: str, key_prefix: str, *,
+                 timeout_s: float) -> None:
         self.clients = [AsyncClient(url, timeout_s=60.0) for url in urls]
         self._next_client = itertools.cycle(self.clients)
         self.mongo: AsyncMongoClient = AsyncMongoClient(mongodb_uri)
         self.db: AsyncDatabase = self.mongo[database]
+        self.redis = Redis.from_url(redis_url)
+        self.queue = JobQueue(self.redis, key_prefix)  # its depths tell when a workload is over
         self.timeout_s = timeout_s
-        self.submitted = 0  # every job this bench submitted to the cluster, in all workloads
 
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
         await self.mongo.close()
+        await self.redis.aclose()
 
     def client(self) -> AsyncClient:
         """The next node's client: load spreads round-robin over the cluster's nodes."""
@@ -71,19 +77,16 @@ class ClusterLoad:
 
     # -- completion, read from MongoDB --------------------------------------------------
 
-    async def finished_count(self) -> int:
-        return await self.db.jobs.count_documents({"status": {"$in": sorted(TERMINAL)}})
-
-    async def wait_all_finished(self, what: str) -> float:
-        """Wait until every job submitted so far is terminal in MongoDB; returns the wall time seen."""
+    async def wait_finished(self, what: str) -> float:
+        """Wait until every job is terminal in MongoDB; returns the wall time it was seen."""
         deadline = time.monotonic() + self.timeout_s
         while True:
-            done = await self.finished_count()
-            if done >= self.submitted:
+            depths = await self.queue.depths()
+            idle = not any(depths[name] for name in ("ready", "delayed", "processing", "outbox"))
+            if idle and await self.db.jobs.count_documents({"status": {"$in": UNFINISHED}}, limit=1) == 0:
                 return time.time()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: only {done} of {self.submitted} jobs finished in MongoDB "
-                                   f"after {self.timeout_s:g}s")
+                raise TimeoutError(f"{what}: jobs still unfinished after {self.timeout_s:g}s: {depths}")
             await asyncio.sleep(POLL_S)
 
     async def newest_jobs_write(self) -> float | None:
@@ -92,12 +95,10 @@ class ClusterLoad:
         return _epoch_s(newest["wall"]) if newest and newest.get("wall") else None
 
     async def records(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
-        fields = {"status": 1, "started_at": 1, "finished_at": 1, "created_at": 1}
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(job_ids), FETCH_CHUNK):
-            chunk = list(job_ids[start:start + FETCH_CHUNK])
-            found += [doc async for doc in self.db.jobs.find({"_id": {"$in": chunk}}, fields)]
-        return found
+        """The times of these jobs, read in one pass over the collection (see POLL_S)."""
+        wanted = set(job_ids)
+        fields = {"status": 1, "started_at": 1, "finished_at": 1}
+        return [doc async for doc in self.db.jobs.find({}, fields) if doc["_id"] in wanted]
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -112,24 +113,23 @@ class ClusterLoad:
                 jobs = await self.client().submit_batch(chunks[index])
                 ids[index] = [job["id"] for job in jobs]
 
-        self.submitted += len(bodies)
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         return [job_id for chunk in ids for job_id in chunk]
 
-    async def submit_single(self, count: int, concurrency: int) -> list[float]:
-        """Submit one job per request, `concurrency` requests in flight; the ack latencies (s)."""
+    async def submit_single(self, count: int, concurrency: int) -> tuple[list[str], list[float]]:
+        """Submit one job per request, `concurrency` requests in flight; the ids and ack latencies (s)."""
         remaining = iter(range(count))
+        ids: list[str] = []
         acks: list[float] = []
 
         async def sender() -> None:
             for _ in remaining:
                 sent = time.perf_counter()
-                await self.client().submit(**NOOP)
+                ids.append((await self.client().submit(**NOOP))["id"])
                 acks.append(time.perf_counter() - sent)
 
-        self.submitted += count
         await asyncio.gather(*(sender() for _ in range(concurrency)))
-        return acks
+        return ids, acks
 
 
 async def run_submit(load: ClusterLoad, *, single: int, concurrency: int, batch_jobs: int,
@@ -137,13 +137,13 @@ async def run_submit(load: ClusterLoad, *, single: int, concurrency: int, batch_
     """Submit throughput through the API: one job per request, then batches of BATCH."""
     progress(f"submit: {single} single submits ({concurrency} in flight)")
     started = time.perf_counter()
-    acks = await load.submit_single(single, concurrency)
+    ids, acks = await load.submit_single(single, concurrency)
     single_s = time.perf_counter() - started
     progress(f"submit: {batch_jobs} jobs in batches of {BATCH} ({batch_concurrency} in flight)")
     started = time.perf_counter()
-    await load.submit_batches([dict(NOOP) for _ in range(batch_jobs)], batch_concurrency)
+    ids += await load.submit_batches([dict(NOOP) for _ in range(batch_jobs)], batch_concurrency)
     batch_s = time.perf_counter() - started
-    await load.wait_all_finished("submit")  # the next workload starts on an idle cluster
+    await load.wait_finished("submit")  # the next workload starts on an idle cluster
     return {
         "single": {"jobs": single, "concurrency": concurrency, "jobs_per_s": round(single / single_s, 1),
                    "ack_ms": percentiles_ms(acks)},
@@ -172,7 +172,7 @@ async def run_drain(load: ClusterLoad, *, jobs: int, batch_concurrency: int, exp
         await asyncio.sleep(max(0.0, due - time.time()))
         while_draining[0]()
     try:
-        durable_at = await load.wait_all_finished("drain")
+        durable_at = await load.wait_finished("drain")
     finally:
         if while_draining:
             while_draining[1]()
@@ -220,8 +220,7 @@ async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float
         tasks.append(asyncio.create_task(one(n)))
     await asyncio.gather(*tasks)
     offered_s = loop.time() - begin
-    load.submitted += count
-    await load.wait_all_finished("latency")
+    await load.wait_finished("latency")
     by_id = {doc["_id"]: doc for doc in await load.records(list(ids.values()))}
     latencies = [_epoch_s(by_id[ids[n]]["finished_at"]) - sent_at[n] for n in ids
                  if by_id.get(ids[n], {}).get("finished_at")]
