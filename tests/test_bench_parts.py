@@ -36,7 +36,7 @@ def test_a_profile_keeps_the_top_self_costs_and_leaves_the_spine_out(tmp_path):
 def test_quick_sizes_and_overrides():
     args = build_parser().parse_args(["--quick", "--drain-jobs", "7"])
     chosen = sizes(args)
-    assert chosen["drain_jobs"] == 7 and chosen["ceiling_jobs"] == 2000 and chosen["failover_runs"] == 1
+    assert chosen["drain_jobs"] == 7 and chosen["ceiling_jobs"] == 1000 and chosen["failover_runs"] == 1
     assert sizes(build_parser().parse_args([]))["drain_jobs"] == 20000
 
 

@@ -28,7 +28,7 @@ from jobnode.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from jobnode.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from jobnode.bench.failover import config_for, run_failover
 from jobnode.bench.profile import Profiler
-from jobnode.bench.redis_work import redis_mark, redis_work
+from jobnode.bench.redis_work import ScriptTimes, redis_mark, redis_work
 from jobnode.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from jobnode.bench.writes import mark, writes_between
 
@@ -38,8 +38,8 @@ COMPARE = ("arq", "celery-mongo")
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
              "latency_s": 30.0, "failover_runs": 5},
-    "quick": {"ceiling_jobs": 2000, "single_jobs": 500, "batch_jobs": 2000, "drain_jobs": 2000,
-              "latency_s": 5.0, "failover_runs": 1},
+    "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
+              "latency_s": 3.0, "failover_runs": 1},
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
@@ -187,10 +187,15 @@ class Bench:
             batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
             profiler = self.profiler(servers, cluster)
             before, redis_before = await mark(load.mongo), await redis_mark(load.redis)
+            script_times = ScriptTimes(load.redis) if profiler else None
+            if script_times:
+                await script_times.start()
             hooks = (profiler.start, profiler.stop) if profiler else None
             self.report["drain"] = await run_drain(load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
                                                    expected_submit_per_s=batch_rate, while_draining=hooks)
             self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
+            if script_times:
+                self.report["drain"]["redis"]["by_command"] = await script_times.stop(s["drain_jobs"])
             self.report["writes_per_job"] = await writes_between(load.mongo, before, await mark(load.mongo),
                                                                  cluster.database, s["drain_jobs"])
             if profiler:

@@ -10,11 +10,15 @@ tell them apart: it cannot, so it is evalsha's time plus the rest, an upper boun
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+
+from jobnode.redis_scripts import SCRIPT_NAMES, script_source
 
 TOP = 8
 
@@ -53,3 +57,63 @@ def redis_work(before: RedisMark, after: RedisMark, jobs: int) -> dict[str, Any]
         "busiest": {name: {"calls_per_job": round(calls / jobs, 2), "usec_per_call": round(usec / calls, 1)}
                     for name, (calls, usec) in busiest},
     }
+
+
+class ScriptTimes:
+    """Server time per script and command, from Redis's slow log with a threshold of 0 µs.
+
+    The slow log then records every command (those a script runs too) with its duration,
+    so each EVALSHA can be named by its SHA (jobnode's script sources hashed here). It is
+    read and emptied every POLL_S, so its length bound never drops entries, except the
+    few logged between a read and the reset that follows. The server's settings are put
+    back at the end. Durations include time the server was not on a CPU (a busy box)."""
+
+    POLL_S = 0.2
+    CAPACITY = 200_000
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.previous: dict[str, str] = {}
+        self.names = {hashlib.sha1(script_source(name).encode()).hexdigest(): name for name in SCRIPT_NAMES}
+        self.totals: dict[str, list[float]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for name in ("slowlog-log-slower-than", "slowlog-max-len"):
+            self.previous.update(await self.redis.config_get(name))
+        await self.redis.config_set("slowlog-max-len", self.CAPACITY)
+        await self.redis.slowlog_reset()
+        await self.redis.config_set("slowlog-log-slower-than", 0)
+        self.task = asyncio.create_task(self._collect_forever())
+
+    async def _collect_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL_S)
+            await self._collect()
+
+    async def _collect(self) -> None:
+        entries = await self.redis.slowlog_get(self.CAPACITY)
+        await self.redis.slowlog_reset()
+        for entry in entries:
+            words = entry["command"].split()
+            command = words[0].decode().lower() if words else "?"
+            if command == "evalsha" and len(words) > 1:
+                command = f"script:{self.names.get(words[1].decode(), words[1].decode()[:8])}"
+            calls_usec = self.totals.setdefault(command, [0, 0.0])
+            calls_usec[0] += 1
+            calls_usec[1] += entry["duration"]
+
+    async def stop(self, jobs: int) -> dict[str, Any]:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self._collect()
+        await self.redis.config_set("slowlog-log-slower-than", self.previous.get("slowlog-log-slower-than", 10000))
+        await self.redis.config_set("slowlog-max-len", self.previous.get("slowlog-max-len", 128))
+        scripts = {name: v for name, v in self.totals.items() if name.startswith("script:")}
+        busiest = sorted(self.totals.items(), key=lambda item: item[1][1], reverse=True)[:TOP]
+        return {
+            "script_usec_per_job": round(sum(usec for _, usec in scripts.values()) / jobs, 1),
+            "busiest": {name: {"calls_per_job": round(calls / jobs, 3), "usec_per_call": round(usec / calls, 1),
+                               "usec_per_job": round(usec / jobs, 1)} for name, (calls, usec) in busiest},
+        }
