@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from jobnode.bench.writes import mark, writes_between
 
 SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover")
 COMPARE = ("arq", "celery-mongo")
+PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--redis-url", help="use this Redis instead of an embedded one")
     add("--mongodb-uri", help="use this MongoDB instead of an embedded SecantusDB")
     add("--compare", action="append", choices=COMPARE, default=[], help="also run the workloads through a peer")
+    add("--celery-concurrency", type=int, default=2, help="prefork processes of the Celery worker (default 2)")
     add("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out (repeatable)")
     add("--ceiling-jobs", type=int, help="documents for store_ceiling")
     add("--single-jobs", type=int, help="jobs submitted one per request")
@@ -223,8 +226,13 @@ class Bench:
                     duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
                 compare["arq"]["ratios"] = self.ratios(compare["arq"])
             else:
-                compare[peer] = {"implemented": False,
-                                 "note": "--compare celery-mongo is not implemented yet: no figures were measured"}
+                from jobnode.bench.celery_peer import run_celery
+
+                compare[peer] = await run_celery(
+                    servers.redis_url, servers.mongodb_uri, concurrency=self.args.celery_concurrency,
+                    work_dir=self.work_dir, drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
+                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
+                compare[peer]["ratios"] = self.ratios(compare[peer])
         if compare:
             self.report["compare"] = compare
 
@@ -241,6 +249,8 @@ class Bench:
         return {
             "drain_pipeline": ratio(ours_drain.get("pipeline", {}).get("jobs_per_s"), theirs_p),
             "drain_durable_vs_their_pipeline": ratio(ours_drain.get("durable", {}).get("jobs_per_s"), theirs_p),
+            "drain_durable": ratio(ours_drain.get("durable", {}).get("jobs_per_s"),
+                                   (peer["drain"].get("durable") or {}).get("jobs_per_s")),
             "latency_p50": ratio(theirs_lat["p50"], ours_lat.get("p50")),
             "latency_p99": ratio(theirs_lat["p99"], ours_lat.get("p99")),
         }
@@ -298,6 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.nodes < 1 or args.workers < 1 or args.failover_nodes < 2:
         print("bench: --nodes and --workers must be at least 1, --failover-nodes at least 2", file=sys.stderr)
         return 2
+    for peer in args.compare:  # before minutes of work, not after
+        module = PEER_MODULES[peer]
+        if importlib.util.find_spec(module) is None:
+            print(f"bench: --compare {peer} needs {module}: pip install -e '.[bench]'", file=sys.stderr)
+            return 2
     with tempfile.TemporaryDirectory(prefix="jobnode-bench-") as temporary:
         work_dir = (args.work_dir or Path(temporary)).resolve()
         work_dir.mkdir(parents=True, exist_ok=True)
