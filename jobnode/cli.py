@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command != "dev":
+        if extra and args.command not in ("dev", "bench"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return exc.code if isinstance(exc.code, int) else 2
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     # add_help=False: `jobnode dev --help` goes to dev's own parser, built only when needed.
     dev = commands.add_parser("dev", help="run a local cluster with embedded Redis and MongoDB", add_help=False)
     dev.set_defaults(handler=_cmd_dev)
+    bench = commands.add_parser("bench", help="benchmark a local cluster (scripts/bench.py)", add_help=False)
+    bench.set_defaults(handler=_cmd_bench)
 
     _add_submit_parser(commands, common)
     _add_jobs_parser(commands, common)
@@ -235,6 +237,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
     run_node(settings)
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from jobnode.bench import main as bench_main
+
+    return bench_main(args.extra)
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:

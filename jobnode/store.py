@@ -33,6 +33,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DUPLICATE_KEY = 11000
+ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
+TRANSACTION_ATTEMPTS = 3
+# Journaled writes: an acknowledged write survives a kill -9 of the database server
+# (without j, SecantusDB and mongod can lose the last ~100 ms of writes).
+JOURNALED = WriteConcern(w=1, j=True)
 
 JOB_INDEXES = [
     IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
@@ -85,11 +90,11 @@ class DuplicateIdempotencyKey(Exception):
 class JobStore:
     """Reads and writes job records; every write that changes state is guarded by rev."""
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None) -> None:
+        """`transactions`: None uses them for batches if the server has them, False never."""
         self.db = db
-        # Journaled writes: an acknowledged write survives a kill -9 of the database server
-        # (without j, SecantusDB and mongod can lose the last ~100 ms of writes).
-        self.jobs = db.get_collection("jobs", write_concern=WriteConcern(w=1, j=True))
+        self.jobs = db.get_collection("jobs", write_concern=JOURNALED)
+        self.transactions = transactions  # None until the first batch found out
 
     @mongo_boundary
     async def ensure_indexes(self) -> None:
@@ -146,15 +151,48 @@ class JobStore:
 
     @mongo_boundary
     async def apply(self, snapshots: Sequence[Snapshot]) -> int:
-        """Write state changes, each only if it is newer than what MongoDB holds (never upsert)."""
+        """Write state changes, each only if it is newer than what MongoDB holds (never upsert).
+
+        A batch goes in one multi-document transaction where the server has them: outside one,
+        SecantusDB commits every update of a bulk_write on its own, and those commits were
+        half of its time in the benchmark's drain (see docs/benchmark.md). The transaction
+        commits journaled, like the collection's own writes. A server without transactions
+        (a standalone mongod) gets the plain bulk_write, decided at the first batch."""
         if not snapshots:
             return 0
         ops = [
             UpdateOne({"_id": s.id, "rev": {"$lt": s.rev}}, {"$set": {**s.fields, "rev": s.rev}})
             for s in snapshots
         ]
+        if len(ops) > 1 and self.transactions is not False:
+            try:
+                modified = await self._apply_in_transaction(ops)
+            except (mongo_errors.ConfigurationError, mongo_errors.InvalidOperation,
+                    mongo_errors.OperationFailure) as exc:
+                if not _transactions_unsupported(exc) or self.transactions:
+                    raise
+                self.transactions = False
+            else:
+                self.transactions = True
+                return modified
         result = await self.jobs.bulk_write(ops, ordered=False)
         return result.modified_count
+
+    async def _apply_in_transaction(self, ops: list[UpdateOne]) -> int:
+        async with self.db.client.start_session() as session:
+            for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+                try:
+                    async with await session.start_transaction(write_concern=JOURNALED):
+                        result = await self.jobs.bulk_write(ops, ordered=False, session=session)
+                    return result.modified_count
+                except mongo_errors.ConnectionFailure:
+                    raise  # Unavailable at the boundary: the caller retries the batch later
+                except mongo_errors.PyMongoError as exc:
+                    # A write conflict with another writer: the whole batch again, a few times
+                    # (not pymongo's with_transaction, which keeps at it for two minutes).
+                    if attempt == TRANSACTION_ATTEMPTS or not exc.has_error_label("TransientTransactionError"):
+                        raise
+        raise AssertionError("unreachable")
 
     @mongo_boundary
     async def delete(self, job_id: str) -> bool:
@@ -183,6 +221,13 @@ class JobStore:
             query["_id"] = {"$gt": after_id}
         found = self.jobs.find(query).sort("_id", ASCENDING).limit(limit)
         return [Job.from_document(doc) async for doc in found]
+
+
+def _transactions_unsupported(exc: Exception) -> bool:
+    """The server (or the driver, for this topology) refuses transactions altogether."""
+    if isinstance(exc, mongo_errors.OperationFailure):
+        return exc.code == ILLEGAL_OPERATION
+    return "transaction" in str(exc).lower()
 
 
 def encode_cursor(job: Job) -> str:

@@ -1,0 +1,83 @@
+"""The store ceiling: how fast the MongoDB server itself takes jobnode's job documents.
+
+Measured with jobnode's own code paths, not a copy of them: `JobStore.ensure_indexes`
+(the same indexes), `JobStore.insert_many` (the submit group commit's write, journaled)
+and `JobStore.apply` with snapshots built by the outbox's `to_snapshot` (the completion
+write, also as plain bulk_writes for the server's own UpdateOne rate). Batches go one at a
+time, as each group commit and outbox writer sends them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from pymongo import AsyncMongoClient
+
+from jobnode.jobs import Job, JobSpec, to_epoch_ms, utcnow
+from jobnode.outbox import to_snapshot
+from jobnode.store import JOB_INDEXES, JobStore
+
+BATCH = 500  # COMMIT_MAX_BATCH's default: the largest batch a node writes
+
+
+def completion_entry(job: Job, rev: int) -> dict[str, str]:
+    """The outbox entry a worker's completion of this job produces (Redis field names)."""
+    now_ms = str(to_epoch_ms(utcnow()))
+    return {"id": job.id, "rev": str(rev), "status": "completed", "attempts": "1", "worker": "bench/w1",
+            "node": "bench", "started_ms": now_ms, "finished_ms": now_ms, "updated_ms": now_ms,
+            "result": orjson.dumps({}).decode()}
+
+
+async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int) -> dict[str, Any]:
+    """Insert `jobs` job documents, then complete each with one update; rates in docs/s."""
+    client: AsyncMongoClient = AsyncMongoClient(mongodb_uri)
+    try:
+        db = client[database]
+        store = JobStore(db)
+        await store.ensure_indexes()
+        batches = [[Job.new(JobSpec(type="echo")) for _ in range(BATCH)] for _ in range(max(1, jobs // BATCH))]
+        started = time.perf_counter()
+        for batch in batches:
+            refused = [outcome for outcome in await store.insert_many(batch) if outcome is not None]
+            if refused:
+                raise RuntimeError(f"the store refused {len(refused)} inserts: {refused[0]}")
+        insert_s = time.perf_counter() - started
+        # The completion write two ways, on half of the documents each: plain bulk_writes (the
+        # server's rate for UpdateOne by _id), and JobStore.apply as a node does it (one
+        # transaction per batch where the server has them).
+        half = max(1, len(batches) // 2)
+        plain = JobStore(db, transactions=False)
+        plain_s = await _complete(plain, batches[:half])
+        apply_s = await _complete(store, batches[half:]) if len(batches) > 1 else plain_s
+        count = sum(len(batch) for batch in batches)
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    return {
+        "documents": count,
+        "batch": BATCH,
+        "indexes": [index.document["name"] for index in JOB_INDEXES],
+        "write_concern": "w=1, j=true (JobStore's)",
+        "insert_docs_per_s": round(count / insert_s, 1),
+        "update_docs_per_s": round(half * BATCH / plain_s, 1),
+        "apply_docs_per_s": round((len(batches) - half) * BATCH / apply_s, 1) if len(batches) > 1 else None,
+        "apply_in_transactions": store.transactions,
+    }
+
+
+async def _complete(store: JobStore, batches: list[list[Job]]) -> float:
+    started = time.perf_counter()
+    for batch in batches:
+        await store.apply([to_snapshot(completion_entry(job, rev=2)) for job in batch])
+    return time.perf_counter() - started
+
+
+def lifecycle_ceiling(ceiling: dict[str, Any], inserts_per_job: float, updates_per_job: float) -> float:
+    """Jobs/s the store allows when every job costs these inserts and updates, done one after another.
+
+    Updates count at the faster of the two ways measured: the ceiling is the server's best."""
+    update_rate = max(ceiling["update_docs_per_s"], ceiling.get("apply_docs_per_s") or 0)
+    seconds_per_job = inserts_per_job / ceiling["insert_docs_per_s"] + updates_per_job / update_rate
+    return round(1 / seconds_per_job, 1) if seconds_per_job > 0 else 0.0
