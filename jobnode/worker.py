@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -138,37 +139,39 @@ class WorkerPool:
         if outcome is None:
             return
         kind, body = outcome
-        self._count(taken, kind, asyncio.get_running_loop().time() - started)
+        duration_s = asyncio.get_running_loop().time() - started
         if kind == "completed":
             worker.processed += 1
-            await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, "completed", result=body))
-            return
-        worker.failed += 1
-        delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
-        await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, kind, error=body.decode(),
-                                                               delay_ms=delay_ms))
+            finish = partial(self.queue.finish, worker.id, taken.id, "completed", result=body)
+        else:
+            worker.failed += 1
+            delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
+            finish = partial(self.queue.finish, worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+        if await self._report(taken.id, finish):
+            self._count(taken, kind, duration_s)
 
     def _count(self, taken: TakenJob, kind: str, duration_s: float) -> None:
+        # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
         # finish.lua dead-letters a "retry" whose attempts are used up; count it as it will end.
         exhausted = kind == "retry" and taken.attempts > taken.max_retries
         self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
 
-    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> None:
+    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> bool:
         """Deliver an outcome, riding out a short Redis outage instead of losing the work.
 
         Past the lease the job has been (or will be) handed to another worker, so an
         outcome that still cannot be delivered is dropped and the job runs again.
+        Returns whether Redis accepted the outcome.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lease_ttl_s
         while True:
             try:
-                await finish()
-                return
+                return await finish()
             except Unavailable as exc:
                 if loop.time() >= deadline:
                     log.warning("job.outcome_lost", job_id=job_id, error=str(exc), note="the job will run again")
-                    return
+                    return False
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
     async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
