@@ -75,9 +75,10 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app[THROUGHPUT] = Throughput()
     app[METRICS] = NodeMetrics(app[PROCESSORS].types(), node_id=settings.node_id,
                                algorithm=settings.election_algorithm, strategy=settings.load_balancer_strategy)
+    # Metrics first: a taken METRICS_PORT stops the node before it has started anything.
+    app.cleanup_ctx.append(metrics_server)
     app.cleanup_ctx.append(connections)
     app.cleanup_ctx.append(services)
-    app.cleanup_ctx.append(metrics_server)
     app.router.add_routes(jobs_routes.routes)
     app.router.add_routes(system_routes.routes)
     app.router.add_routes(cluster_routes.routes)
@@ -129,11 +130,11 @@ async def services(app: web.Application) -> AsyncIterator[None]:
 async def metrics_server(app: web.Application) -> AsyncIterator[None]:
     """`/metrics` on METRICS_PORT while the node runs (nothing when METRICS_ENABLED=false)."""
     settings = app[SETTINGS]
-    app[METRICS].watch(app[POOL], app[LEADERSHIP], app[ELECTOR])
     if not settings.metrics_enabled:
         yield
         return
-    runner = web.AppRunner(MetricsEndpoint(app[METRICS], app[QUEUE]).app(), access_log=None)
+    endpoint = MetricsEndpoint(app[METRICS], queue_of=lambda: app.get(QUEUE))
+    runner = web.AppRunner(endpoint.app(), access_log=None)
     await runner.setup()
     try:
         try:

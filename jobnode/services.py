@@ -77,6 +77,7 @@ class NodeServices:
         cluster_store = ClusterStore(db)
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
         elector.on_leader_change = recorder.on_leader_change
+        metrics.watch(pool, leadership, elector)
         return cls(
             settings=settings, store=store, queue=queue, registry=registry,
             jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,

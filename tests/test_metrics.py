@@ -6,12 +6,16 @@ import socket
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from jobnode.embedded import free_port
 from jobnode.metrics import NodeMetrics
+from jobnode.metrics_endpoint import MetricsEndpoint
 from jobnode.node import StartupError
 from jobnode.processors import PermanentError
+from jobnode.queue import JobQueue
 from tests.harness import make_settings, registry_with, running_node, start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -164,6 +168,28 @@ async def test_a_taken_metrics_port_stops_the_node_naming_it(redis_server, mongo
         port = holder.getsockname()[1]
         settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name,
                                  METRICS_ENABLED="true", METRICS_PORT=str(port), SERVER_HOST="127.0.0.1")
-        with pytest.raises(StartupError, match=f"METRICS_PORT.*|{port}"):
+        with pytest.raises(StartupError, match=f"127.0.0.1:{port} \\(METRICS_PORT\\)"):
             async with running_node(settings):
                 pass
+
+
+async def test_a_scrape_succeeds_without_queue_depths_while_redis_is_unreachable(redis_server, key_prefix):
+    metrics = NodeMetrics(["echo"])
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    reachable = Redis.from_url(redis_server.url)
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{dead_port}", socket_connect_timeout=1)
+    try:
+        await metrics.refresh_queue_depth(JobQueue(reachable, key_prefix))
+        assert value(parse(metrics.exposition().decode()), "jobnode_queue_depth", state="pending") == 0
+        endpoint = MetricsEndpoint(metrics, lambda: JobQueue(unreachable, key_prefix))
+        async with TestClient(TestServer(endpoint.app())) as client:
+            resp = await client.get("/metrics")
+            assert resp.status == 200
+            samples = parse(await resp.text())
+        assert "jobnode_queue_depth" not in names(samples)  # unknown, not a stale "healthy" value
+        assert value(samples, "jobnode_jobs_submitted_total", type="echo") == 0
+    finally:
+        await reachable.aclose()
+        await unreachable.aclose()
