@@ -77,7 +77,7 @@ class NodeMetrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.job_types = frozenset(job_types)
-        self.started_at_s = time.time()
+        self.started_at_s = time.monotonic()  # uptime must not jump with the wall clock
         self._define_jobs()
         self._define_http()
         self.queue_depth = Gauge("jobnode_queue_depth", "Jobs in the cluster's Redis queue by state "
@@ -175,7 +175,7 @@ class NodeStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield _gauge("jobnode_node_uptime_seconds", "Seconds since this node started",
-                     time.time() - self.started_at_s)
+                     time.monotonic() - self.started_at_s)
         yield _gauge("jobnode_workers_active", "Workers on this node running a job now", self.pool.busy)
         yield _gauge("jobnode_workers_total", "Workers on this node", len(self.pool.workers))
         yield _gauge("jobnode_is_leader", "1 while this node holds the fenced leader lease (it dispatches)",

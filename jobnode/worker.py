@@ -187,8 +187,9 @@ class WorkerPool:
         log.debug("job.started", wait_s=taken.wait_s)
         try:
             result = await asyncio.wait_for(processor.process(_as_job(taken)), timeout=taken.timeout_s)
+            encoded = orjson.dumps(result)
             log.debug("job.completed")
-            return "completed", orjson.dumps(result)
+            return "completed", encoded
         except PermanentError as exc:
             log.info("job.failed_permanently", error=str(exc))
             return "failed", _error_text(f"{type(exc).__name__}: {exc}")
