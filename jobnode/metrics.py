@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -112,18 +113,24 @@ class NodeMetrics:
 
     def _seed_series(self) -> None:
         # Series that exist from the start at 0 make rate() and ratios work before the first event.
-        for job_type in self.job_types:
-            self.submitted.labels(job_type)
-            self.retries.labels(job_type)
-            self.processing.labels(job_type)
-            for status in COMPLETION_STATUSES:
-                self.completed.labels(job_type, status)
+        # The children are kept: resolving labels costs more than the increment on the hot path.
+        self._by_type = {
+            job_type: _TypeSeries(
+                submitted=self.submitted.labels(job_type),
+                retries=self.retries.labels(job_type),
+                processing=self.processing.labels(job_type),
+                completed={status: self.completed.labels(job_type, status) for status in COMPLETION_STATUSES},
+            )
+            for job_type in self.job_types
+        }
+        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # -- facts reported by the node's parts ------------------------------------------------
 
     def job_submitted(self, job_type: str, count: int = 1) -> None:
-        if job_type in self.job_types:
-            self.submitted.labels(job_type).inc(count)
+        series = self._by_type.get(job_type)
+        if series is not None:
+            series.submitted.inc(count)
 
     def attempt_started(self, wait_s: float | None) -> None:
         """A job started; `wait_s` is given for first attempts only (submit→start)."""
@@ -132,18 +139,25 @@ class NodeMetrics:
 
     def attempt_finished(self, job_type: str, outcome: str, duration_s: float) -> None:
         """One attempt ended: `completed`, `failed` (dead-lettered) or `retry`."""
-        if job_type not in self.job_types:
+        series = self._by_type.get(job_type)
+        if series is None:
             return
-        self.processing.labels(job_type).observe(duration_s)
+        series.processing.observe(duration_s)
         if outcome == "retry":
-            self.retries.labels(job_type).inc()
-        elif outcome in COMPLETION_STATUSES:
-            self.completed.labels(job_type, outcome).inc()
+            series.retries.inc()
+        elif outcome in series.completed:
+            series.completed[outcome].inc()
 
     def http_request(self, method: str, route: str, status: int, duration_s: float) -> None:
         method = method if method in HTTP_METHODS else "other"
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route).observe(duration_s)
+        key = (method, route, status)
+        children = self._http.get(key)
+        if children is None:  # bounded: methods x route templates x statuses
+            children = (self.http_requests.labels(method, route, str(status)),
+                        self.http_duration.labels(method, route))
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
     def watch(self, pool: WorkerPool, leadership: Leadership, elector: Elector) -> None:
         """Report the live state of these objects at every scrape."""
@@ -162,6 +176,16 @@ class NodeMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class _TypeSeries:
+    """One job type's series, resolved once."""
+
+    submitted: Any
+    retries: Any
+    processing: Any
+    completed: dict[str, Any]
 
 
 class NodeStateCollector(Collector):
