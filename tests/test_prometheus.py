@@ -16,17 +16,19 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 import yaml
 
 from jobnode.api.request_ids import REQUEST_ID_HEADER
 from jobnode.client import AsyncClient
 from jobnode.embedded import free_port
+from tests.test_metrics import Samples, parse, value
 from tests.test_metrics_monitoring import ALERTS, alert_rules, dashboard_expressions, metric_names
 from tests.waiting import wait_until
 
@@ -34,12 +36,10 @@ NODES = 3
 SCRAPE_INTERVAL = "1s"
 MISSING = [tool for tool in ("prometheus", "promtool") if shutil.which(tool) is None]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(bool(MISSING), reason=f"{' and '.join(MISSING)} not installed: install the Debian "
-                       "package `prometheus` (.ci/run does: apt-get install --no-install-recommends prometheus)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+needs_prometheus = pytest.mark.skipif(
+    bool(MISSING), reason=f"{' and '.join(MISSING)} not installed: install the Debian package `prometheus` "
+    "(.ci/run does: apt-get install --no-install-recommends prometheus)")
 
 
 def _free_port_run(count: int) -> int:
@@ -58,9 +58,10 @@ def _free_port_run(count: int) -> int:
     raise RuntimeError(f"no run of {count} free ports found")
 
 
-@pytest.fixture
-def dev_cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """`jobnode dev --nodes 3` with embedded Redis and SecantusDB; yields cluster.json."""
+@pytest_asyncio.fixture(scope="module")
+async def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
+    """`jobnode dev --nodes 3` with embedded Redis and SecantusDB, shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("dev")
     port = _free_port_run(NODES)
     metrics_port = _free_port_run(NODES)
     data_dir = tmp_path / "dev"
@@ -73,7 +74,10 @@ def dev_cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with open(tmp_path / "dev.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            yield {"data_dir": data_dir, "log": tmp_path / "dev.log", "process": process}
+            cluster_file = data_dir / "cluster.json"
+            await wait_until(cluster_file.exists, timeout_s=120, interval_s=0.2,
+                             message=f"jobnode dev never wrote cluster.json; see {tmp_path / 'dev.log'}")
+            yield {"data_dir": data_dir, "cluster": json.loads(cluster_file.read_text())}
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -86,12 +90,8 @@ def dev_cluster(tmp_path: Path) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 async def prometheus(tmp_path: Path, dev_cluster: dict[str, Any]) -> AsyncIterator[str]:
     """A Prometheus server scraping the cluster's metrics URLs; yields its base URL."""
-    cluster_file = dev_cluster["data_dir"] / "cluster.json"
-    await wait_until(cluster_file.exists, timeout_s=120, interval_s=0.2,
-                     message=f"jobnode dev never wrote cluster.json; see {dev_cluster['log']}")
-    cluster = json.loads(cluster_file.read_text())
-    dev_cluster["cluster"] = cluster
-    targets = [node["metrics_url"].removeprefix("http://").removesuffix("/metrics") for node in cluster["nodes"]]
+    nodes = dev_cluster["cluster"]["nodes"]
+    targets = [node["metrics_url"].removeprefix("http://").removesuffix("/metrics") for node in nodes]
     config = tmp_path / "prometheus.yml"
     config.write_text(yaml.safe_dump({
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL,
@@ -139,8 +139,11 @@ async def query(session: aiohttp.ClientSession, url: str, expr: str) -> list[dic
     return body["data"]["result"]
 
 
-async def run_jobs(api_url: str) -> tuple[str, int]:
-    """Jobs that complete, retry and dead-letter; returns the id of the one traced by request id."""
+async def run_jobs(api_url: str, trace: str) -> tuple[str, int]:
+    """Jobs that complete, retry and dead-letter, one submitted with X-Request-Id `trace`.
+
+    Returns the traced job's id and how many jobs were submitted.
+    """
     async with AsyncClient(api_url) as client:
         jobs = [await client.submit("echo", {"n": i}) for i in range(6)]
         jobs += [await client.submit("sleep", {"seconds": 0.2}) for _ in range(3)]
@@ -148,8 +151,8 @@ async def run_jobs(api_url: str) -> tuple[str, int]:
         jobs.append(await client.submit("sleep", {"seconds": 0, "fail_permanently": True}))
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{api_url}/api/v1/jobs", json={"type": "echo"},
-                                    headers={REQUEST_ID_HEADER: "prometheus-test-trace"}) as resp:
-                assert resp.status == 201 and resp.headers[REQUEST_ID_HEADER] == "prometheus-test-trace"
+                                    headers={REQUEST_ID_HEADER: trace}) as resp:
+                assert resp.status == 201 and resp.headers[REQUEST_ID_HEADER] == trace
                 traced = await resp.json()
         jobs.append(traced)
         for job in jobs:
@@ -158,20 +161,71 @@ async def run_jobs(api_url: str) -> tuple[str, int]:
     return traced["id"], len(jobs)
 
 
+async def scrape_nodes(cluster: dict[str, Any]) -> dict[str, Samples]:
+    """Each node's /metrics, straight from the node (no Prometheus involved)."""
+    scraped = {}
+    async with aiohttp.ClientSession() as session:
+        for node in cluster["nodes"]:
+            async with session.get(node["metrics_url"]) as resp:
+                assert resp.status == 200, node
+                scraped[node["id"]] = parse(await resp.text())
+    return scraped
+
+
+def total(scraped: dict[str, Samples], name: str, **labels: str) -> float:
+    """The sum over nodes of every `name` series carrying (at least) these labels."""
+    wanted = set(labels.items())
+    return sum(v for samples in scraped.values() for (n, have), v in samples.items()
+               if n == name and wanted <= have)
+
+
+async def test_every_dev_node_serves_metrics_and_request_ids_reach_the_workers_logs(dev_cluster):
+    cluster = dev_cluster["cluster"]
+    traced_id, _ = await run_jobs(cluster["nodes"][0]["url"], trace="dev-trace-1")
+
+    async def settled() -> dict[str, Samples] | None:
+        scraped = await scrape_nodes(cluster)
+        views = [value(samples, "jobnode_cluster_members", state="alive") for samples in scraped.values()]
+        return scraped if total(scraped, "jobnode_is_leader") == 1 and views == [NODES] * NODES else None
+
+    scraped = await wait_until(settled, timeout_s=30, interval_s=0.5,
+                               message="the nodes never agreed on one leader and three live members")
+    for node_id, samples in scraped.items():
+        assert value(samples, "jobnode_workers_total") == 2, node_id
+        assert value(samples, "jobnode_node_info", node_id=node_id, algorithm="raft",
+                     strategy="round_robin") == 1
+        assert value(samples, "jobnode_election_term") >= 1, node_id
+    # Jobs ran on all nodes' workers; the counters add up across the cluster.
+    assert total(scraped, "jobnode_jobs_completed_total", type="echo", status="completed") >= 7
+    assert total(scraped, "jobnode_jobs_completed_total", type="sleep", status="failed") >= 2
+    assert total(scraped, "jobnode_job_retries_total", type="sleep") >= 1
+    await assert_request_id_in_worker_logs(dev_cluster["data_dir"], traced_id, "dev-trace-1")
+
+
+@needs_prometheus
 async def test_prometheus_evaluates_every_dashboard_and_alert_expression(dev_cluster, prometheus):
     promtool("check", "rules", str(ALERTS))
     cluster = dev_cluster["cluster"]
-    traced_id, submitted = await run_jobs(cluster["nodes"][0]["url"])
+    await run_jobs(cluster["nodes"][0]["url"], trace="prometheus-trace-1")
+    submitted = total(await scrape_nodes(cluster), "jobnode_jobs_submitted_total")
 
     async with aiohttp.ClientSession() as session:
-        async def scraped_everything() -> bool:
-            up = await query(session, prometheus, 'sum(up{job="jobnode"})')
-            done = await query(session, prometheus, "sum(jobnode_jobs_submitted_total)")
-            return bool(up and float(up[0]["value"][1]) == NODES and done
-                        and float(done[0]["value"][1]) == submitted)
+        last: dict[str, Any] = {}
 
-        await wait_until(scraped_everything, timeout_s=60, interval_s=0.5,
-                         message="prometheus never saw all nodes up and every submitted job")
+        async def scraped_everything() -> bool:
+            # rate() and increase() need two samples in their window: wait for a few scrapes.
+            last["scrapes"] = await query(session, prometheus, 'count_over_time(up{job="jobnode"}[5m]) >= 3')
+            last["up"] = await query(session, prometheus, 'up{job="jobnode"}')
+            last["submitted"] = await query(session, prometheus, "sum(jobnode_jobs_submitted_total)")
+            up = sum(float(series["value"][1]) for series in last["up"])
+            seen = sum(float(series["value"][1]) for series in last["submitted"])
+            return len(last["scrapes"]) == NODES and up == NODES and seen == submitted
+
+        try:
+            await wait_until(scraped_everything, timeout_s=60, interval_s=0.5,
+                             message=f"prometheus never saw all nodes up and {submitted:g} submitted jobs")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last answers: {last}") from None
 
         leaders = await query(session, prometheus, "sum(jobnode_is_leader)")
         assert float(leaders[0]["value"][1]) == 1, "exactly one node holds the leader lease"
@@ -184,8 +238,6 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_expression(dev_clu
         for name in sorted(used):
             assert await query(session, prometheus, name), f"alert rules use {name}, which has no series"
         await assert_rules_evaluate_cleanly(session, prometheus)
-
-    await assert_request_id_in_worker_logs(dev_cluster["data_dir"], traced_id)
 
 
 async def assert_rules_evaluate_cleanly(session: aiohttp.ClientSession, url: str) -> None:
@@ -201,7 +253,7 @@ async def assert_rules_evaluate_cleanly(session: aiohttp.ClientSession, url: str
     assert "JobnodeNoLeader" not in firing and "JobnodeNodeDown" not in firing
 
 
-async def assert_request_id_in_worker_logs(data_dir: Path, job_id: str) -> None:
+async def assert_request_id_in_worker_logs(data_dir: Path, job_id: str, request_id: str) -> None:
     """The traced job's worker, on whichever node ran it, logged the submitting request's id."""
     def worker_lines() -> list[str]:
         found = []
@@ -211,4 +263,4 @@ async def assert_request_id_in_worker_logs(data_dir: Path, job_id: str) -> None:
         return found
 
     lines = await wait_until(worker_lines, timeout_s=10, message=f"no worker logged job {job_id}")
-    assert all("request_id=prometheus-test-trace" in line for line in lines), lines
+    assert all(f"request_id={request_id}" in line for line in lines), lines
