@@ -120,12 +120,14 @@ class Job:
     error: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     submitted_by: str | None = None
+    request_id: str | None = None  # of the API request that submitted it; worker log lines carry it
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
 
     @classmethod
-    def new(cls, spec: JobSpec, *, submitted_by: str | None = None, now: datetime | None = None) -> Job:
+    def new(cls, spec: JobSpec, *, submitted_by: str | None = None, request_id: str | None = None,
+            now: datetime | None = None) -> Job:
         now = now or utcnow()
         return cls(
             id=new_job_id(),
@@ -140,6 +142,7 @@ class Job:
             scheduled_at=spec.scheduled_at,
             idempotency_key=spec.idempotency_key,
             submitted_by=submitted_by,
+            request_id=request_id,
         )
 
     @property
@@ -187,6 +190,7 @@ class Job:
             "error": self.error,
             "errors": self.errors,
             "submitted_by": self.submitted_by,
+            "request_id": self.request_id,
         }
 
 

@@ -28,6 +28,7 @@ from jobnode.api.appkeys import (
     ELECTOR,
     PEER_VERIFIER,
     LEADERSHIP,
+    METRICS,
     MONGO,
     POOL,
     PROCESSORS,
@@ -38,8 +39,12 @@ from jobnode.api.appkeys import (
     THROUGHPUT,
 )
 from jobnode.api.errors import error_middleware
+from jobnode.api.http_metrics import http_metrics_middleware
+from jobnode.api.request_ids import request_id_middleware
 from jobnode.config import Settings, mask_url_password
 from jobnode.errors import JobnodeError
+from jobnode.metrics import NodeMetrics
+from jobnode.metrics_endpoint import MetricsEndpoint
 from jobnode.processors import ProcessorRegistry, build_registry
 from jobnode.services import NodeServices
 from jobnode.stats import Throughput
@@ -62,11 +67,17 @@ def refuse_unbuilt_features(settings: Settings) -> None:
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
     refuse_unbuilt_features(settings)
-    # Errors outermost, so a refused token is answered in the API's error shape.
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware])
+    # Request ids and HTTP metrics outermost: they must see every request and its final status.
+    # Errors outside auth, so a refused token is answered in the API's error shape.
+    middlewares = [request_id_middleware, http_metrics_middleware, error_middleware, auth_middleware]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[PROCESSORS] = processors or build_registry(settings)
     app[THROUGHPUT] = Throughput()
+    app[METRICS] = NodeMetrics(app[PROCESSORS].types(), node_id=settings.node_id,
+                               algorithm=settings.election_algorithm, strategy=settings.load_balancer_strategy)
+    # Metrics first: a taken METRICS_PORT stops the node before it has started anything.
+    app.cleanup_ctx.append(metrics_server)
     app.cleanup_ctx.append(connections)
     app.cleanup_ctx.append(auth_routes.auth_resources)
     app.cleanup_ctx.append(services)
@@ -109,7 +120,7 @@ async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: 
 
 
 async def services(app: web.Application) -> AsyncIterator[None]:
-    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS])
+    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS], app[METRICS])
     app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = node.queue, node.jobs, node.leadership, node.pool
     app[CLUSTER_STORE], app[ELECTOR], app[PEER_VERIFIER] = node.cluster_store, node.elector, node.verifier
     try:
@@ -117,6 +128,27 @@ async def services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await node.stop()
+
+
+async def metrics_server(app: web.Application) -> AsyncIterator[None]:
+    """`/metrics` on METRICS_PORT while the node runs (nothing when METRICS_ENABLED=false)."""
+    settings = app[SETTINGS]
+    if not settings.metrics_enabled:
+        yield
+        return
+    endpoint = MetricsEndpoint(app[METRICS], queue_of=lambda: app.get(QUEUE))
+    runner = web.AppRunner(endpoint.app(), access_log=None)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, settings.server_host, settings.metrics_port).start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {settings.server_host}:{settings.metrics_port} "
+                               f"(METRICS_PORT): {exc.strerror or exc}") from None
+        log.info("metrics.listening", host=settings.server_host, port=settings.metrics_port, path="/metrics")
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def serve(settings: Settings) -> None:

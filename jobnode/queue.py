@@ -64,6 +64,8 @@ class TakenJob:
     max_retries: int
     timeout_s: float
     priority: int
+    wait_s: float | None = None  # queued (or due) until this start, by the Redis clock
+    request_id: str | None = None  # of the API request that submitted the job
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class JobQueue:
                 job.rev,
                 to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0,
                 orjson.dumps(job.errors),
+                job.request_id or "",
             ]
         return int(await self.scripts.enqueue(args=args))
 
@@ -149,7 +152,8 @@ class JobQueue:
         row = await self.scripts.take(args=[self.prefix, worker, lease_ms, job_id or ""])
         if not row:
             return None
-        job_id, type_, payload, attempts, max_retries, timeout_ms, priority = (_text(v) for v in row)
+        job_id, type_, payload, attempts, max_retries, timeout_ms, priority, wait_ms, request_id = (
+            _text(v) for v in row)
         return TakenJob(
             id=job_id,
             type=type_,
@@ -158,6 +162,8 @@ class JobQueue:
             max_retries=int(max_retries),
             timeout_s=int(timeout_ms) / 1000,
             priority=int(priority),
+            wait_s=int(wait_ms) / 1000 if int(wait_ms) >= 0 else None,
+            request_id=request_id or None,
         )
 
     @redis_boundary

@@ -23,6 +23,7 @@ import structlog
 from jobnode.commits import GroupCommit
 from jobnode.errors import Conflict, NotFound, Unavailable
 from jobnode.jobs import CANCELLED, FAILED, Job, JobSpec, from_epoch_ms, utcnow
+from jobnode.metrics import NodeMetrics
 from jobnode.queue import JobQueue
 from jobnode.store import DuplicateIdempotencyKey, JobStore, Snapshot
 
@@ -41,10 +42,12 @@ class Submitted:
 class JobService:
     """Submit, read, cancel, retry and delete jobs."""
 
-    def __init__(self, store: JobStore, queue: JobQueue, *, known_types: Collection[str], max_batch: int) -> None:
+    def __init__(self, store: JobStore, queue: JobQueue, *, known_types: Collection[str], max_batch: int,
+                 metrics: NodeMetrics | None = None) -> None:
         self.store = store
         self.queue = queue
         self.known_types = known_types
+        self.metrics = metrics or NodeMetrics(known_types)
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch)
         self._counts: tuple[float, dict[str, int]] | None = None
 
@@ -54,17 +57,19 @@ class JobService:
     async def stop(self) -> None:
         await self._commits.stop()
 
-    async def submit(self, spec: JobSpec, *, submitted_by: str | None = None, owner: str | None = None) -> Submitted:
-        return (await self.submit_many([spec], submitted_by=submitted_by, owner=owner))[0]
+    async def submit(self, spec: JobSpec, *, submitted_by: str | None = None, owner: str | None = None,
+                     request_id: str | None = None) -> Submitted:
+        return (await self.submit_many([spec], submitted_by=submitted_by, owner=owner, request_id=request_id))[0]
 
     async def submit_many(self, specs: Sequence[JobSpec], *, submitted_by: str | None = None,
-                          owner: str | None = None) -> list[Submitted]:
+                          owner: str | None = None, request_id: str | None = None) -> list[Submitted]:
         """Make the jobs durable and queued; returns once every one of them is.
 
         `owner` (a non-admin caller) may not be handed another submitter's job through a reused
-        idempotency key: that is a 409 which shows nothing of the other job.
+        idempotency key: that is a 409 which shows nothing of the other job. `request_id` (the
+        API request's) travels with each job into its worker's log lines.
         """
-        jobs = [Job.new(spec, submitted_by=submitted_by) for spec in specs]
+        jobs = [Job.new(spec, submitted_by=submitted_by, request_id=request_id) for spec in specs]
         outcomes = await self._commits.submit_many(jobs)
         submitted = []
         for job, outcome in zip(jobs, outcomes):
@@ -79,6 +84,8 @@ class JobService:
                 raise outcome
             else:
                 submitted.append(Submitted(job, created=True))
+                self.metrics.job_submitted(job.type)
+                log.debug("job.submitted", job_id=job.id, job_type=job.type, priority=job.priority)
         return submitted
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:

@@ -18,6 +18,7 @@ from jobnode.dispatcher import DispatchSettings, Dispatcher
 from jobnode.elector import Elector
 from jobnode.leadership import Leadership
 from jobnode.leases import LeaderLease
+from jobnode.metrics import NodeMetrics
 from jobnode.outbox import OutboxWriter
 from jobnode.peer_auth import Verifier
 from jobnode.peers import PeerTransport
@@ -58,12 +59,13 @@ class NodeServices:
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis, mongo: AsyncMongoClient,
-              registry: ProcessorRegistry) -> NodeServices:
+              registry: ProcessorRegistry, metrics: NodeMetrics | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
         store, queue = JobStore(db), JobQueue(redis, settings.redis_key_prefix)
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
         leadership = Leadership(lease)
-        pool = WorkerPool(pool_settings(settings), queue, registry)
+        metrics = metrics or NodeMetrics(registry.types())
+        pool = WorkerPool(pool_settings(settings), queue, registry, metrics)
         # Without a configured secret nobody can reach the peer route (a lone node needs none).
         secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
         contact = PeerContact.for_cluster(
@@ -75,9 +77,11 @@ class NodeServices:
         cluster_store = ClusterStore(db)
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
         elector.on_leader_change = recorder.on_leader_change
+        metrics.watch(pool, leadership, elector)
         return cls(
             settings=settings, store=store, queue=queue, registry=registry,
-            jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch),
+            jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,
+                            metrics=metrics),
             leadership=leadership, pool=pool,
             outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch),
             dispatcher=Dispatcher(queue, leadership, dispatch_settings(settings)),

@@ -14,14 +14,17 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 import structlog
+from structlog.contextvars import bind_contextvars
 
 from jobnode.background import cancel_all
 from jobnode.errors import Unavailable
 from jobnode.jobs import RUNNING, Job, utcnow
+from jobnode.metrics import NodeMetrics
 from jobnode.processors import PermanentError, ProcessorRegistry, UnknownProcessorType
 from jobnode.queue import JobQueue, TakenJob
 from jobnode.retry import RetryPolicy
@@ -63,10 +66,12 @@ class Worker:
 class WorkerPool:
     """Runs the workers and the heartbeat of one node."""
 
-    def __init__(self, settings: PoolSettings, queue: JobQueue, registry: ProcessorRegistry) -> None:
+    def __init__(self, settings: PoolSettings, queue: JobQueue, registry: ProcessorRegistry,
+                 metrics: NodeMetrics | None = None) -> None:
         self.settings = settings
         self.queue = queue
         self.registry = registry
+        self.metrics = metrics or NodeMetrics(registry.types())
         self.workers = [Worker(f"{settings.node_id}/w{i}") for i in range(1, settings.worker_count + 1)]
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,7 +124,10 @@ class WorkerPool:
 
     async def _execute(self, worker: Worker, taken: TakenJob) -> None:
         worker.current_job = taken.id
-        worker.job_task = asyncio.create_task(self._process(taken), name=f"job:{taken.id}")
+        # Only a first attempt measures submit→start: a retry's wait is mostly its back-off.
+        self.metrics.attempt_started(taken.wait_s if taken.attempts == 1 else None)
+        started = asyncio.get_running_loop().time()
+        worker.job_task = asyncio.create_task(self._process(taken, worker.id), name=f"job:{taken.id}")
         try:
             outcome = await asyncio.shield(worker.job_task)
         except asyncio.CancelledError:
@@ -131,55 +139,69 @@ class WorkerPool:
         if outcome is None:
             return
         kind, body = outcome
+        duration_s = asyncio.get_running_loop().time() - started
         if kind == "completed":
             worker.processed += 1
-            await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, "completed", result=body))
-            return
-        worker.failed += 1
-        delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
-        await self._report(taken.id, lambda: self.queue.finish(worker.id, taken.id, kind, error=body.decode(),
-                                                               delay_ms=delay_ms))
+            finish = partial(self.queue.finish, worker.id, taken.id, "completed", result=body)
+        else:
+            worker.failed += 1
+            delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
+            finish = partial(self.queue.finish, worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+        if await self._report(taken.id, finish):
+            self._count(taken, kind, duration_s)
 
-    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> None:
+    def _count(self, taken: TakenJob, kind: str, duration_s: float) -> None:
+        # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
+        # finish.lua dead-letters a "retry" whose attempts are used up; count it as it will end.
+        exhausted = kind == "retry" and taken.attempts > taken.max_retries
+        self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
+
+    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> bool:
         """Deliver an outcome, riding out a short Redis outage instead of losing the work.
 
         Past the lease the job has been (or will be) handed to another worker, so an
         outcome that still cannot be delivered is dropped and the job runs again.
+        Returns whether Redis accepted the outcome.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lease_ttl_s
         while True:
             try:
-                await finish()
-                return
+                return await finish()
             except Unavailable as exc:
                 if loop.time() >= deadline:
                     log.warning("job.outcome_lost", job_id=job_id, error=str(exc), note="the job will run again")
-                    return
+                    return False
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
-    async def _process(self, taken: TakenJob) -> tuple[str, bytes]:
+    async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
         """Run the processor; returns (outcome, result or error text)."""
-        log_job = log.bind(job_id=taken.id, job_type=taken.type, attempt=taken.attempts)
+        # This task's own context: every line logged while the job runs, the processor's
+        # included, names the job and the request that submitted it.
+        bind_contextvars(job_id=taken.id, request_id=taken.request_id, job_type=taken.type,
+                         attempt=taken.attempts, worker=worker_id)
         try:
             processor = self.registry.get(taken.type)
         except UnknownProcessorType:
             return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
+        log.debug("job.started", wait_s=taken.wait_s)
         try:
             result = await asyncio.wait_for(processor.process(_as_job(taken)), timeout=taken.timeout_s)
-            return "completed", orjson.dumps(result)
+            encoded = orjson.dumps(result)
+            log.debug("job.completed")
+            return "completed", encoded
         except PermanentError as exc:
-            log_job.info("job.failed_permanently", error=str(exc))
+            log.info("job.failed_permanently", error=str(exc))
             return "failed", _error_text(f"{type(exc).__name__}: {exc}")
         except TimeoutError:
-            log_job.info("job.timed_out", timeout_s=taken.timeout_s)
+            log.info("job.timed_out", timeout_s=taken.timeout_s)
             return "retry", _error_text(f"timed out after {taken.timeout_s:g}s")
         except TypeError as exc:
             if "JSON" in str(exc) or "serializ" in str(exc):
                 return "failed", _error_text(f"result is not JSON-serializable: {exc}")
             return "retry", _error_text(f"TypeError: {exc}")
         except Exception as exc:  # any processor failure is the job's failure, never the worker's
-            log_job.info("job.attempt_failed", error=str(exc))
+            log.info("job.attempt_failed", error=str(exc))
             return "retry", _error_text(f"{type(exc).__name__}: {exc}")
 
     async def _heartbeat(self) -> None:

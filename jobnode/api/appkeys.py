@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from jobnode.peer_auth import Verifier
     from jobnode.config import Settings
     from jobnode.leadership import Leadership
+    from jobnode.metrics import NodeMetrics
     from jobnode.processors import ProcessorRegistry
     from jobnode.queue import JobQueue
     from jobnode.service import JobService
@@ -34,3 +35,7 @@ CLUSTER_STORE = web.AppKey("cluster_store", "ClusterStore")
 ELECTOR = web.AppKey("elector", "Elector")
 PEER_VERIFIER = web.AppKey("peer_verifier", "Verifier")
 AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")
+METRICS = web.AppKey("metrics", "NodeMetrics")
+
+# Per request, set by jobnode.api.request_ids.
+REQUEST_ID = web.RequestKey("request_id", str)

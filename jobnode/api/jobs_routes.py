@@ -10,6 +10,7 @@ from jobnode.api.access import access, owner_filter, principal_of
 from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
 from jobnode.api.appkeys import SERVICE, SETTINGS
 from jobnode.api.bodies import int_query, job_id_param, read_json
+from jobnode.api.request_ids import request_id_of
 from jobnode.errors import ValidationError
 from jobnode.jobs import MAX_TYPE_LEN, STATUSES, parse_submission
 
@@ -34,7 +35,8 @@ async def submit(request: web.Request) -> web.Response:
         defaults=settings.job_defaults,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    outcome = await service.submit(spec, submitted_by=_submitter(request), owner=owner_filter(request))
+    outcome = await service.submit(spec, submitted_by=_submitter(request), owner=owner_filter(request),
+                                   request_id=request_id_of(request))
     status = 201 if outcome.created else 200
     location = {"Location": f"/api/v1/jobs/{outcome.job.id}"}
     return web.json_response(outcome.job.to_json(), status=status, headers=location)
@@ -63,7 +65,8 @@ async def submit_batch(request: web.Request) -> web.Response:
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
     if len(keys) != len(set(keys)):
         raise ValidationError("jobs", "two jobs in one batch carry the same idempotency_key")
-    outcomes = await service.submit_many(specs, submitted_by=_submitter(request), owner=owner_filter(request))
+    outcomes = await service.submit_many(specs, submitted_by=_submitter(request), owner=owner_filter(request),
+                                         request_id=request_id_of(request))
     jobs = [o.job.to_json() for o in outcomes]
     return web.json_response({"jobs": jobs, "count": len(jobs)}, status=201)
 

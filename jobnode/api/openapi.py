@@ -81,7 +81,7 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
-            "node_id", "worker_id", "result", "error", "errors", "submitted_by",
+            "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -104,6 +104,7 @@ SCHEMAS: dict[str, Any] = {
             "error": _nullable("string"),
             "errors": {"type": "array", "items": {"type": "object"}, "description": "one entry per failed attempt"},
             "submitted_by": _nullable("string"),
+            "request_id": _nullable("string", description="X-Request-Id of the request that submitted the job"),
         },
     },
     "JobList": {

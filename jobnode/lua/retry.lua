@@ -18,8 +18,9 @@ if not status then
 end
 redis.call('ZREM', k('dead'), id)
 local seq = redis.call('INCR', k('seq'))
+-- queued_ms restarts: the wait of the new first attempt counts from this retry.
 redis.call('HSET', jkey, 'seq', seq, 'attempts', 0, 'worker', '', 'node', '', 'result', '',
-           'error', '', 'started_ms', '', 'finished_ms', '')
+           'error', '', 'started_ms', '', 'finished_ms', '', 'queued_ms', now)
 transition(id, 'pending', now)
 ready_add(id, tonumber(redis.call('HGET', jkey, 'priority')), seq)
 wake()

@@ -4,7 +4,8 @@
 -- running lease happen together; inbox entries left over from a reassignment or a
 -- cancel are skipped here instead of being started twice.
 -- Returns nil when the inbox is empty, else {id, type, payload, attempts, max_retries,
--- timeout_ms, priority}.
+-- timeout_ms, priority, wait_ms, request_id}; wait_ms is -1 when unknown (a job queued
+-- before queued_ms was recorded), measured on the Redis clock like queued_ms.
 local worker, lease_ms = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local id = ARGV[4]
@@ -17,8 +18,11 @@ for _ = 1, 1000 do
     local attempts = redis.call('HINCRBY', jkey, 'attempts', 1)
     transition(id, 'running', now, 'started_ms', now)
     redis.call('ZADD', k('leases'), now + lease_ms, id)
-    local j = redis.call('HMGET', jkey, 'type', 'payload', 'max_retries', 'timeout_ms', 'priority')
-    return {id, j[1], j[2], attempts, j[3], j[4], j[5]}
+    local j = redis.call('HMGET', jkey, 'type', 'payload', 'max_retries', 'timeout_ms', 'priority',
+                         'queued_ms', 'rid')
+    local wait_ms = -1
+    if j[6] then wait_ms = math.max(0, now - tonumber(j[6])) end
+    return {id, j[1], j[2], attempts, j[3], j[4], j[5], wait_ms, j[7] or ''}
   end
   id = nil
 end
