@@ -59,6 +59,9 @@ class Worker:
     id: str
     current_job: str | None = None
     job_task: asyncio.Task[Any] | None = None
+    # The whole of one job here, from take to reported outcome: shutdown waits for this,
+    # not only for the processor, or a finished job's outcome could be cut off mid-report.
+    execution: asyncio.Task[None] | None = None
     processed: int = 0
     failed: int = 0
 
@@ -87,14 +90,18 @@ class WorkerPool:
     async def stop(self, grace_s: float) -> int:
         """Stop taking jobs, let running ones finish within the grace, hand back the rest."""
         self._stopping.set()
-        running = [w.job_task for w in self.workers if w.job_task and not w.job_task.done()]
-        if running:
-            log.info("workers.draining", running=len(running), grace_s=grace_s)
-            await asyncio.wait(running, timeout=grace_s)
-        await cancel_all(self._tasks)
+        executions = [w.execution for w in self.workers if w.execution and not w.execution.done()]
+        if executions:
+            log.info("workers.draining", running=len(executions), grace_s=grace_s)
+            await asyncio.wait(executions, timeout=grace_s)
         for worker in self.workers:
             if worker.job_task and not worker.job_task.done():
-                worker.job_task.cancel()
+                worker.job_task.cancel()  # past the grace: the job goes back by handback
+        # An outcome already on its way gets its report deadline (the lease) to arrive.
+        unfinished = [e for e in executions if not e.done()]
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=self.settings.lease_ttl_s)
+        await cancel_all(self._tasks)
         if not self.workers:
             return 0
         returned = await self.queue.handback([w.id for w in self.workers])
@@ -117,7 +124,8 @@ class WorkerPool:
                         continue
                     job = await self.queue.take(worker.id, self.settings.lease_ms, job_id)
                 if job is not None:
-                    await self._execute(worker, job)
+                    worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
+                    await asyncio.shield(worker.execution)
             except Unavailable as exc:
                 log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
