@@ -21,6 +21,7 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from jobnode import ratelimit
 from jobnode.api import cluster_routes, jobs_routes, system_routes
 from jobnode.api.appkeys import (
     CLUSTER_STORE,
@@ -51,8 +52,7 @@ class StartupError(JobnodeError):
 
 def refuse_unbuilt_features(settings: Settings) -> None:
     """Stop at start rather than run unprotected while an operator believes a guard is on."""
-    unbuilt = {"AUTH_ENABLED": settings.auth_enabled, "TLS_ENABLED": settings.tls_enabled,
-               "RATE_LIMIT": settings.rate_limit_per_min > 0}
+    unbuilt = {"AUTH_ENABLED": settings.auth_enabled}
     on = [name for name, enabled in unbuilt.items() if enabled]
     if on:
         raise StartupError(f"{', '.join(on)} cannot be used yet: this version does not implement it, "
@@ -71,6 +71,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(jobs_routes.routes)
     app.router.add_routes(system_routes.routes)
     app.router.add_routes(cluster_routes.routes)
+    if settings.rate_limit_per_min > 0:
+        ratelimit.enable(app)
     return app
 
 

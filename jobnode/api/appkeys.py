@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from jobnode.leadership import Leadership
     from jobnode.processors import ProcessorRegistry
     from jobnode.queue import JobQueue
+    from jobnode.ratelimit import RateLimiter
     from jobnode.service import JobService
     from jobnode.stats import Throughput
     from jobnode.worker import WorkerPool
@@ -32,3 +33,4 @@ PROCESSORS = web.AppKey("processors", "ProcessorRegistry")
 CLUSTER_STORE = web.AppKey("cluster_store", "ClusterStore")
 ELECTOR = web.AppKey("elector", "Elector")
 PEER_VERIFIER = web.AppKey("peer_verifier", "Verifier")
+RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
