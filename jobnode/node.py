@@ -36,13 +36,15 @@ from jobnode.api.appkeys import (
     SERVICE,
     SETTINGS,
     THROUGHPUT,
+    TLS,
 )
 from jobnode.api.errors import error_middleware
-from jobnode.config import Settings, mask_url_password
+from jobnode.config import ConfigError, Settings, mask_url_password
 from jobnode.errors import JobnodeError
 from jobnode.processors import ProcessorRegistry, build_registry
 from jobnode.services import NodeServices
 from jobnode.stats import Throughput
+from jobnode.tls import TlsContexts, peer_certificate_middleware
 
 log = structlog.get_logger(__name__)
 
@@ -62,8 +64,12 @@ def refuse_unbuilt_features(settings: Settings) -> None:
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
     refuse_unbuilt_features(settings)
+    contexts = TlsContexts.from_settings(settings)  # a certificate that does not load stops us here
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[TLS] = contexts
+    if contexts.mutual:
+        app.middlewares.append(peer_certificate_middleware)
     app[PROCESSORS] = processors or build_registry(settings)
     app[THROUGHPUT] = Throughput()
     app.cleanup_ctx.append(connections)
@@ -108,7 +114,8 @@ async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: 
 
 
 async def services(app: web.Application) -> AsyncIterator[None]:
-    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS])
+    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS],
+                              peer_ssl=app[TLS].peer_client)
     app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = node.queue, node.jobs, node.leadership, node.pool
     app[CLUSTER_STORE], app[ELECTOR], app[PEER_VERIFIER] = node.cluster_store, node.elector, node.verifier
     try:
@@ -124,10 +131,10 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.server_host, settings.server_port)
+        site = web.TCPSite(runner, settings.server_host, settings.server_port, ssl_context=app[TLS].server)
         await site.start()
         log.info("node.listening", url=settings.advertise_url, host=settings.server_host,
-                 port=settings.server_port)
+                 port=settings.server_port, tls=settings.tls_enabled, mutual_tls=app[TLS].mutual)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -151,3 +158,6 @@ def run_node(settings: Settings) -> None:
     except StartupError as exc:
         log.error("node.start_failed", error=exc.message)
         raise SystemExit(f"jobnode: cannot start: {exc.message}") from None
+    except ConfigError as exc:  # settings that parse but do not load (a TLS file, say)
+        log.error("node.start_failed", error=str(exc))
+        raise SystemExit(f"jobnode: configuration error: {exc}") from None

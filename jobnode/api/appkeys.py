@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from jobnode.ratelimit import RateLimiter
     from jobnode.service import JobService
     from jobnode.stats import Throughput
+    from jobnode.tls import TlsContexts
     from jobnode.worker import WorkerPool
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -34,3 +35,4 @@ CLUSTER_STORE = web.AppKey("cluster_store", "ClusterStore")
 ELECTOR = web.AppKey("elector", "Elector")
 PEER_VERIFIER = web.AppKey("peer_verifier", "Verifier")
 RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+TLS = web.AppKey("tls", "TlsContexts")
