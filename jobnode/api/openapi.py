@@ -140,6 +140,23 @@ ERRORS = {
     "503": "a dependency (Redis or MongoDB) is unavailable",
 }
 
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": "the client's bucket size (RATE_LIMIT_BURST, else RATE_LIMIT)",
+    "X-RateLimit-Remaining": "whole requests left in the bucket",
+    "X-RateLimit-Reset": "seconds until the bucket is full again",
+}
+# With RATE_LIMIT > 0 every operation but /health and the peer route may answer 429.
+RATE_LIMITED = {
+    "description": "rate limited (only with RATE_LIMIT > 0); Retry-After says when to come back",
+    "headers": {
+        "Retry-After": {"description": "seconds until the next request is allowed",
+                        "schema": {"type": "integer", "minimum": 1}},
+        **{name: {"description": text, "schema": {"type": "integer", "minimum": 0}}
+           for name, text in RATE_LIMIT_HEADERS.items()},
+    },
+    "content": {"application/json": {"schema": _ref("Error")}},
+}
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
 IDEMPOTENCY_HEADER = {
     "name": IDEMPOTENCY_KEY_HEADER,
@@ -157,6 +174,7 @@ def _op(operation_id: str, summary: str, ok: str, schema: str, *, body: str | No
     }
     for status in errors:
         responses[status] = {"description": ERRORS[status], "content": {"application/json": {"schema": _ref("Error")}}}
+    responses["429"] = RATE_LIMITED
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
@@ -253,7 +271,8 @@ PATHS: dict[str, Any] = {
             "operationId": "getOpenApi",
             "summary": "This document",
             "responses": {
-                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": _ref("Object")}}}
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": _ref("Object")}}},
+                "429": RATE_LIMITED,
             },
         }
     },
