@@ -24,7 +24,8 @@ from jobnode.client import AsyncClient, ConnectionFailed
 from jobnode.config import ConfigError, Settings
 from jobnode.embedded import free_port
 from jobnode.node import build_app
-from jobnode.peer_auth import sign
+from jobnode.errors import Unauthorized
+from jobnode.peer_auth import Verifier, _mac, sign
 from jobnode.peers import ELECTION_PATH
 from jobnode.tls import peer_client_context
 from tests.harness import make_settings
@@ -166,8 +167,20 @@ async def test_without_a_ca_file_peers_need_no_client_certificate(redis_server, 
     try:
         async with serving(settings) as url:
             assert await _post_peer(url, peer_client_context(certs.ca_file)) == 204
+            assert await _post_peer(url, peer_client_context(certs.ca_file), signed=False) == 401
     finally:
         await mongo_client.drop_database(mongo_db_name)
+
+
+@pytest.mark.parametrize("timestamp", ["nan", "inf", "-inf"])
+def test_a_timestamp_that_is_not_a_finite_number_is_refused(timestamp):
+    # The signature covers the timestamp, but a window comparison must never be the thing that fails open.
+    body = b"{}"
+    headers = sign(SECRET.encode(), "POST", ELECTION_PATH, "node-2", body, time.time())
+    headers["X-Jobnode-Timestamp"] = timestamp
+    headers["X-Jobnode-Signature"] = _mac(SECRET.encode(), "POST", ELECTION_PATH, "node-2", timestamp, body)
+    with pytest.raises(Unauthorized, match="timestamp"):
+        Verifier(SECRET.encode()).check("POST", ELECTION_PATH, headers, body, time.time())
 
 
 def _pem_settings(certs: DevCerts, **env: str) -> Settings:
