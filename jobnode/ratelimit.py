@@ -8,6 +8,8 @@ of the cluster and concurrent requests never spend the same token twice.
 Who is a client: the authenticated subject when an auth middleware put a principal on the
 request, otherwise the peer IP address of the TCP connection. X-Forwarded-For is not
 trusted (any client could write one); put the limit in the proxy when one fronts jobnode.
+An auth middleware must therefore come before `rate_limit_middleware` in `app.middlewares`;
+requests it refuses (401) are then not counted, while `/auth/login` is limited per address.
 
 Not limited: `/health` (load balancers and orchestrators poll it), the peer routes under
 `/internal/` (election traffic is signed, and throttling it could cost a leader), and the
