@@ -77,8 +77,13 @@ def peer_client_context(ca_file: Path | None, cert_file: Path | None = None,
 
 
 def _load_pair(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    def no_passphrase() -> str:
+        # Without this OpenSSL would prompt on the terminal, and a daemon would hang at start.
+        raise ConfigError("TLS_KEY_FILE", str(key_file), "an unencrypted PEM private key (protect it with file "
+                          "permissions)", reason="the key is encrypted with a passphrase")
+
     try:
-        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+        context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file), password=no_passphrase)
     except ssl.SSLError as exc:
         # OpenSSL cannot say which of the two files is at fault; the reason usually can.
         raise ConfigError("TLS_CERT_FILE", str(cert_file), f"{PEM} whose key is TLS_KEY_FILE ({key_file})",

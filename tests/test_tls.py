@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 import election
 from election.messages import BullyElection
@@ -203,6 +204,16 @@ def test_files_that_do_not_load_stop_the_node_naming_the_variable(certs: DevCert
     with pytest.raises(ConfigError, match="do not load") as caught:
         build_app(_pem_settings(certs, TLS_KEY_FILE=str(other_key)))
     assert caught.value.variable == "TLS_CERT_FILE" and str(other_key) in str(caught.value)
+
+
+def test_a_key_with_a_passphrase_stops_the_node_instead_of_prompting(certs: DevCerts, tmp_path: Path):
+    key = serialization.load_pem_private_key(certs.nodes["node-1"].key_file.read_bytes(), password=None)
+    locked = tmp_path / "locked-key.pem"
+    locked.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.BestAvailableEncryption(b"passphrase")))
+    with pytest.raises(ConfigError, match="passphrase") as caught:
+        build_app(_pem_settings(certs, TLS_KEY_FILE=str(locked)))
+    assert caught.value.variable == "TLS_KEY_FILE"
 
 
 def test_tls_refuses_plain_http_peers(certs: DevCerts):
