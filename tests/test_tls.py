@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +25,7 @@ from jobnode.api.appkeys import TLS
 from jobnode.certs import DevCerts, write_dev_certs
 from jobnode.cli import main as cli_main
 from jobnode.client import AsyncClient, ConnectionFailed
-from jobnode.config import ConfigError, Settings
+from jobnode.config import VARIABLES, ConfigError, Settings
 from jobnode.embedded import free_port
 from jobnode.node import build_app
 from jobnode.errors import Unauthorized
@@ -214,6 +217,20 @@ def test_a_key_with_a_passphrase_stops_the_node_instead_of_prompting(certs: DevC
     with pytest.raises(ConfigError, match="passphrase") as caught:
         build_app(_pem_settings(certs, TLS_KEY_FILE=str(locked)))
     assert caught.value.variable == "TLS_KEY_FILE"
+
+
+def test_jobnode_serve_names_the_file_that_does_not_load(certs: DevCerts, tmp_path: Path):
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    inherited = {key: value for key, value in os.environ.items() if key not in {v.name for v in VARIABLES}}
+    env = {**inherited, **tls_env(certs, free_port()), "TLS_CERT_FILE": str(garbage), "METRICS_ENABLED": "false",
+           "REDIS_ADDR": "127.0.0.1:1", "MONGODB_URI": "mongodb://127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "jobnode", "serve"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    # It stops before reaching for Redis or MongoDB (both unreachable here) and says why.
+    assert done.returncode != 0
+    assert "configuration error: TLS_CERT_FILE" in done.stderr and str(garbage) in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_tls_refuses_plain_http_peers(certs: DevCerts):
