@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from jobnode import __version__
-from jobnode.api.appkeys import SETTINGS
+from jobnode.api.appkeys import PROCESSORS, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.jobs import (
     IDEMPOTENCY_KEY_HEADER,
@@ -191,10 +191,17 @@ BODY_ERRORS = ("400", "413", "415", "503")
 ONE_JOB_ERRORS = ("400", "404", "503")
 STATE_ERRORS = ("400", "404", "409", "503")
 
+def _submit_op() -> dict[str, Any]:
+    op = _op("submitJob", "Submit a job (200 with the first job if the idempotency key was seen)", "201",
+             "Job", body="JobSubmission", params=[IDEMPOTENCY_HEADER], errors=BODY_ERRORS)
+    op["responses"]["200"] = {"description": "the idempotency key was seen before: the job it created",
+                              "content": {"application/json": {"schema": _ref("Job")}}}
+    return op
+
+
 PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
-        "post": _op("submitJob", "Submit a job (200 with the first job if the idempotency key was seen)", "201",
-                    "Job", body="JobSubmission", params=[IDEMPOTENCY_HEADER], errors=BODY_ERRORS),
+        "post": _submit_op(),
         "get": _op(
             "listJobs",
             "List jobs, newest first",
@@ -286,6 +293,12 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
         batch = {**SCHEMAS["JobBatch"]}
         jobs = {**batch["properties"]["jobs"], "maxItems": app[SETTINGS].max_batch_size}
         schemas = {**SCHEMAS, "JobBatch": {**batch, "properties": {"jobs": jobs}}}
+    if app is not None and PROCESSORS in app:
+        # The types this node can run: anything else is refused at submit, so say so here.
+        submission = {**schemas["JobSubmission"]}
+        job_type = {**submission["properties"]["type"], "enum": app[PROCESSORS].types()}
+        schemas = {**schemas, "JobSubmission": {**submission, "properties": {**submission["properties"],
+                                                                             "type": job_type}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobnode", "version": __version__,
