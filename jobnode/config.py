@@ -650,6 +650,10 @@ def _check_cluster(s: Settings) -> None:
 def _check_tls(s: Settings) -> None:
     if not s.tls_enabled:
         return
+    plain = sorted(node for node, url in s.peers.items() if node != s.node_id and not url.startswith("https://"))
+    if plain:
+        raise ConfigError("PEERS", ",".join(f"{node}={s.peers[node]}" for node in plain), "https:// peer URLs",
+                          reason="TLS_ENABLED=true, so every peer listens for https only")
     pem = "the path of an existing PEM file"
     files = {"TLS_CERT_FILE": s.tls_cert_file, "TLS_KEY_FILE": s.tls_key_file, "TLS_CA_FILE": s.tls_ca_file}
     for name, path in files.items():

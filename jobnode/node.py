@@ -21,6 +21,7 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from jobnode import ratelimit
 from jobnode.api import auth_routes, cluster_routes, jobs_routes, system_routes
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
@@ -37,17 +38,19 @@ from jobnode.api.appkeys import (
     SERVICE,
     SETTINGS,
     THROUGHPUT,
+    TLS,
 )
 from jobnode.api.errors import error_middleware
 from jobnode.api.http_metrics import http_metrics_middleware
 from jobnode.api.request_ids import request_id_middleware
-from jobnode.config import Settings, mask_url_password
+from jobnode.config import ConfigError, Settings, mask_url_password
 from jobnode.errors import JobnodeError
 from jobnode.metrics import NodeMetrics
 from jobnode.metrics_endpoint import MetricsEndpoint
 from jobnode.processors import ProcessorRegistry, build_registry
 from jobnode.services import NodeServices
 from jobnode.stats import Throughput
+from jobnode.tls import TlsContexts, peer_certificate_middleware
 
 log = structlog.get_logger(__name__)
 
@@ -55,23 +58,18 @@ class StartupError(JobnodeError):
     """The node cannot start (a dependency is unreachable); the message says which."""
 
 
-def refuse_unbuilt_features(settings: Settings) -> None:
-    """Stop at start rather than run unprotected while an operator believes a guard is on."""
-    unbuilt = {"TLS_ENABLED": settings.tls_enabled, "RATE_LIMIT": settings.rate_limit_per_min > 0}
-    on = [name for name, enabled in unbuilt.items() if enabled]
-    if on:
-        raise StartupError(f"{', '.join(on)} cannot be used yet: this version does not implement it, "
-                           "and running without the protection it promises would be worse than not starting")
-
-
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
-    refuse_unbuilt_features(settings)
+    contexts = TlsContexts.from_settings(settings)  # a certificate that does not load stops us here
     # Request ids and HTTP metrics outermost: they must see every request and its final status.
-    # Errors outside auth, so a refused token is answered in the API's error shape.
+    # Errors outside auth, so a refused token is answered in the API's error shape; rate
+    # limiting (appended by ratelimit.enable) inside auth, so it can count per user.
     middlewares = [request_id_middleware, http_metrics_middleware, error_middleware, auth_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    app[TLS] = contexts
+    if contexts.mutual:
+        app.middlewares.append(peer_certificate_middleware)
     app[PROCESSORS] = processors or build_registry(settings)
     app[THROUGHPUT] = Throughput()
     app[METRICS] = NodeMetrics(app[PROCESSORS].types(), node_id=settings.node_id,
@@ -85,6 +83,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(system_routes.routes)
     app.router.add_routes(cluster_routes.routes)
     app.router.add_routes(auth_routes.routes)
+    if settings.rate_limit_per_min > 0:
+        ratelimit.enable(app)
     return app
 
 
@@ -120,7 +120,8 @@ async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: 
 
 
 async def services(app: web.Application) -> AsyncIterator[None]:
-    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS], app[METRICS])
+    node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS], app[METRICS],
+                              peer_ssl=app[TLS].peer_client)
     app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = node.queue, node.jobs, node.leadership, node.pool
     app[CLUSTER_STORE], app[ELECTOR], app[PEER_VERIFIER] = node.cluster_store, node.elector, node.verifier
     try:
@@ -157,10 +158,10 @@ async def serve(settings: Settings) -> None:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.server_host, settings.server_port)
+        site = web.TCPSite(runner, settings.server_host, settings.server_port, ssl_context=app[TLS].server)
         await site.start()
         log.info("node.listening", url=settings.advertise_url, host=settings.server_host,
-                 port=settings.server_port)
+                 port=settings.server_port, tls=settings.tls_enabled, mutual_tls=app[TLS].mutual)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -184,3 +185,6 @@ def run_node(settings: Settings) -> None:
     except (StartupError, auth_routes.AuthSetupError) as exc:
         log.error("node.start_failed", error=exc.message)
         raise SystemExit(f"jobnode: cannot start: {exc.message}") from None
+    except ConfigError as exc:  # settings that parse but do not load (a TLS file, say)
+        log.error("node.start_failed", error=str(exc))
+        raise SystemExit(f"jobnode: configuration error: {exc}") from None

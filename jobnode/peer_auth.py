@@ -11,6 +11,7 @@ only guards against replay: nothing about leases or timeouts depends on it.
 from __future__ import annotations
 
 import hashlib
+import math
 import hmac
 from collections import OrderedDict
 
@@ -64,6 +65,8 @@ class Verifier:
             sent_s = float(timestamp)
         except ValueError:
             raise Unauthorized("peer request has a malformed timestamp") from None
+        if not math.isfinite(sent_s):  # NaN would pass any window comparison
+            raise Unauthorized("peer request has a malformed timestamp")
         if abs(now_s - sent_s) > self._freshness_s:
             raise Unauthorized("peer request is outside the freshness window (check the hosts' clocks)")
         expected = _mac(self._secret, method, path, sender, timestamp, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 from dataclasses import dataclass, field
 
 import structlog
@@ -59,7 +60,8 @@ class NodeServices:
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis, mongo: AsyncMongoClient,
-              registry: ProcessorRegistry, metrics: NodeMetrics | None = None) -> NodeServices:
+              registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
+              peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
         store, queue = JobStore(db), JobQueue(redis, settings.redis_key_prefix)
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
@@ -72,7 +74,7 @@ class NodeServices:
             [url for node, url in settings.peers.items() if node != settings.node_id],
             settings.election_timeout_s, settings.election_interval_s)
         transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings),
-                                  on_reached=contact.reached)
+                                  ssl_context=peer_ssl, on_reached=contact.reached)
         elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)

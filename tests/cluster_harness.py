@@ -13,6 +13,11 @@ through gate j". Redis and MongoDB are reached directly: a partitioned leader st
 reaches Redis, which is exactly where fencing has to stop it.
 
 Tests and helpers use the nodes' own API ports; only peer traffic crosses the gates.
+
+With `tls=True` every node serves https with a certificate from a development CA
+(jobnode.certs) and peers use mutual TLS. A gate then cannot read the sender header of an
+encrypted connection, so it cuts whole gates only: `isolate()` works, a cut of one
+sender's links does not (no test needs it over TLS).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import IO, Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from jobnode.certs import DevCerts, write_dev_certs
 from jobnode.client import AsyncClient, ClientError
 from jobnode.config import VARIABLES, read_env_file
 from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port, log_tail
@@ -83,13 +89,14 @@ class Node:
     log_path: Path
     gate: TcpProxy
     env: dict[str, str] = field(default_factory=dict)
+    scheme: str = "http"
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
     client: AsyncClient | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def alive(self) -> bool:
@@ -110,7 +117,8 @@ class Node:
 class Cluster:
     """N node processes, their gates, and the faults a test can inflict on them."""
 
-    def __init__(self, root: Path, algorithm: str, count: int, backends: dict[str, str], env: dict[str, str]) -> None:
+    def __init__(self, root: Path, algorithm: str, count: int, backends: dict[str, str], env: dict[str, str],
+                 *, tls: bool = False) -> None:
         self.root = root
         self.algorithm = algorithm
         self.backends = backends
@@ -118,6 +126,8 @@ class Cluster:
         self.secret = uuid.uuid4().hex
         self.nodes: dict[str, Node] = {}
         self._ids = [f"node-{i}" for i in range(1, count + 1)]
+        self.certs: DevCerts | None = write_dev_certs(root / "certs", self._ids) if tls else None
+        self.scheme = "https" if tls else "http"
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -125,10 +135,12 @@ class Cluster:
         """Start every node at once and wait until all are healthy and agree on a leader."""
         for node_id in self._ids:
             port = free_port()
-            gate = await TcpProxy(port, identify=http_header_identity(NODE_HEADER), name=f"gate:{node_id}").start()
+            identify = None if self.certs else http_header_identity(NODE_HEADER)
+            gate = await TcpProxy(port, identify=identify, name=f"gate:{node_id}").start()
             data_dir = self.root / node_id
             data_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes[node_id] = Node(node_id, port, data_dir, self.root / f"{node_id}.log", gate)
+            self.nodes[node_id] = Node(node_id, port, data_dir, self.root / f"{node_id}.log", gate,
+                                       scheme=self.scheme)
         for node in self.nodes.values():
             node.env = self._node_env(node)
             self._spawn(node)
@@ -137,7 +149,7 @@ class Cluster:
         return self
 
     def _node_env(self, node: Node) -> dict[str, str]:
-        peers = ",".join(f"{other.id}={other.gate.url}" for other in self.nodes.values() if other is not node)
+        peers = ",".join(f"{other.id}={self._gate_url(other)}" for other in self.nodes.values() if other is not node)
         return {
             **_inherited_env(),
             **config_env(self.algorithm),
@@ -146,13 +158,24 @@ class Cluster:
             "NODE_ID": node.id,
             "SERVER_HOST": "127.0.0.1",
             "SERVER_PORT": str(node.port),
-            "ADVERTISE_URL": node.gate.url,
+            "ADVERTISE_URL": self._gate_url(node),
             "PEERS": peers,
             "CLUSTER_SECRET": self.secret,
             "DATA_DIR": str(node.data_dir),
             "ELECTION_ALGORITHM": self.algorithm,
+            **self._tls_env(node),
             **self.extra_env,
         }
+
+    def _gate_url(self, node: Node) -> str:
+        return node.gate.url.replace("http://", f"{self.scheme}://", 1)
+
+    def _tls_env(self, node: Node) -> dict[str, str]:
+        if self.certs is None:
+            return {}
+        pair = self.certs.nodes[node.id]
+        return {"TLS_ENABLED": "true", "TLS_CERT_FILE": str(pair.cert_file), "TLS_KEY_FILE": str(pair.key_file),
+                "TLS_CA_FILE": str(self.certs.ca_file)}
 
     def _spawn(self, node: Node) -> None:
         node.log_file = open(node.log_path, "ab")
@@ -163,7 +186,8 @@ class Cluster:
             [sys.executable, "-m", "jobnode", "serve"], env=node.env, cwd=node.data_dir,
             stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT,
         )
-        node.client = AsyncClient(node.url, max_attempts=1, timeout_s=5.0)
+        ca_file = str(self.certs.ca_file) if self.certs else None
+        node.client = AsyncClient(node.url, max_attempts=1, timeout_s=5.0, ca_file=ca_file)
 
     async def close(self) -> None:
         """Kill every node and close every gate and client; safe after a failed start."""
@@ -317,9 +341,9 @@ async def start_cluster(tmp_path: Path, redis_server, mongo_server, key_prefix: 
     backends = Backends(redis_server, mongo_server, key_prefix, mongo_db_name)
     clusters: list[Cluster] = []
 
-    async def start(algorithm: str, nodes: int = 3, **env: str) -> Cluster:
+    async def start(algorithm: str, nodes: int = 3, *, tls: bool = False, **env: str) -> Cluster:
         root = tmp_path / f"cluster-{len(clusters) + 1}"
-        cluster = Cluster(root, algorithm, nodes, backends.env(), env)
+        cluster = Cluster(root, algorithm, nodes, backends.env(), env, tls=tls)
         clusters.append(cluster)
         return await cluster.start()
 

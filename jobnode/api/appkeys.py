@@ -18,8 +18,10 @@ if TYPE_CHECKING:
     from jobnode.metrics import NodeMetrics
     from jobnode.processors import ProcessorRegistry
     from jobnode.queue import JobQueue
+    from jobnode.ratelimit import RateLimiter
     from jobnode.service import JobService
     from jobnode.stats import Throughput
+    from jobnode.tls import TlsContexts
     from jobnode.worker import WorkerPool
 
 SETTINGS = web.AppKey("settings", "Settings")
@@ -39,3 +41,5 @@ METRICS = web.AppKey("metrics", "NodeMetrics")
 
 # Per request, set by jobnode.api.request_ids.
 REQUEST_ID = web.RequestKey("request_id", str)
+RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+TLS = web.AppKey("tls", "TlsContexts")

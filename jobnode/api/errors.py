@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -51,7 +52,7 @@ def from_exception(exc: errors.JobnodeError) -> web.Response:
         details = {"field": exc.field, **(details or {})}
     response = error_response(status, code, exc.message, details)
     if isinstance(exc, errors.RateLimited):
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))  # never invite a retry that is still too early
     if isinstance(exc, errors.Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="jobnode"'  # RFC 6750: say how to authenticate
     return response

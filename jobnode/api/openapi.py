@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from jobnode import __version__
-from jobnode.api.appkeys import SETTINGS
 from jobnode.api.access import access_of
+from jobnode.api.appkeys import PROCESSORS, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.auth.roles import ROLES
 from jobnode.jobs import (
@@ -161,6 +161,23 @@ ERRORS = {
     "429": "too many failed logins for this user name; Retry-After says when to try again",
 }
 
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": "the client's bucket size (RATE_LIMIT_BURST, else RATE_LIMIT)",
+    "X-RateLimit-Remaining": "whole requests left in the bucket",
+    "X-RateLimit-Reset": "seconds until the bucket is full again",
+}
+# With RATE_LIMIT > 0 every operation but /health and the peer route may answer 429.
+RATE_LIMITED = {
+    "description": "rate limited (only with RATE_LIMIT > 0); Retry-After says when to come back",
+    "headers": {
+        "Retry-After": {"description": "seconds until the next request is allowed",
+                        "schema": {"type": "integer", "minimum": 1}},
+        **{name: {"description": text, "schema": {"type": "integer", "minimum": 0}}
+           for name, text in RATE_LIMIT_HEADERS.items()},
+    },
+    "content": {"application/json": {"schema": _ref("Error")}},
+}
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
 IDEMPOTENCY_HEADER = {
     "name": IDEMPOTENCY_KEY_HEADER,
@@ -178,6 +195,7 @@ def _op(operation_id: str, summary: str, ok: str, schema: str, *, body: str | No
     }
     for status in errors:
         responses[status] = {"description": ERRORS[status], "content": {"application/json": {"schema": _ref("Error")}}}
+    responses["429"] = RATE_LIMITED
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": responses}
     if params:
         op["parameters"] = params
@@ -194,10 +212,17 @@ BODY_ERRORS = ("400", "413", "415", "503")
 ONE_JOB_ERRORS = ("400", "404", "503")
 STATE_ERRORS = ("400", "404", "409", "503")
 
+def _submit_op() -> dict[str, Any]:
+    op = _op("submitJob", "Submit a job (200 with the first job if the idempotency key was seen)", "201",
+             "Job", body="JobSubmission", params=[IDEMPOTENCY_HEADER], errors=BODY_ERRORS)
+    op["responses"]["200"] = {"description": "the idempotency key was seen before: the job it created",
+                              "content": {"application/json": {"schema": _ref("Job")}}}
+    return op
+
+
 PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
-        "post": _op("submitJob", "Submit a job (200 with the first job if the idempotency key was seen)", "201",
-                    "Job", body="JobSubmission", params=[IDEMPOTENCY_HEADER], errors=BODY_ERRORS),
+        "post": _submit_op(),
         "get": _op(
             "listJobs",
             "List jobs, newest first",
@@ -277,7 +302,8 @@ PATHS: dict[str, Any] = {
             "operationId": "getOpenApi",
             "summary": "This document",
             "responses": {
-                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": _ref("Object")}}}
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": _ref("Object")}}},
+                "429": RATE_LIMITED,
             },
         }
     },
@@ -292,6 +318,12 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
         batch = {**SCHEMAS["JobBatch"]}
         jobs = {**batch["properties"]["jobs"], "maxItems": app[SETTINGS].max_batch_size}
         schemas = {**SCHEMAS, "JobBatch": {**batch, "properties": {"jobs": jobs}}}
+    if app is not None and PROCESSORS in app:
+        # The types this node can run: anything else is refused at submit, so say so here.
+        submission = {**schemas["JobSubmission"]}
+        job_type = {**submission["properties"]["type"], "enum": app[PROCESSORS].types()}
+        schemas = {**schemas, "JobSubmission": {**submission, "properties": {**submission["properties"],
+                                                                             "type": job_type}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobnode", "version": __version__,

@@ -8,8 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from jobnode.api.access import access
+from jobnode.api.appkeys import (
+    LEADERSHIP, MONGO, POOL, QUEUE, RATE_LIMITER, REDIS, SERVICE, SETTINGS, THROUGHPUT,
+)
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC
-from jobnode.api.appkeys import LEADERSHIP, MONGO, POOL, QUEUE, REDIS, SERVICE, SETTINGS, THROUGHPUT
 from jobnode.api.openapi import openapi_document
 from jobnode.jobs import from_epoch_ms, isoformat
 
@@ -51,6 +53,7 @@ async def stats(request: web.Request) -> web.Response:
         "leader": {"id": holder.node_id, "fencing_token": holder.token} if holder else None,
         "node_count": len({w["node_id"] for w in await queue.workers()}) or 1,
         "throughput": {"completed_per_s": throughput.per_second(), "window_s": throughput.window_s},
+        "rate_limit": limiter.counters() if (limiter := app.get(RATE_LIMITER)) else {"enabled": False},
     }
     return web.json_response(body)
 
