@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -75,3 +77,11 @@ def registry_with(**processors: Any) -> ProcessorRegistry:
     for name, fn in processors.items():
         registry.register(name, fn)
     return registry
+
+
+NODE_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
+
+
+def without_node_logs(output: str) -> str:
+    """A CLI command's own output: an in-process node logs to the same captured stdout."""
+    return "".join(line for line in output.splitlines(keepends=True) if not NODE_LOG_LINE.match(line))

@@ -15,7 +15,7 @@ from jobnode.auth.passwords import verify_password
 from jobnode.auth.users import read_users_file
 from jobnode.client import AsyncClient, AuthError, PermissionDenied
 from tests.auth_fixtures import USERS, auth_env, write_users_file
-from tests.harness import start_node  # noqa: F401  (fixture)
+from tests.harness import start_node, without_node_logs  # noqa: F401  (fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def run_with_stdin(monkeypatch, capsys, text: str, *argv: str) -> tuple[int, str
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    return code, out, err
+    return code, without_node_logs(out), err
 
 
 def test_user_add_writes_a_private_scrypt_hash(monkeypatch, capsys, tmp_path):

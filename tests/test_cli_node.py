@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from jobnode.cli import main
-from harness import start_node  # noqa: F401  (a fixture)
+from harness import start_node, without_node_logs  # noqa: F401  (a fixture)
 from test_client import closed_port
 from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-NODE_LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +51,7 @@ async def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = await asyncio.to_thread(main, list(argv))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
-    # The in-process node logs to the same captured stdout; keep only the command's own lines.
-    out = "".join(line for line in out.splitlines(keepends=True) if not NODE_LOG_LINE.match(line))
-    return code, out, err
+    return code, without_node_logs(out), err
 
 
 def table_rows(text: str, first_header: str) -> list[dict[str, str]]:
