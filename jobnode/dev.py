@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from jobnode.certs import DevCerts, write_dev_certs
 from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, log_tail
 
 ALGORITHMS = ("bully", "raft", "gossip")
@@ -67,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--startup-timeout", dest="startup_timeout_s", type=float, default=60.0, metavar="SECONDS",
         help="how long to wait for healthy nodes that agree on a leader (default 60)")
     add("--secure", action="store_true",
-        help="turn on auth with a generated JWT secret and admin password (printed, and kept in cluster.json)")
+        help="turn on auth (generated JWT secret and admin password, printed and kept in cluster.json) "
+             "and TLS with mutual TLS between peers (a development CA and node certificates under DIR/tls)")
 
 
 ADMIN_USERNAME = "admin"
@@ -102,10 +105,11 @@ class NodePlan:
     port: int
     metrics_port: int
     data_dir: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def metrics_url(self) -> str:
@@ -133,7 +137,8 @@ def _plan_nodes(args: argparse.Namespace, data_dir: Path) -> list[NodePlan]:
         raise DevError(f"API ports {api.start}-{api.stop - 1} overlap metrics ports "
                        f"{metrics.start}-{metrics.stop - 1}; change --port or --metrics-port")
     return [
-        NodePlan(f"node-{i}", args.port + i - 1, args.metrics_port + i - 1, data_dir / f"node-{i}")
+        NodePlan(f"node-{i}", args.port + i - 1, args.metrics_port + i - 1, data_dir / f"node-{i}",
+                 "https" if getattr(args, "secure", False) else "http")
         for i in range(1, count + 1)
     ]
 
@@ -212,7 +217,8 @@ class NodeProcess:
 
 def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
                       args: argparse.Namespace, cluster_secret: str,
-                      environ: Mapping[str, str], credentials: Credentials | None = None) -> dict[str, str]:
+                      environ: Mapping[str, str], credentials: Credentials | None = None,
+                      certs: DevCerts | None = None) -> dict[str, str]:
     env = dict(environ)
     env.update({
         "NODE_ID": plan.id,
@@ -236,6 +242,10 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
         env["LOAD_BALANCER_STRATEGY"] = args.strategy
     if credentials is not None:
         env.update(credentials.node_environment())
+    if certs is not None:
+        pair = certs.nodes[plan.id]
+        env.update({"TLS_ENABLED": "true", "TLS_CERT_FILE": str(pair.cert_file),
+                    "TLS_KEY_FILE": str(pair.key_file), "TLS_CA_FILE": str(certs.ca_file)})
     return env
 
 
@@ -285,10 +295,10 @@ def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 # -- readiness -------------------------------------------------------------------
 
-def _get_json(url: str) -> tuple[int | None, Any]:
+def _get_json(url: str, tls: ssl.SSLContext | None) -> tuple[int | None, Any]:
     """GET url; (status, parsed body) or (None, reason) when nothing usable answered."""
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S, context=tls) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, None
@@ -296,17 +306,18 @@ def _get_json(url: str) -> tuple[int | None, Any]:
         return None, str(error)
 
 
-def _readiness(nodes: list[NodeProcess], check_leader: bool) -> tuple[bool, str | None, str]:
+def _readiness(nodes: list[NodeProcess], check_leader: bool,
+               tls: ssl.SSLContext | None) -> tuple[bool, str | None, str]:
     """(ready, agreed leader id or None, what is still awaited)."""
     for node in nodes:
-        status, _ = _get_json(f"{node.plan.url}/health")
+        status, _ = _get_json(f"{node.plan.url}/health", tls)
         if status != 200:
             return False, None, f"{node.plan.id} /health answered {status or 'nothing'}"
     if not check_leader:
         return True, None, ""
     leaders = set()
     for node in nodes:
-        status, body = _get_json(f"{node.plan.url}/api/v1/leader")
+        status, body = _get_json(f"{node.plan.url}/api/v1/leader", tls)
         if status == 404:
             return True, None, ""  # this build has no cluster routes yet: nothing to agree on
         if status != 200 or not isinstance(body, dict):
@@ -317,14 +328,15 @@ def _readiness(nodes: list[NodeProcess], check_leader: bool) -> tuple[bool, str 
     return False, None, f"nodes name leaders {sorted(map(str, leaders))}"
 
 
-def _wait_until_ready(nodes: list[NodeProcess], timeout_s: float, stop: "_StopRequests") -> str | None:
+def _wait_until_ready(nodes: list[NodeProcess], timeout_s: float, stop: "_StopRequests",
+                      tls: ssl.SSLContext | None) -> str | None:
     deadline = time.monotonic() + timeout_s
     while True:
         for node in nodes:
             if node.exit_code is not None:
                 raise DevError(f"{node.plan.id} exited with code {node.exit_code} while starting; "
                                f"last lines of {node.plan.log_path}:\n{node.log_tail()}")
-        ready, leader, awaited = _readiness(nodes, check_leader=len(nodes) > 1)
+        ready, leader, awaited = _readiness(nodes, len(nodes) > 1, tls)
         if ready:
             return leader
         if time.monotonic() >= deadline:
@@ -344,13 +356,13 @@ def _log_tail_of(nodes: list[NodeProcess], awaited: str) -> str:
 # -- cluster.json and messages ---------------------------------------------------
 
 def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: list[NodeProcess],
-                        admin: dict[str, str] | None = None) -> None:
+                        admin: dict[str, str] | None = None, ca_file: Path | None = None) -> None:
     document: dict[str, Any] = {
         "algorithm": algorithm,
         "redis_url": backends.redis_url,
         "mongodb_uri": backends.mongodb_uri,
         "admin": admin,
-        "ca_file": None,
+        "ca_file": str(ca_file) if ca_file else None,
         "nodes": [
             {"id": n.plan.id, "url": n.plan.url, "metrics_url": n.plan.metrics_url, "pid": n.process.pid}
             for n in nodes
@@ -370,13 +382,13 @@ def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: l
     os.replace(temporary, path)
 
 
-def _admin_login(url: str, credentials: Credentials) -> dict[str, str]:
+def _admin_login(url: str, credentials: Credentials, tls: ssl.SSLContext | None) -> dict[str, str]:
     """Log the generated admin in on one node; the token goes to cluster.json for scripts and tests."""
     body = json.dumps({"username": credentials.admin_username, "password": credentials.admin_password}).encode()
     request = urllib.request.Request(f"{url}/auth/login", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S * 5) as response:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S * 5, context=tls) as response:
             token = json.loads(response.read())["access_token"]
     except (OSError, ValueError, KeyError) as error:
         raise DevError(f"the nodes started, but logging the generated admin in at {url} failed: {error}") from None
@@ -392,7 +404,8 @@ def _redact(uri: str) -> str:
 
 
 def _print_ready(args: argparse.Namespace, nodes: list[NodeProcess], leader: str | None,
-                 backends: Backends, data_dir: Path, admin: dict[str, str] | None = None) -> None:
+                 backends: Backends, data_dir: Path, admin: dict[str, str] | None = None,
+                 ca_file: Path | None = None) -> None:
     print(flush=True)
     if leader:
         agreement = f", leader {leader}"
@@ -413,6 +426,9 @@ def _print_ready(args: argparse.Namespace, nodes: list[NodeProcess], leader: str
         print(f"  auth     on: admin user {admin['username']}  password {admin['password']}")
         print(f"  admin token (expires per JWT_TTL): {admin['token']}")
         auth = f"-H 'Authorization: Bearer {admin['token']}' "
+    if ca_file is not None:
+        print(f"  tls      on: CA {ca_file} (clients verify the nodes with it; peers use mutual TLS)")
+        auth = f"--cacert {ca_file} {auth}"
     print(f"Try: curl -s -X POST {nodes[0].plan.url}/api/v1/jobs -H 'Content-Type: application/json' {auth}"
           """-d '{"type": "echo", "payload": {"hello": "world"}}'""")
     print("Ctrl-C to stop", flush=True)
@@ -515,16 +531,20 @@ def _run_cluster(args: argparse.Namespace, plans: list[NodePlan], data_dir: Path
 def _run_nodes(args: argparse.Namespace, plans: list[NodePlan], backends: Backends, cluster_file: Path,
                environ: Mapping[str, str], stop: _StopRequests) -> int:
     cluster_secret = environ.get("CLUSTER_SECRET") or secrets.token_urlsafe(32)
-    credentials = Credentials.generate() if getattr(args, "secure", False) else None
+    secure = getattr(args, "secure", False)
+    credentials = Credentials.generate() if secure else None
+    certs = write_dev_certs(cluster_file.parent / "tls", [plan.id for plan in plans]) if secure else None
+    tls = ssl.create_default_context(cafile=str(certs.ca_file)) if certs else None
+    ca_file = certs.ca_file if certs else None
     nodes: list[NodeProcess] = []
     try:
         for plan in plans:
-            env = _node_environment(plan, plans, backends, args, cluster_secret, environ, credentials)
+            env = _node_environment(plan, plans, backends, args, cluster_secret, environ, credentials, certs)
             nodes.append(_start_node(plan, env))
-        leader = _wait_until_ready(nodes, args.startup_timeout_s, stop)
-        admin = _admin_login(nodes[0].plan.url, credentials) if credentials else None
-        _write_cluster_file(cluster_file, args.algorithm, backends, nodes, admin)
-        _print_ready(args, nodes, leader, backends, cluster_file.parent, admin)
+        leader = _wait_until_ready(nodes, args.startup_timeout_s, stop, tls)
+        admin = _admin_login(nodes[0].plan.url, credentials, tls) if credentials else None
+        _write_cluster_file(cluster_file, args.algorithm, backends, nodes, admin, ca_file)
+        _print_ready(args, nodes, leader, backends, cluster_file.parent, admin, ca_file)
         _watch(nodes, stop)
         return EXIT_OK
     finally:

@@ -1,4 +1,4 @@
-"""Auth as an operator meets it: `jobnode serve` refusing a weak JWT_SECRET, `jobnode dev --secure`."""
+"""Auth as an operator meets it: `jobnode serve` refusing a weak JWT_SECRET, `jobnode dev --secure` (auth and TLS)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobnode.client import AsyncClient, AuthError
+from jobnode.client import AsyncClient, AuthError, ConnectionFailed
 from jobnode.embedded import free_port
 from tests.waiting import wait_until
 
@@ -53,13 +53,17 @@ async def test_dev_secure_generates_credentials_and_protects_the_api(tmp_path: P
         assert (cluster["admin_username"], cluster["admin_password"], cluster["admin_token"]) == (
             admin["username"], admin["password"], admin["token"])
         assert len(admin["password"]) >= 16
-        url = cluster["nodes"][0]["url"]
-        async with AsyncClient(url) as anonymous:
+        url, ca_file = cluster["nodes"][0]["url"], cluster["ca_file"]
+        assert url.startswith("https://") and Path(ca_file).is_file()
+        async with AsyncClient(url, token=admin["token"]) as unverified:
+            with pytest.raises(ConnectionFailed):  # the development CA is not in the system's trust store
+                await unverified.nodes()
+        async with AsyncClient(url, ca_file=ca_file) as anonymous:
             with pytest.raises(AuthError):
                 await anonymous.nodes()
-        async with AsyncClient(url, token=admin["token"]) as client:
+        async with AsyncClient(url, token=admin["token"], ca_file=ca_file) as client:
             assert (await client.nodes())["nodes"][0]["id"] == "node-1"
-        async with AsyncClient(url) as fresh:
+        async with AsyncClient(url, ca_file=ca_file) as fresh:
             assert (await fresh.login(admin["username"], admin["password"]))["role"] == "admin"
         printed = log_path.read_text()
         assert admin["password"] in printed and admin["token"] in printed  # shown to the developer
