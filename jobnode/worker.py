@@ -119,7 +119,7 @@ class WorkerPool:
 
     async def _execute(self, worker: Worker, taken: TakenJob) -> None:
         worker.current_job = taken.id
-        worker.job_task = asyncio.create_task(self._process(taken), name=f"job:{taken.id}")
+        worker.job_task = asyncio.create_task(self._process(taken, worker.id), name=f"job:{taken.id}")
         try:
             outcome = await asyncio.shield(worker.job_task)
         except asyncio.CancelledError:
@@ -158,7 +158,7 @@ class WorkerPool:
                     return
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
-    async def _process(self, taken: TakenJob) -> tuple[str, bytes]:
+    async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
         """Run the processor; returns (outcome, result or error text)."""
         log_job = log.bind(job_id=taken.id, job_type=taken.type, attempt=taken.attempts)
         try:
@@ -166,7 +166,7 @@ class WorkerPool:
         except UnknownProcessorType:
             return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
         try:
-            result = await asyncio.wait_for(processor.process(_as_job(taken)), timeout=taken.timeout_s)
+            result = await asyncio.wait_for(processor.process(_as_job(taken, self.settings.node_id, worker_id)), timeout=taken.timeout_s)
             return "completed", orjson.dumps(result)
         except PermanentError as exc:
             log_job.info("job.failed_permanently", error=str(exc))
@@ -199,7 +199,8 @@ class WorkerPool:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
 
-def _as_job(taken: TakenJob) -> Job:
+def _as_job(taken: TakenJob, node_id: str, worker_id: str) -> Job:
+    """The job as its processor sees it, including where it runs (for processors that log or record it)."""
     now = utcnow()
     return Job(
         id=taken.id,
@@ -213,6 +214,8 @@ def _as_job(taken: TakenJob) -> Job:
         updated_at=now,
         attempts=taken.attempts,
         started_at=now,
+        node_id=node_id,
+        worker_id=worker_id,
     )
 
 
