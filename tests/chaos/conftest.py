@@ -53,13 +53,26 @@ class ChaosRun:
         self.watcher: StateWatcher | None = None
         self.redis = aioredis.Redis.from_url(redis_url, socket_timeout=5)
         self.mongo_client = mongo_client
+        self._own_mongo_client: AsyncMongoClient | None = None
+        self.app_name = f"{APP_NAME}-{prefix[-8:]}"
         self.timing = LeaseTiming(ttl_s=3.0, worker_ttl_s=1.0, heartbeat_s=0.2)
         self.paused: set[str] = set()
+        self._failpoint_on = False
         self.report: Report | None = None
 
     @property
     def db(self) -> Any:
         return self.mongo_client[self.db_name]
+
+    async def use(self, *, redis_url: str | None = None, mongo_url: str | None = None) -> None:
+        """Run on other data servers than the session's (call before `start`)."""
+        if redis_url is not None:
+            await self.redis.aclose()
+            self.redis_url, self.redis = redis_url, aioredis.Redis.from_url(redis_url, socket_timeout=5)
+        if mongo_url is not None:
+            self.mongo_url = mongo_url
+            self._own_mongo_client = AsyncMongoClient(mongo_url, serverSelectionTimeoutMS=10_000)
+            self.mongo_client = self._own_mongo_client
 
     # -- start ---------------------------------------------------------------------------
 
@@ -68,7 +81,7 @@ class ChaosRun:
         """Start the cluster; `redis_url`/`mongo_url` replace what the nodes use (a proxy, say)."""
         node_mongo = mongo_url or self.mongo_url
         backends = {"REDIS_ADDR": redis_url or self.redis_url,
-                    "MONGODB_URI": f"{node_mongo.rstrip('/')}/?appName={APP_NAME}",
+                    "MONGODB_URI": f"{node_mongo.rstrip('/')}/?appName={self.app_name}",
                     "REDIS_KEY_PREFIX": self.prefix, "MONGODB_DATABASE": self.db_name}
         merged = {**config_env(algorithm), **env}
         self.timing = LeaseTiming(ttl_s=parse_duration_s(merged["JOB_LEASE_TTL"]),
@@ -127,6 +140,16 @@ class ChaosRun:
             self.paused.discard(node_id)
             self.faults.blackout("sigstop", start, monotonic_s(), [node_id])
 
+    async def fail_mongo(self, mode: Any = "alwaysOn", **data: Any) -> None:
+        """Turn on SecantusDB's `failCommand` failpoint for the nodes' connections only."""
+        self._failpoint_on = True
+        await self.mongo_client.admin.command("configureFailPoint", "failCommand", mode=mode,
+                                              data={"appName": self.app_name, **data})
+
+    async def heal_mongo(self) -> None:
+        await self.mongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
+        self._failpoint_on = False
+
     # -- the check -----------------------------------------------------------------------
 
     async def settle(self, timeout_s: float = SETTLE_TIMEOUT_S) -> EndState:
@@ -164,6 +187,8 @@ class ChaosRun:
         return self.report
 
     async def close(self) -> None:
+        if self._failpoint_on:  # never leave the shared server failing commands
+            await self.heal_mongo()
         if self.load is not None and self.load._task is not None and not self.load._task.done():
             await self.load.stop()
         if self.watcher is not None:
@@ -174,6 +199,8 @@ class ChaosRun:
             await self.cluster.close()
             print(self.cluster.log_tails())
         await self.redis.aclose()
+        if self._own_mongo_client is not None:
+            await self._own_mongo_client.close()
 
 
 @pytest.fixture
