@@ -167,11 +167,13 @@ class StateWatcher:
         ids = list(self.acked)
         for source, read in (("mongodb", self._mongo), ("redis", self._redis)):
             try:
-                now = monotonic_s()
                 states = await asyncio.wait_for(read(ids), timeout=SAMPLE_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - any failure to read is a skipped sample
                 self.skipped += 1
                 continue
+            # Stamped once the answer is in: the state held at some moment before this, so
+            # "seen completed at t" never claims a moment earlier than the truth.
+            now = monotonic_s()
             for job_id, (status, rev) in states.items():
                 self.samples[job_id].append(Sample(now, source, status, rev))
 
