@@ -137,7 +137,7 @@ ERRORS = {
     "409": "the job's state forbids it",
     "413": "body too large",
     "415": "body is not JSON (Content-Type must be application/json)",
-    "503": "a dependency (Redis or MongoDB) is unavailable",
+    "503": "a dependency (Redis or MongoDB) is unavailable, or the node is overloaded (with Retry-After)",
 }
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
