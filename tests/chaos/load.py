@@ -39,6 +39,7 @@ class LoadGenerator:
     max_in_flight: int = 50
     acked: dict[str, str] = field(default_factory=dict)  # job id -> expected final status
     refused: Counter[str] = field(default_factory=Counter)
+    latency_s: dict[str, list[float]] = field(default_factory=dict)  # answer kind -> seconds per submit
     submitted: int = 0
     _task: asyncio.Task[None] | None = None
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
@@ -81,13 +82,28 @@ class LoadGenerator:
         fail = bool(self.fail_every) and n % self.fail_every == self.fail_every - 1
         body = {"type": TYPE, "payload": payload(self.record_dir, self.hold_ms, fail=fail)}
         assert self._session is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        kind = "2xx"
         try:
             async with self._session.post(f"{url}/api/v1/jobs", json=body) as resp:
                 if 200 <= resp.status < 300:
                     self.acked[(await resp.json())["id"]] = "failed" if fail else "completed"
                 else:
-                    self.refused[str(resp.status)] += 1
+                    kind = str(resp.status)
         except asyncio.TimeoutError:
-            self.refused["timeout"] += 1
+            kind = "timeout"
         except aiohttp.ClientError:
-            self.refused["connection"] += 1
+            kind = "connection"
+        if kind != "2xx":
+            self.refused[kind] += 1
+        self.latency_s.setdefault(kind, []).append(loop.time() - started)
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        """Per kind of answer: count, median and 99th percentile latency in seconds."""
+        summary = {}
+        for kind, values in self.latency_s.items():
+            ordered = sorted(values)
+            summary[kind] = {"count": len(ordered), "p50_s": round(ordered[len(ordered) // 2], 3),
+                             "p99_s": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3)}
+        return summary
