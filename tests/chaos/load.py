@@ -37,6 +37,7 @@ class LoadGenerator:
     hold_ms: int = 50
     fail_every: int = 0  # every n-th job is told to fail (0: none)
     max_in_flight: int = 50
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. an Authorization header
     acked: dict[str, str] = field(default_factory=dict)  # job id -> expected final status
     refused: Counter[str] = field(default_factory=Counter)
     latency_s: dict[str, list[float]] = field(default_factory=dict)  # answer kind -> seconds per submit
@@ -46,7 +47,8 @@ class LoadGenerator:
     _session: aiohttp.ClientSession | None = None
 
     def start(self) -> LoadGenerator:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SUBMIT_TIMEOUT_S))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SUBMIT_TIMEOUT_S),
+                                              headers=self.headers)
         self._task = asyncio.create_task(self._run(), name="load")
         return self
 
