@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def say(message: str) -> None:
+    """Progress for people, on stderr (stdout carries only the JSON report)."""
+    print(f"chaos.py: {message}", file=sys.stderr, flush=True)
+
+
 def rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -137,6 +142,7 @@ def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, python
         "METRICS_ENABLED": "false",
         "RETRY_BASE_DELAY": "100ms",
         "RETRY_MAX_DELAY": "1s",
+        "SHUTDOWN_GRACE": "5s",
     }
 
 
@@ -342,7 +348,7 @@ async def run_faults(args: argparse.Namespace, injector: FaultInjector, rng: ran
         if loop.time() >= end:
             break
         name = rng.choice(args.fault_names)
-        print(f"chaos.py: {loop.time() - end + args.duration:6.1f}s  {name}", file=sys.stderr, flush=True)
+        say(f"{loop.time() - end + args.duration:6.1f}s  {name}")
         await injector.inject(name)
         next_at = loop.time() + rng.uniform(*args.every_s)
     await injector.settle()
@@ -370,11 +376,16 @@ async def main(args: argparse.Namespace) -> int:
     record_dir = root / "history"
     record_dir.mkdir(exist_ok=True)
     cluster = DevCluster(args, root)
+    began = monotonic_s()
+    say(f"seed {args.seed}, data in {root}")
     try:
         await cluster.start(install_plugin(root / "plugin"))
+        say(f"cluster ready after {monotonic_s() - began:.1f}s")
         return await run_with_cluster(args, cluster, record_dir, rng)
     finally:
+        stopping = monotonic_s()
         await cluster.stop()
+        say(f"stopped in {monotonic_s() - stopping:.1f}s")
 
 
 async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record_dir: Path,
@@ -393,7 +404,9 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             await run_faults(args, FaultInjector(cluster, faults, timing, session, mongo), rng)
         await load.stop()
+        settling = monotonic_s()
         unsettled = await settle(mongo[DATABASE], redis, load.acked)
+        say(f"settled in {monotonic_s() - settling:.1f}s" if not unsettled else "did not settle")
         await watcher.sample_once()
         await watcher.stop()
         end = await read_end_state(mongo[DATABASE], redis, PREFIX)
