@@ -343,14 +343,17 @@ async def run_faults(args: argparse.Namespace, injector: FaultInjector, rng: ran
     loop = asyncio.get_running_loop()
     end = loop.time() + args.duration
     next_at = loop.time() + min(WARMUP_S, args.duration)
-    while loop.time() < end:
-        await asyncio.sleep(max(0.0, min(next_at, end) - loop.time()))
-        if loop.time() >= end:
+    # No fault starts later than an outage's length before the end: the run ends on time.
+    last_start = end - OUTAGE_S - 2.0
+    while loop.time() < last_start:
+        await asyncio.sleep(max(0.0, min(next_at, last_start) - loop.time()))
+        if loop.time() >= last_start:
             break
         name = rng.choice(args.fault_names)
         say(f"{loop.time() - end + args.duration:6.1f}s  {name}")
         await injector.inject(name)
         next_at = loop.time() + rng.uniform(*args.every_s)
+    await asyncio.sleep(max(0.0, end - loop.time()))
     await injector.settle()
 
 

@@ -223,7 +223,10 @@ async def chaos(tmp_path: Path, redis_server: EmbeddedRedis, mongo_server: Embed
 
 @pytest.fixture
 async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
-    """A Redis of this test's own (AOF on), for faults the shared one must not suffer."""
+    """A Redis of this test's own (AOF on), for faults the shared one must not suffer.
+
+    Ask for it before `chaos`, so it is torn down after the cluster and clients using it.
+    """
     server = EmbeddedRedis(tmp_path / "private-redis")
     await asyncio.to_thread(server.start)
     try:
@@ -234,7 +237,10 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
 
 @pytest.fixture
 async def private_mongo(tmp_path: Path) -> AsyncIterator[EmbeddedMongo]:
-    """A SecantusDB of this test's own (test commands on), for faults the shared one must not suffer."""
+    """A SecantusDB of this test's own (test commands on), for faults the shared one must not suffer.
+
+    Ask for it before `chaos`: a MongoDB client closed after its server is gone waits for it.
+    """
     server = EmbeddedMongo(tmp_path / "private-mongo", test_commands=True)
     await asyncio.to_thread(server.start)
     try:

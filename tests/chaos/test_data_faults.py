@@ -25,7 +25,7 @@ OUTAGE_S = 10.0
 MONGODB_TIMEOUT = "3s"
 
 
-async def test_redis_restarted_with_aof_mid_load(chaos, private_redis):
+async def test_redis_restarted_with_aof_mid_load(private_redis, chaos):
     await chaos.use(redis_url=private_redis.url)
     await chaos.start("raft")
     chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200, fail_every=10)
@@ -60,7 +60,7 @@ async def test_redis_unreachable_for_ten_seconds(chaos, redis_server):
         await proxy.close()
 
 
-async def test_mongodb_paused_for_ten_seconds(chaos, private_mongo):
+async def test_mongodb_paused_for_ten_seconds(private_mongo, chaos):
     await chaos.use(mongo_url=private_mongo.url)
     await chaos.start("raft", MONGODB_TIMEOUT=MONGODB_TIMEOUT)
     load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)

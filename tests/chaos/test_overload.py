@@ -34,7 +34,7 @@ def rss_mib(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-async def test_overload_gets_quick_refusals_and_the_node_recovers(chaos, private_mongo):
+async def test_overload_gets_quick_refusals_and_the_node_recovers(private_mongo, chaos):
     await chaos.use(mongo_url=private_mongo.url)
     cluster = await chaos.start("bully", COMMIT_MAX_BATCH=COMMIT_MAX_BATCH)
     pids = {node_id: node.process.pid for node_id, node in cluster.nodes.items()}
