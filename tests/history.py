@@ -18,13 +18,15 @@ What it proves (each property reports its violations by name):
     takes its jobs back) are renewed by the node's heartbeats; both live on Redis's clock.
     Two runs of the same attempt number are always a violation (a job is taken only from an
     inbox it was assigned to, and each take counts an attempt). Two overlapping runs of
-    different attempts are excused only when the earlier run's lease may have expired: its
+    different attempts are excused only when the lower attempt's lease may have expired: its
     node was in a blackout that had lasted at least (min(JOB_LEASE_TTL, WORKER_TTL) -
-    heartbeat interval) when the later run started. Less than that, and a heartbeat renewed
-    both just before the blackout, so they were still valid. A killed run ends at the kill.
+    heartbeat interval) when the higher attempt started. Less than that, and a heartbeat
+    renewed both just before the blackout, so they were still valid. A killed run ends at
+    the kill.
 (c) `regressions`: states only move forward: per source, a job's rev never decreases, a
     `completed` or `failed` job is never seen unfinished again, and no run of a job starts
-    after the job was first seen completed.
+    after the job was first seen completed (except a run taken before its node's blackout
+    that could only write its first line on waking, see `woke_late`).
 (d) `disagreements`: at the end MongoDB and Redis agree: every acknowledged job is finished
     in MongoDB, Redis holds no unfinished job MongoDB lacks (or the reverse), and no
     finished job is still queued or leased in Redis.
@@ -56,6 +58,8 @@ FINISHED = ("completed", "failed", "cancelled")
 # after the take that started the run).
 SLACK_S = 0.25
 WATCH_INTERVAL_S = 0.5
+# How soon after its node's blackout ends a run taken before it may write its first line.
+WAKE_GRACE_S = 1.0
 SAMPLE_TIMEOUT_S = 2.0
 
 
@@ -194,7 +198,19 @@ class StateWatcher:
         return {job_id: (status.decode(), int(rev)) for job_id, (status, rev) in zip(ids, rows) if status}
 
 
-def regressions(samples: dict[str, list[Sample]], runs: dict[str, list[Run]]) -> list[dict[str, Any]]:
+def woke_late(run: Run, done_at: float, faults: Faults | None) -> bool:
+    """Did `run` begin just as its node came out of a blackout that began before the job was done?
+
+    Such a run was taken before the blackout (its lease has since passed on) and only now got
+    to write its first line; its outcome is refused by Redis, and its node's next heartbeat
+    cancels it. It is not the job going back.
+    """
+    return faults is not None and any(b.covers(run.node) and b.start <= done_at and b.end <= run.start <= b.end + WAKE_GRACE_S
+               for b in faults.blackouts)
+
+
+def regressions(samples: dict[str, list[Sample]], runs: dict[str, list[Run]],
+                faults: Faults | None = None) -> list[dict[str, Any]]:
     found = []
     for job_id, seen in samples.items():
         for source in ("mongodb", "redis"):
@@ -204,7 +220,8 @@ def regressions(samples: dict[str, list[Sample]], runs: dict[str, list[Run]]) ->
                     found.append({"job": job_id, "source": source, "from": [before.status, before.rev],
                                   "to": [after.status, after.rev]})
         first_done = min((s.t for s in seen if s.status == "completed"), default=None)
-        late = [r for r in runs.get(job_id, []) if first_done is not None and r.start > first_done]
+        late = [r for r in runs.get(job_id, []) if first_done is not None and r.start > first_done
+                and not woke_late(r, first_done, faults)]
         if late:
             found.append({"job": job_id, "ran_after_completed": [r.brief() for r in late]})
     return found
@@ -245,17 +262,23 @@ def lease_may_have_expired(run: Run, at: float, faults: Faults, timing: LeaseTim
 
 
 def overlaps(runs: dict[str, list[Run]], faults: Faults, timing: LeaseTiming) -> tuple[list[dict], int]:
-    """(violations, excused overlaps)."""
+    """(violations, excused overlaps).
+
+    Of two overlapping runs, the one with the lower attempt held the older lease, whichever
+    began first in the record: a worker paused between its take and its first line starts
+    its run late, after the lease it took has passed to a later attempt.
+    """
     bad, excused = [], 0
     for job_id, job_runs in runs.items():
-        for i, earlier in enumerate(job_runs):
-            for later in job_runs[i + 1:]:
-                if later.start >= effective_end(earlier, faults):
+        for i, first in enumerate(job_runs):
+            for second in job_runs[i + 1:]:
+                if second.start >= effective_end(first, faults) or first.start >= effective_end(second, faults):
                     continue
-                if later.attempt != earlier.attempt and lease_may_have_expired(earlier, later.start, faults, timing):
+                older, newer = sorted((first, second), key=lambda r: (r.attempt, r.start))
+                if older.attempt != newer.attempt and lease_may_have_expired(older, newer.start, faults, timing):
                     excused += 1
                     continue
-                bad.append({"job": job_id, "runs": [earlier.brief(), later.brief()]})
+                bad.append({"job": job_id, "runs": [older.brief(), newer.brief()]})
     return bad, excused
 
 
@@ -362,7 +385,7 @@ def check(acked: dict[str, str], runs: dict[str, list[Run]], samples: dict[str, 
         violations={
             "outcomes": outcomes,
             "overlaps": bad_overlaps,
-            "regressions": regressions(samples, runs),
+            "regressions": regressions(samples, runs, faults),
             "disagreements": disagreements(end),
         },
         faults=faults.log,

@@ -84,7 +84,10 @@ async def test_mongodb_failing_commands_for_ten_seconds(chaos):
     await chaos.start("gossip", MONGODB_TIMEOUT=MONGODB_TIMEOUT)
     load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)
     await chaos.wait_runs(15)
-    # First every write fails with ShutdownInProgress, then connections are closed mid-command.
+    # A short burst (the next 5 writes fail), then every write fails with ShutdownInProgress,
+    # then connections are closed mid-command.
+    await chaos.fail_mongo({"times": 5}, errorCode=91, failCommands=["insert", "update"])
+    await chaos.wait_acked(5)
     await chaos.fail_mongo(errorCode=91, failCommands=["insert", "update", "delete", "find"])
     chaos.faults.note("mongodb_failcommand", error_code=91)
     await asyncio.sleep(OUTAGE_S / 2)  # the outage's length, not a synchronisation

@@ -83,3 +83,16 @@ async def test_the_recording_processor_writes_start_and_end_lines_the_checker_re
     [recorded] = read_runs(tmp_path)[job.id]
     assert (recorded.worker, recorded.attempt, recorded.outcome) == ("n1/w1", 1, "completed")
     assert recorded.end >= recorded.start
+
+
+def test_a_run_taken_before_a_pause_that_starts_on_waking_is_excused_once_its_lease_ran_out():
+    # n1 took attempt 1, was paused before its processor wrote a line; n2 ran attempt 2 and
+    # completed it; n1 woke and began attempt 1 while (or after) attempt 2 ran.
+    faults = Faults()
+    faults.blackout("sigstop", 10.0, 15.0, ["n1"])
+    stale = run("j", "n1/w1", 1, 15.1, 15.3)
+    taken_over = run("j", "n2/w1", 2, 11.5, 15.2, pid=2)
+    assert overlaps({"j": [taken_over, stale]}, faults, TIMING) == ([], 1)
+    samples = {"j": [Sample(15.05, "mongodb", "completed", 5)]}
+    assert regressions(samples, {"j": [taken_over, stale]}, faults) == []
+    assert regressions(samples, {"j": [taken_over, stale]}, Faults()) != []

@@ -71,6 +71,13 @@ async def test_paused_leader_is_fenced_when_it_wakes(chaos, redis_client):
         await JobQueue(redis_client, chaos.prefix).dispatch(old, old_token, max_jobs=1, strategy="round_robin",
                                                             lease_ms=3000, share_every=0)
     assert int(await redis_client.get(f"{chaos.prefix}:fence")) > old_token  # the new leader took a new token
+
+    def knows_it_lost() -> bool:
+        events = cluster.nodes[old].log_events()
+        return any(e.get("event") == "leadership.lost" or (e.get("event") == "leadership.changed"
+                                                           and e.get("token") is None) for e in events)
+
+    await wait_until(knows_it_lost, timeout_s=15, message=f"{old} never noticed it lost the lease")
     await chaos.wait_acked(20)
     await chaos.finish()
 
