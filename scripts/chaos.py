@@ -34,6 +34,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -83,7 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None, help="where everything lives (default: a temp dir)")
     args = parser.parse_args(argv)
     low, _, high = args.every.partition("-")
-    args.every_s = (float(low), float(high or low))
+    try:
+        args.every_s = (float(low), float(high or low))
+    except ValueError:
+        parser.error(f"--every: expected LOW-HIGH seconds such as 20-40, got {args.every!r}")
     args.fault_names = [f for f in args.faults.split(",") if f]
     unknown = set(args.fault_names) - set(FAULTS)
     if unknown or not args.fault_names:
@@ -118,8 +122,6 @@ def free_port_range(count: int) -> int:
 
 
 def _port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
