@@ -27,6 +27,7 @@ from jobnode.client import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+ENV_TOKEN_FILE = "JOBNODE_TOKEN_FILE"
 BATCH_CHUNK = 500  # jobs per batch request: well under the server's default MAX_BATCH_SIZE of 1000
 JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
 JOB_COUNTS = ("pending", "assigned", "running", "retrying", "completed", "failed", "cancelled", "total")
@@ -93,10 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_client_command(_cmd_status))
 
     login = commands.add_parser("login", parents=[common], help="get a token and keep it for later commands")
-    login.add_argument("--username", required=True)
+    login.add_argument("--username", help="asked for on the terminal when not given")
     login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     login.set_defaults(handler=_client_command(_cmd_login))
+    _add_user_parser(commands)
     return parser
+
+
+def _add_user_parser(commands: Any) -> None:
+    user = commands.add_parser("user", help="manage the users of USERS_FILE")
+    actions = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="add a user, or replace one's role and password")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=("admin", "user", "worker"))
+    add.add_argument("--users-file", type=Path, help="the users file (default: $USERS_FILE)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(handler=_cmd_user_add)
 
 
 def _add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
@@ -105,6 +118,8 @@ def _add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> N
 
     parser.add_argument("--url", default=default(None), help=f"node URL (env JOBNODE_URL, else {DEFAULT_URL})")
     parser.add_argument("--token", default=default(None), help="bearer token (env JOBNODE_TOKEN, else `login`)")
+    parser.add_argument("--token-file", type=Path, default=default(None),
+                        help=f"where `login` keeps tokens (env {ENV_TOKEN_FILE}, else ~/.config/jobnode/token.json)")
     parser.add_argument("--ca-file", default=default(None), help="CA bundle for https (env JOBNODE_CA_FILE)")
     parser.add_argument("--insecure", action="store_true", default=default(False), help="skip TLS verification")
     parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
@@ -234,7 +249,7 @@ def _client_command(command: Callable[[AsyncClient, argparse.Namespace], Awaitab
 
     def run(args: argparse.Namespace) -> int:
         args.url = (args.url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
-        token = args.token or os.environ.get(ENV_TOKEN) or load_token(args.url)
+        token = args.token or os.environ.get(ENV_TOKEN) or load_token(args.url, _token_file(args))
         ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
         try:
             client = AsyncClient(args.url, token=token, ca_file=ca_file, verify_tls=not args.insecure)
@@ -339,16 +354,23 @@ class Progress:
 # ---- login and the stored token -------------------------------------------------------------
 
 
-def token_path() -> Path:
-    """Where `jobnode login` keeps tokens: ~/.config/jobnode/token.json (XDG_CONFIG_HOME honoured)."""
+def token_path(override: Path | None = None) -> Path:
+    """Where `jobnode login` keeps tokens: --token-file, else ~/.config/jobnode/token.json (XDG_CONFIG_HOME)."""
+    if override is not None:
+        return override
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "jobnode" / "token.json"
 
 
-def load_token(url: str) -> str | None:
+def _token_file(args: argparse.Namespace) -> Path | None:
+    chosen = getattr(args, "token_file", None) or os.environ.get(ENV_TOKEN_FILE)
+    return Path(chosen).expanduser() if chosen else None
+
+
+def load_token(url: str, path: Path | None = None) -> str | None:
     """The stored token for this URL, unless it has expired; tokens are never sent to other URLs."""
     try:
-        entry = json.loads(token_path().read_text())["tokens"][url]
+        entry = json.loads(token_path(path).read_text())["tokens"][url]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if entry.get("expires_at") and entry["expires_at"] <= time.time():
@@ -356,9 +378,9 @@ def load_token(url: str) -> str | None:
     return entry.get("access_token")
 
 
-def save_token(url: str, username: str, answer: dict) -> Path:
+def save_token(url: str, username: str, answer: dict, path: Path | None = None) -> Path:
     """Store a login answer for this URL in a file only the user can read."""
-    path = token_path()
+    path = token_path(path)
     try:
         stored = json.loads(path.read_text())
         stored["tokens"].items()
@@ -382,11 +404,13 @@ def save_token(url: str, username: str, answer: dict) -> Path:
     return path
 
 
-def _read_password(args: argparse.Namespace) -> str:
+def _read_password(args: argparse.Namespace, *, confirm: bool = False) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif sys.stdin.isatty():
         password = getpass.getpass(f"password for {args.username}: ")
+        if confirm and getpass.getpass("the same password again: ") != password:
+            raise UsageError("the two passwords differ")
     else:
         raise UsageError("no terminal to ask for the password on; pipe it in with --password-stdin")
     if not password:
@@ -395,14 +419,44 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 async def _cmd_login(client: AsyncClient, args: argparse.Namespace) -> int:
+    if not args.username:
+        if args.password_stdin or not sys.stdin.isatty():
+            raise UsageError("give --username NAME (there is no terminal to ask on)")
+        args.username = input("username: ").strip()
     password = _read_password(args)
     client.token = None  # a stale stored token must not decide how the login goes
     answer = await client.login(args.username, password)
-    path = save_token(args.url, args.username, answer)
+    path = save_token(args.url, args.username, answer, _token_file(args))
     if args.json:
         print(json.dumps({k: answer.get(k) for k in ("token_type", "expires_in", "role")} | {"token_file": str(path)}))
     else:
         print(f"logged in to {args.url} as {args.username} (role {answer.get('role', '-')}); token kept in {path}")
+    return 0
+
+
+def _cmd_user_add(args: argparse.Namespace) -> int:
+    """`jobnode user add NAME --role R`: hash the password with scrypt and write the users file (0600)."""
+    from jobnode.auth.passwords import hash_password
+    from jobnode.auth.users import USERNAME, User, UsersFileError, write_user
+    from jobnode.config import weak_password_problem
+
+    path = args.users_file or (Path(os.environ["USERS_FILE"]) if os.environ.get("USERS_FILE") else None)
+    if path is None:
+        raise UsageError("say which users file to write with --users-file FILE (or set USERS_FILE)")
+    if not USERNAME.fullmatch(args.username):
+        raise UsageError(f"user name {args.username!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    password = _read_password(args, confirm=True)
+    problem = weak_password_problem(password)
+    if problem:
+        raise UsageError(f"refusing that password: {problem}")
+    try:
+        replaced = write_user(path.expanduser(), User(args.username, args.role, hash_password(password)))
+    except UsersFileError as exc:
+        raise UsageError(exc.message) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    print(f"{'updated' if replaced else 'added'} {args.username} (role {args.role}) in {path}; "
+          "running nodes pick the change up at the next login")
     return 0
 
 

@@ -677,7 +677,7 @@ def _check_auth(s: Settings) -> None:
     if s.admin_password is not None:
         if s.admin_username is None:
             raise ConfigError("ADMIN_USERNAME", None, "the admin's user name", reason="ADMIN_PASSWORD is set")
-        problem = _admin_password_problem(s.admin_password)
+        problem = weak_password_problem(s.admin_password)
         if problem:
             allowed = f"at least {MIN_ADMIN_PASSWORD_CHARS} characters, not a well-known default"
             raise ConfigError("ADMIN_PASSWORD", s.admin_password, allowed, reason=problem, secret=True)
@@ -703,7 +703,8 @@ def jwt_secret_problem(secret: str | None) -> str | None:
     return None
 
 
-def _admin_password_problem(password: str) -> str | None:
+def weak_password_problem(password: str) -> str | None:
+    """Say why a password is too weak to accept (ADMIN_PASSWORD, `jobnode user add`), or None."""
     if password.strip().lower() in WELL_KNOWN_SECRETS:
         return "it is a well-known default password"
     if len(password) < MIN_ADMIN_PASSWORD_CHARS:

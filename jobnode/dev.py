@@ -66,6 +66,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="load balancer strategy (default: the node's own, round_robin)")
     add("--startup-timeout", dest="startup_timeout_s", type=float, default=60.0, metavar="SECONDS",
         help="how long to wait for healthy nodes that agree on a leader (default 60)")
+    add("--secure", action="store_true",
+        help="turn on auth with a generated JWT secret and admin password (printed, and kept in cluster.json)")
+
+
+ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What `--secure` generates for one run: never reused, never a fixed default."""
+
+    jwt_secret: str
+    admin_username: str
+    admin_password: str
+
+    @classmethod
+    def generate(cls) -> Credentials:
+        return cls(jwt_secret=secrets.token_urlsafe(48), admin_username=ADMIN_USERNAME,
+                   admin_password=secrets.token_urlsafe(18))
+
+    def __repr__(self) -> str:
+        return f"Credentials(admin_username={self.admin_username!r})"
+
+    def node_environment(self) -> dict[str, str]:
+        return {"AUTH_ENABLED": "true", "JWT_SECRET": self.jwt_secret,
+                "ADMIN_USERNAME": self.admin_username, "ADMIN_PASSWORD": self.admin_password}
 
 
 @dataclass(frozen=True)
@@ -186,7 +212,7 @@ class NodeProcess:
 
 def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
                       args: argparse.Namespace, cluster_secret: str,
-                      environ: Mapping[str, str]) -> dict[str, str]:
+                      environ: Mapping[str, str], credentials: Credentials | None = None) -> dict[str, str]:
     env = dict(environ)
     env.update({
         "NODE_ID": plan.id,
@@ -208,6 +234,8 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
     })
     if args.strategy:
         env["LOAD_BALANCER_STRATEGY"] = args.strategy
+    if credentials is not None:
+        env.update(credentials.node_environment())
     return env
 
 
@@ -315,18 +343,21 @@ def _log_tail_of(nodes: list[NodeProcess], awaited: str) -> str:
 
 # -- cluster.json and messages ---------------------------------------------------
 
-def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: list[NodeProcess]) -> None:
-    document = {
+def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: list[NodeProcess],
+                        admin: dict[str, str] | None = None) -> None:
+    document: dict[str, Any] = {
         "algorithm": algorithm,
         "redis_url": backends.redis_url,
         "mongodb_uri": backends.mongodb_uri,
-        "admin": None,
+        "admin": admin,
         "ca_file": None,
         "nodes": [
             {"id": n.plan.id, "url": n.plan.url, "metrics_url": n.plan.metrics_url, "pid": n.process.pid}
             for n in nodes
         ],
     }
+    if admin is not None:  # flat names too, for shell scripts: jq -r .admin_token cluster.json
+        document |= {f"admin_{key}": value for key, value in admin.items()}
     # Readers poll for this file: they must never see half of it. It may hold
     # credentials, hence owner-only.
     temporary = path.with_name(f".{path.name}.tmp")
@@ -339,6 +370,19 @@ def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: l
     os.replace(temporary, path)
 
 
+def _admin_login(url: str, credentials: Credentials) -> dict[str, str]:
+    """Log the generated admin in on one node; the token goes to cluster.json for scripts and tests."""
+    body = json.dumps({"username": credentials.admin_username, "password": credentials.admin_password}).encode()
+    request = urllib.request.Request(f"{url}/auth/login", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S * 5) as response:
+            token = json.loads(response.read())["access_token"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DevError(f"the nodes started, but logging the generated admin in at {url} failed: {error}") from None
+    return {"username": credentials.admin_username, "password": credentials.admin_password, "token": token}
+
+
 def _say(message: str) -> None:
     print(f"jobnode dev: {message}", flush=True)
 
@@ -348,7 +392,7 @@ def _redact(uri: str) -> str:
 
 
 def _print_ready(args: argparse.Namespace, nodes: list[NodeProcess], leader: str | None,
-                 backends: Backends, data_dir: Path) -> None:
+                 backends: Backends, data_dir: Path, admin: dict[str, str] | None = None) -> None:
     print(flush=True)
     if leader:
         agreement = f", leader {leader}"
@@ -363,7 +407,13 @@ def _print_ready(args: argparse.Namespace, nodes: list[NodeProcess], leader: str
     print(f"  redis    {_redact(backends.redis_url)}")
     print(f"  mongodb  {_redact(backends.mongodb_uri)}")
     print(f"  data dir {data_dir}  (cluster file {data_dir / 'cluster.json'})")
-    print(f"Try: curl -s -X POST {nodes[0].plan.url}/api/v1/jobs -H 'Content-Type: application/json' "
+    auth = ""
+    if admin is not None:
+        # A dev cluster's own throwaway credentials: printing them is the point of --secure.
+        print(f"  auth     on: admin user {admin['username']}  password {admin['password']}")
+        print(f"  admin token (expires per JWT_TTL): {admin['token']}")
+        auth = f"-H 'Authorization: Bearer {admin['token']}' "
+    print(f"Try: curl -s -X POST {nodes[0].plan.url}/api/v1/jobs -H 'Content-Type: application/json' {auth}"
           """-d '{"type": "echo", "payload": {"hello": "world"}}'""")
     print("Ctrl-C to stop", flush=True)
 
@@ -465,14 +515,16 @@ def _run_cluster(args: argparse.Namespace, plans: list[NodePlan], data_dir: Path
 def _run_nodes(args: argparse.Namespace, plans: list[NodePlan], backends: Backends, cluster_file: Path,
                environ: Mapping[str, str], stop: _StopRequests) -> int:
     cluster_secret = environ.get("CLUSTER_SECRET") or secrets.token_urlsafe(32)
+    credentials = Credentials.generate() if getattr(args, "secure", False) else None
     nodes: list[NodeProcess] = []
     try:
         for plan in plans:
-            env = _node_environment(plan, plans, backends, args, cluster_secret, environ)
+            env = _node_environment(plan, plans, backends, args, cluster_secret, environ, credentials)
             nodes.append(_start_node(plan, env))
         leader = _wait_until_ready(nodes, args.startup_timeout_s, stop)
-        _write_cluster_file(cluster_file, args.algorithm, backends, nodes)
-        _print_ready(args, nodes, leader, backends, cluster_file.parent)
+        admin = _admin_login(nodes[0].plan.url, credentials) if credentials else None
+        _write_cluster_file(cluster_file, args.algorithm, backends, nodes, admin)
+        _print_ready(args, nodes, leader, backends, cluster_file.parent, admin)
         _watch(nodes, stop)
         return EXIT_OK
     finally:

@@ -7,8 +7,9 @@ write, send and report. This module is the I/O around them:
   - raft's term and vote are written to DATA_DIR/raft-state.json and fsynced BEFORE any
     message of the same output leaves (a vote on the wire that a restart could forget
     would let this node vote twice in one term);
-  - after every step, `Leadership` is told to hold the fenced leader lease exactly while
-    the machine names this node leader and `PeerContact` says a majority is reachable.
+  - after every step, `Leadership` is told whether the machine names this node leader and
+    whether `PeerContact` says a majority of its peers is reachable (which decides who keeps
+    the fenced lease when two nodes both believe they lead).
 
 One lock serialises step, persist and send, so outputs are applied in the order the
 machine produced them.
@@ -170,7 +171,7 @@ class Elector:
             for event in out.events:
                 await self._record(event)
             self.view.members = dict(self.machine.members)
-            self.leadership.want(self.view.leader == self.node_id and self.contact.has_majority(now))
+            self.leadership.want(self.view.leader == self.node_id, self.contact.has_majority(now))
 
     async def _record(self, event: election.Event) -> None:
         if not isinstance(event, election.LeaderChanged):

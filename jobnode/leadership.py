@@ -28,6 +28,7 @@ class Leadership:
     def __init__(self, lease: LeaderLease) -> None:
         self.lease = lease
         self.should_lead = False
+        self.has_majority = True
         self._gained = asyncio.Event()
         self._changed = asyncio.Event()
         self.renew_interval_s = lease.ttl_ms / 1000 / 3
@@ -40,8 +41,12 @@ class Leadership:
     def is_leader(self) -> bool:
         return self.lease.token is not None
 
-    def want(self, lead: bool) -> None:
-        """Called by the election: start or stop trying to hold the lease."""
+    def want(self, lead: bool, majority: bool = True) -> None:
+        """Called by the election: start or stop trying to hold the lease.
+
+        `majority` (recent contact with most peers) decides who wins when two nodes both
+        believe they lead: the one without it yields once the other asks (leader_lease.lua)."""
+        self.has_majority = majority
         if lead != self.should_lead:
             self.should_lead = lead
             self._changed.set()
@@ -73,7 +78,7 @@ class Leadership:
         before = self.lease.token
         try:
             if self.should_lead:
-                await self.lease.acquire()
+                await self.lease.acquire(self.has_majority)
             elif before is not None:
                 await self.lease.release()
         except Unavailable as exc:

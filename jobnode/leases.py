@@ -56,11 +56,13 @@ class LeaderLease:
         self.token: int | None = None
 
     @redis_boundary
-    async def acquire(self) -> int | None:
-        """Take or renew the lease; returns the token held, or None if another node holds it."""
-        token = int(
-            await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "acquire"])
-        )
+    async def acquire(self, majority: bool = True) -> int | None:
+        """Take or renew the lease; returns the token held, or None if another node holds it.
+
+        `majority`: this node has heard from a majority of its peers lately. Without one, a
+        holder yields to a node that has one and asks for the lease (leader_lease.lua)."""
+        args = [self._prefix, self.node_id, self.ttl_ms, "acquire", "1" if majority else "0"]
+        token = int(await self._scripts.leader_lease(args=args))
         self.token = token or None
         return self.token
 
@@ -68,7 +70,7 @@ class LeaderLease:
     async def release(self) -> None:
         """Give the lease up at once so the next leader need not wait for it to expire."""
         self.token = None
-        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release"])
+        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0"])
 
     @redis_boundary
     async def holder(self) -> LeaseHolder | None:

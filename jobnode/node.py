@@ -21,7 +21,8 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import cluster_routes, jobs_routes, system_routes
+from jobnode.api import auth_routes, cluster_routes, jobs_routes, system_routes
+from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
     CLUSTER_STORE,
     ELECTOR,
@@ -51,8 +52,7 @@ class StartupError(JobnodeError):
 
 def refuse_unbuilt_features(settings: Settings) -> None:
     """Stop at start rather than run unprotected while an operator believes a guard is on."""
-    unbuilt = {"AUTH_ENABLED": settings.auth_enabled, "TLS_ENABLED": settings.tls_enabled,
-               "RATE_LIMIT": settings.rate_limit_per_min > 0}
+    unbuilt = {"TLS_ENABLED": settings.tls_enabled, "RATE_LIMIT": settings.rate_limit_per_min > 0}
     on = [name for name, enabled in unbuilt.items() if enabled]
     if on:
         raise StartupError(f"{', '.join(on)} cannot be used yet: this version does not implement it, "
@@ -62,15 +62,18 @@ def refuse_unbuilt_features(settings: Settings) -> None:
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
     refuse_unbuilt_features(settings)
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    # Errors outermost, so a refused token is answered in the API's error shape.
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware])
     app[SETTINGS] = settings
     app[PROCESSORS] = processors or build_registry(settings)
     app[THROUGHPUT] = Throughput()
     app.cleanup_ctx.append(connections)
+    app.cleanup_ctx.append(auth_routes.auth_resources)
     app.cleanup_ctx.append(services)
     app.router.add_routes(jobs_routes.routes)
     app.router.add_routes(system_routes.routes)
     app.router.add_routes(cluster_routes.routes)
+    app.router.add_routes(auth_routes.routes)
     return app
 
 
@@ -149,6 +152,6 @@ def run_node(settings: Settings) -> None:
         runner = asyncio.run
     try:
         runner(serve(settings))
-    except StartupError as exc:
+    except (StartupError, auth_routes.AuthSetupError) as exc:
         log.error("node.start_failed", error=exc.message)
         raise SystemExit(f"jobnode: cannot start: {exc.message}") from None

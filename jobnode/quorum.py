@@ -1,21 +1,22 @@
 """Whether this node can still reach a majority of the cluster, judged by recent peer contact.
 
-The election says who should lead; the Redis lease says who may dispatch. Between the
-two sits this check: a node keeps (or takes) the lease only while, within the last
-`window_s`, it has exchanged messages with a majority of the configured nodes
-(itself included). "Exchanged" is either direction: a peer's message arrived here, or
-one of ours was answered 2xx.
+The election says who should lead; the Redis lease says who may dispatch. When two nodes
+both believe they lead, this check breaks the tie: a node has a majority when, within the
+last `window_s`, it has exchanged messages with a majority of the configured nodes (itself
+included). "Exchanged" is either direction: a peer's message arrived here, or one of ours
+was answered 2xx. A lease holder without a majority yields to a leader that has one and
+asks for the lease (jobnode/lua/leader_lease.lua); one that nobody asks keeps leading, so
+a lone survivor of a bully or gossip cluster still runs jobs.
 
 Why: bully and gossip have no quorum of their own. A leader cut off from its peers but
 not from Redis would otherwise keep renewing the lease forever, and the leader the rest
-of the cluster elects could never take it; the cluster would run, but under a leader
-nobody else agrees on. Raft steps down by itself (CheckQuorum), and the same check
-agrees with it.
+of the cluster elects could never take it: jobs would run, but under a leader nobody else
+agrees on. Raft steps down by itself (CheckQuorum), and this check agrees with it.
 
-Two-node clusters are the exception: neither node can tell a dead peer from a cut
-link, and a majority of two is both, so requiring it would leave no leader at all.
-There the lease alone arbitrates (whoever holds it while reaching Redis keeps it).
-Nodes that joined at runtime and are not in PEERS do not count towards the majority.
+Two-node clusters are the exception: neither node can tell a dead peer from a cut link,
+and a majority of two is both, so each counts as having one and the lease alone
+arbitrates (whoever holds it while reaching Redis keeps it). Nodes that joined at
+runtime and are not in PEERS do not count towards the majority.
 """
 
 from __future__ import annotations

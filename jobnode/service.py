@@ -58,11 +58,16 @@ class JobService:
     async def stop(self) -> None:
         await self._commits.stop()
 
-    async def submit(self, spec: JobSpec, *, submitted_by: str | None = None) -> Submitted:
-        return (await self.submit_many([spec], submitted_by=submitted_by))[0]
+    async def submit(self, spec: JobSpec, *, submitted_by: str | None = None, owner: str | None = None) -> Submitted:
+        return (await self.submit_many([spec], submitted_by=submitted_by, owner=owner))[0]
 
-    async def submit_many(self, specs: Sequence[JobSpec], *, submitted_by: str | None = None) -> list[Submitted]:
-        """Make the jobs durable and queued; returns once every one of them is."""
+    async def submit_many(self, specs: Sequence[JobSpec], *, submitted_by: str | None = None,
+                          owner: str | None = None) -> list[Submitted]:
+        """Make the jobs durable and queued; returns once every one of them is.
+
+        `owner` (a non-admin caller) may not be handed another submitter's job through a reused
+        idempotency key: that is a 409 which shows nothing of the other job.
+        """
         jobs = [Job.new(spec, submitted_by=submitted_by) for spec in specs]
         outcomes = await self._commits.submit_many(jobs)
         submitted = []
@@ -71,6 +76,8 @@ class JobService:
                 first = await self.store.get_by_idempotency_key(outcome.args[0])
                 if first is None:  # the first holder was deleted meanwhile
                     raise Conflict("a job with this idempotency key was just deleted; submit again")
+                if not _visible(first, owner):
+                    raise Conflict("this idempotency key is already used by another submitter; choose another key")
                 submitted.append(Submitted(await self._with_live_state(first), created=False))
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -94,19 +101,20 @@ class JobService:
         except Unavailable:
             log.error("submit.take_back_failed", jobs=len(jobs), note="the reconciler will queue them")
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job; with `owner`, only if that subject submitted it (else the same 404 as a missing job)."""
         job = await self.store.get(job_id)
-        if job is None:
+        if job is None or not _visible(job, owner):
             raise NotFound(f"no job with id {job_id!r}")
         return await self._with_live_state(job)
 
     async def list(
-        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None
+        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None, owner: str | None = None
     ) -> tuple[list[Job], str | None]:
-        return await self.store.list(status=status, type_=type_, limit=limit, cursor=cursor)
+        return await self.store.list(status=status, type_=type_, limit=limit, cursor=cursor, submitted_by=owner)
 
-    async def cancel(self, job_id: str) -> Job:
-        job = await self.get(job_id)
+    async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        job = await self.get(job_id, owner=owner)
         if job.status == CANCELLED:
             return job  # cancelling twice is not an error: clients may retry a cancel safely
         if job.is_terminal:
@@ -151,6 +159,11 @@ class JobService:
         if not live or int(live.get("rev", -1)) <= job.rev:
             return job
         return merge_live_state(job, live)
+
+
+def _visible(job: Job, owner: str | None) -> bool:
+    # Jobs submitted while auth was off have no submitter: only admins see those.
+    return owner is None or job.submitted_by == owner
 
 
 def merge_live_state(job: Job, live: dict[str, str]) -> Job:

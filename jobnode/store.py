@@ -8,6 +8,8 @@ halves insert throughput), so `jobs` has only those a query needs:
   created          {created_at desc}: list everything newest first (the default view).
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
                    it): the database itself refuses a second job with the same key.
+  submitter_created {submitted_by, created_at desc}, partial (only jobs with a submitter,
+                   so with auth off inserts skip it): a user's own jobs, newest first.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ JOB_INDEXES = [
         name="idempotency_key",
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel(
+        [("submitted_by", ASCENDING), ("created_at", DESCENDING)],
+        name="submitter_created",
+        partialFilterExpression={"submitted_by": {"$type": "string"}},
     ),
 ]
 
@@ -115,10 +122,13 @@ class JobStore:
 
     @mongo_boundary
     async def list(
-        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None
+        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None,
+        submitted_by: str | None = None,
     ) -> tuple[list[Job], str | None]:
         """Jobs newest first; the cursor is opaque to clients (created_at and id of the last)."""
         query: dict[str, Any] = {}
+        if submitted_by is not None:
+            query["submitted_by"] = submitted_by
         if status:
             query["status"] = status
         if type_:

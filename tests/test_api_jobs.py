@@ -219,16 +219,6 @@ async def test_workers_show_the_job_they_run(start_node):
     await client.post(f"/api/v1/jobs/{job['id']}/cancel")
 
 
-async def test_auth_switch_without_auth_refuses_to_start(redis_server, mongo_server, key_prefix, mongo_db_name):
-    from jobnode.node import StartupError, build_app
-    from tests.harness import make_settings
-
-    settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name, AUTH_ENABLED="true",
-                             JWT_SECRET="x7" * 24, ADMIN_USERNAME="root", ADMIN_PASSWORD="a-long-password-1")
-    with pytest.raises(StartupError, match="AUTH_ENABLED"):
-        build_app(settings)
-
-
 async def test_stats_and_workers_keep_the_compatibility_fields(start_node):
     client = await start_node(WORKER_COUNT="3")
     job = await submit(client, {"type": "echo"})

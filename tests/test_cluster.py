@@ -312,6 +312,9 @@ async def test_leader_killed_under_load_loses_no_job_and_runs_none_twice_at_once
         assert all(len(ids) == 1 for ids in leaders_by_term.values()), f"two leaders in a term: {leaders_by_term}"
 
 
+TAKEOVER_TIMEOUT_S = 10.0
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 async def test_follower_killed_mid_job_has_its_jobs_run_elsewhere(start_cluster, algorithm):
     cluster = await start_cluster(algorithm)
@@ -332,8 +335,23 @@ async def test_follower_killed_mid_job_has_its_jobs_run_elsewhere(start_cluster,
                        for e in job["errors"]), job
 
 
+@pytest.mark.parametrize("algorithm", ["bully", "gossip"])
+async def test_the_last_node_standing_still_runs_jobs(start_cluster, algorithm):
+    """Without a quorum of its own, bully or gossip keeps one survivor leading (raft needs a majority)."""
+    cluster = await start_cluster(algorithm)
+    leader = await cluster.leader()
+    survivor = next(n for n in cluster.nodes if n != leader)
+    for node in cluster.nodes:
+        if node != survivor:
+            cluster.kill(node)
+    assert await cluster.leader(among=[survivor], other_than=leader, timeout_s=TAKEOVER_TIMEOUT_S) == survivor
+    client = cluster.client(survivor)
+    ids = [(await client.submit("echo", {"n": i}))["id"] for i in range(5)]
+    jobs = await all_completed(client, ids)
+    assert {job["node_id"] for job in jobs} == {survivor}
+
+
 PARTITION_ALGORITHMS = ["bully", "raft", "gossip"]
-TAKEOVER_TIMEOUT_S = 10.0
 
 
 @pytest.mark.parametrize("algorithm", PARTITION_ALGORITHMS)

@@ -130,6 +130,24 @@ async def test_full_workers_get_nothing_more(queue, token):
     assert (result.assigned, result.ready, result.free_workers) == (2, 3, 0)
 
 
+async def test_a_holder_without_a_majority_yields_only_when_a_majority_leader_asks(queue):
+    def lease(node):
+        return LeaderLease(queue.redis, queue.scripts, queue.prefix, node, ttl_s=60)
+    cut_off, elected, lonely = lease("node-a"), lease("node-b"), lease("node-c")
+    first = await cut_off.acquire(majority=True)
+    assert await cut_off.acquire(majority=False) == first  # nobody asks: it keeps leading
+    assert await lonely.acquire(majority=False) is None  # without a majority it does not ask
+    assert await cut_off.acquire(majority=False) == first
+    assert await elected.acquire(majority=True) is None  # asks, but the lease is still held
+    assert await cut_off.acquire(majority=True) == first  # a holder with a majority never yields
+    assert await cut_off.acquire(majority=False) is None  # lost its majority and was asked: yields
+    assert await cut_off.acquire(majority=False) is None  # and does not take the free lease back
+    second = await elected.acquire(majority=True)
+    assert second > first
+    assert (await elected.holder()).node_id == "node-b"
+    assert await elected.acquire(majority=False) == second  # its own old request does not unseat it
+
+
 async def test_a_stale_leader_cannot_dispatch_or_reap(queue):
     first = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-a", ttl_s=60)
     second = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-b", ttl_s=60)

@@ -9,6 +9,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 if TYPE_CHECKING:
+    from jobnode.auth.login import Authenticator
     from jobnode.cluster_store import ClusterStore
     from jobnode.elector import Elector
     from jobnode.peer_auth import Verifier
@@ -32,3 +33,4 @@ PROCESSORS = web.AppKey("processors", "ProcessorRegistry")
 CLUSTER_STORE = web.AppKey("cluster_store", "ClusterStore")
 ELECTOR = web.AppKey("elector", "Elector")
 PEER_VERIFIER = web.AppKey("peer_verifier", "Verifier")
+AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")

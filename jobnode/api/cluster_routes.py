@@ -11,6 +11,8 @@ import orjson
 from aiohttp import web
 
 import election
+from jobnode.api.access import access
+from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PEER_ACCESS, PUBLIC
 from jobnode.api.appkeys import CLUSTER_STORE, ELECTOR, LEADERSHIP, PEER_VERIFIER, SETTINGS
 from jobnode.api.bodies import int_query
 from jobnode.cluster import DOWN_AFTER_S
@@ -32,6 +34,7 @@ def _leader_address(request: web.Request, leader: str | None) -> str | None:
 
 
 @routes.get("/api/v1/leader")
+@access(PUBLIC)
 async def leader(request: web.Request) -> web.Response:
     settings, view = request.app[SETTINGS], request.app[ELECTOR].view
     holder = await request.app[LEADERSHIP].lease.holder()
@@ -47,6 +50,7 @@ async def leader(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/election")
+@access(MONITOR_ACCESS)
 async def election_view(request: web.Request) -> web.Response:
     settings, elector = request.app[SETTINGS], request.app[ELECTOR]
     view = elector.view
@@ -83,6 +87,7 @@ def _settings_of(request: web.Request) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/election/algorithms")
+@access(PUBLIC)
 async def algorithms(request: web.Request) -> web.Response:
     current = request.app[SETTINGS].election_algorithm
     return web.json_response({
@@ -93,6 +98,7 @@ async def algorithms(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/election/algorithms/{name}")
+@access(PUBLIC)
 async def algorithm(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     if name not in election.ALGORITHM_NAMES:
@@ -105,6 +111,7 @@ async def algorithm(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/elections")
+@access(ADMIN_ACCESS)
 async def elections(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=50, low=1, high=1000)
     changes = await request.app[CLUSTER_STORE].leader_changes(limit=limit)
@@ -140,12 +147,14 @@ async def _nodes(request: web.Request) -> list[dict[str, Any]]:
 
 
 @routes.get("/api/v1/nodes")
+@access(ADMIN_ACCESS)
 async def nodes(request: web.Request) -> web.Response:
     rows = await _nodes(request)
     return web.json_response({"nodes": rows, "count": len(rows)})
 
 
 @routes.get("/api/v1/cluster")
+@access(ADMIN_ACCESS)
 async def cluster(request: web.Request) -> web.Response:
     rows = await _nodes(request)
     leader_row = next((row for row in rows if row["is_leader"]), None)
@@ -158,6 +167,7 @@ async def cluster(request: web.Request) -> web.Response:
 
 
 @routes.post(ELECTION_PATH)
+@access(PEER_ACCESS)
 async def peer_message(request: web.Request) -> web.Response:
     """Election traffic from other nodes; only requests signed with CLUSTER_SECRET get in."""
     body = await request.read()

@@ -53,6 +53,8 @@ def from_exception(exc: errors.JobnodeError) -> web.Response:
     response = error_response(status, code, exc.message, details)
     if isinstance(exc, (errors.RateLimited, errors.Overloaded)):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if isinstance(exc, errors.Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="jobnode"'  # RFC 6750: say how to authenticate
     return response
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from jobnode.api.access import access, owner_filter, principal_of
+from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
 from jobnode.api.appkeys import SERVICE, SETTINGS
 from jobnode.api.bodies import int_query, job_id_param, read_json
 from jobnode.errors import ValidationError
@@ -17,10 +19,12 @@ DEFAULT_PAGE, MAX_PAGE = 50, 1000
 
 
 def _submitter(request: web.Request) -> str | None:
-    return request.get("subject")  # set by the auth middleware when auth is on
+    principal = principal_of(request)  # None when auth is off
+    return principal.subject if principal else None
 
 
 @routes.post("/api/v1/jobs")
+@access(USER_ACCESS)
 async def submit(request: web.Request) -> web.Response:
     settings, service = request.app[SETTINGS], request.app[SERVICE]
     body = await read_json(request)
@@ -30,13 +34,14 @@ async def submit(request: web.Request) -> web.Response:
         defaults=settings.job_defaults,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    outcome = await service.submit(spec, submitted_by=_submitter(request))
+    outcome = await service.submit(spec, submitted_by=_submitter(request), owner=owner_filter(request))
     status = 201 if outcome.created else 200
     location = {"Location": f"/api/v1/jobs/{outcome.job.id}"}
     return web.json_response(outcome.job.to_json(), status=status, headers=location)
 
 
 @routes.post("/api/v1/jobs/batch")
+@access(USER_ACCESS)
 async def submit_batch(request: web.Request) -> web.Response:
     settings, service = request.app[SETTINGS], request.app[SERVICE]
     body = await read_json(request)
@@ -58,12 +63,13 @@ async def submit_batch(request: web.Request) -> web.Response:
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
     if len(keys) != len(set(keys)):
         raise ValidationError("jobs", "two jobs in one batch carry the same idempotency_key")
-    outcomes = await service.submit_many(specs, submitted_by=_submitter(request))
+    outcomes = await service.submit_many(specs, submitted_by=_submitter(request), owner=owner_filter(request))
     jobs = [o.job.to_json() for o in outcomes]
     return web.json_response({"jobs": jobs, "count": len(jobs)}, status=201)
 
 
 @routes.get("/api/v1/jobs")
+@access(USER_ACCESS)
 async def list_jobs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
@@ -73,31 +79,36 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ValidationError("type", f"must be at most {MAX_TYPE_LEN} characters")
     limit = int_query(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
     jobs, next_cursor = await request.app[SERVICE].list(
-        status=status, type_=type_, limit=limit, cursor=request.query.get("cursor") or None
+        status=status, type_=type_, limit=limit, cursor=request.query.get("cursor") or None,
+        owner=owner_filter(request),
     )
     body: dict[str, Any] = {"jobs": [j.to_json() for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
     return web.json_response(body)
 
 
 @routes.get("/api/v1/jobs/{job_id}")
+@access(USER_ACCESS)
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].get(job_id_param(request))
+    job = await request.app[SERVICE].get(job_id_param(request), owner=owner_filter(request))
     return web.json_response(job.to_json())
 
 
 @routes.post("/api/v1/jobs/{job_id}/cancel")
+@access(USER_ACCESS)
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].cancel(job_id_param(request))
+    job = await request.app[SERVICE].cancel(job_id_param(request), owner=owner_filter(request))
     return web.json_response(job.to_json())
 
 
 @routes.post("/api/v1/jobs/{job_id}/retry")
+@access(ADMIN_ACCESS)
 async def retry_job(request: web.Request) -> web.Response:
     job = await request.app[SERVICE].retry(job_id_param(request))
     return web.json_response(job.to_json())
 
 
 @routes.delete("/api/v1/jobs/{job_id}")
+@access(ADMIN_ACCESS)
 async def delete_job(request: web.Request) -> web.Response:
     job_id = job_id_param(request)
     await request.app[SERVICE].delete(job_id)

@@ -8,7 +8,9 @@ from aiohttp import web
 
 from jobnode import __version__
 from jobnode.api.appkeys import SETTINGS
+from jobnode.api.access import access_of
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
+from jobnode.auth.roles import ROLES
 from jobnode.jobs import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_IDEMPOTENCY_KEY_LEN,
@@ -129,6 +131,21 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
     },
     "Object": {"type": "object"},
+    "LoginRequest": {
+        "type": "object",
+        "required": ["username", "password"],
+        "properties": {"username": {"type": "string", "minLength": 1}, "password": {"type": "string", "minLength": 1}},
+    },
+    "LoginAnswer": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in", "role"],
+        "properties": {
+            "access_token": {"type": "string", "description": "a JWT; send it as `Authorization: Bearer <token>`"},
+            "token_type": {"const": "bearer"},
+            "expires_in": {"type": "integer", "description": "seconds until the token expires (JWT_TTL)"},
+            "role": {"type": "string", "enum": list(ROLES)},
+        },
+    },
 }
 
 ERRORS = {
@@ -138,6 +155,9 @@ ERRORS = {
     "413": "body too large",
     "415": "body is not JSON (Content-Type must be application/json)",
     "503": "a dependency (Redis or MongoDB) is unavailable, or the node is overloaded (with Retry-After)",
+    "401": "no bearer token, or one that is malformed, expired or not signed by this cluster (AUTH_ENABLED=true)",
+    "403": "the token's role is too low for this operation (AUTH_ENABLED=true)",
+    "429": "too many failed logins for this user name; Retry-After says when to try again",
 }
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "pattern": JOB_ID_PATTERN}}
@@ -238,6 +258,9 @@ PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _ref("Error")}}},
         },
     }},
+    "/auth/login": {"post": _op(
+        "login", "Exchange a user name and password for a bearer token (AUTH_ENABLED=true; 404 when off)", "200",
+        "LoginAnswer", body="LoginRequest", errors=("400", "401", "404", "413", "415", "429", "503"))},
     "/health": {
         "get": {
             "operationId": "getHealth",
@@ -261,7 +284,8 @@ PATHS: dict[str, Any] = {
 
 
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
-    """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE."""
+    """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE and each
+    operation's security comes from the access level its route declares."""
     schemas = SCHEMAS
     if app is not None and SETTINGS in app:
         batch = {**SCHEMAS["JobBatch"]}
@@ -271,6 +295,34 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "jobnode", "version": __version__,
                  "description": "Distributed job processing: submit, track, cancel and retry jobs."},
-        "paths": PATHS,
-        "components": {"schemas": schemas},
+        "paths": PATHS if app is None else with_access(PATHS, app),
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }
+
+
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": "a token from POST /auth/login; needed only on nodes with AUTH_ENABLED=true"},
+}
+
+
+def with_access(paths: dict[str, Any], app: web.Application) -> dict[str, Any]:
+    """The paths with each operation's security, taken from the access level its route declares."""
+    annotated = {path: dict(item) for path, item in paths.items()}
+    for route in app.router.routes():
+        resource = route.resource
+        op = annotated.get(resource.canonical if resource else "", {}).get(route.method.lower())
+        if op is None:
+            continue
+        level = access_of(route.handler)
+        op = {**op, "x-jobnode-access": level.name}
+        if level.is_public:
+            op["security"] = []
+        else:
+            responses = {**op["responses"]}
+            for status in ("401", "403"):
+                responses[status] = {"description": ERRORS[status],
+                                     "content": {"application/json": {"schema": _ref("Error")}}}
+            op |= {"security": [{"bearerAuth": []}], "responses": responses}
+        annotated[resource.canonical][route.method.lower()] = op
+    return annotated

@@ -7,6 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from jobnode.api.access import access
+from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC
 from jobnode.api.appkeys import LEADERSHIP, MONGO, POOL, QUEUE, REDIS, SERVICE, SETTINGS, THROUGHPUT
 from jobnode.api.openapi import openapi_document
 from jobnode.jobs import from_epoch_ms, isoformat
@@ -17,6 +19,7 @@ HEALTH_TIMEOUT_S = 2.0
 
 
 @routes.get("/api/v1/stats")
+@access(MONITOR_ACCESS)
 async def stats(request: web.Request) -> web.Response:
     app = request.app
     settings, queue, leadership = app[SETTINGS], app[QUEUE], app[LEADERSHIP]
@@ -53,6 +56,7 @@ async def stats(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/workers")
+@access(ADMIN_ACCESS)
 async def workers(request: web.Request) -> web.Response:
     rows = await request.app[QUEUE].workers()
     for row in rows:
@@ -63,6 +67,7 @@ async def workers(request: web.Request) -> web.Response:
 
 
 @routes.get("/health")
+@access(PUBLIC)
 async def health(request: web.Request) -> web.Response:
     app = request.app
     redis_check, mongo_check = await asyncio.gather(
@@ -89,5 +94,6 @@ async def _check(probe: Any) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/openapi.json")
+@access(PUBLIC)
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(request.app))

@@ -1,0 +1,73 @@
+"""Auth as an operator meets it: `jobnode serve` refusing a weak JWT_SECRET, `jobnode dev --secure`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobnode.client import AsyncClient, AuthError
+from jobnode.embedded import free_port
+from tests.waiting import wait_until
+
+
+@pytest.mark.parametrize("secret, reason", [
+    (None, "required when AUTH_ENABLED=true"),
+    ("changeme", "well-known default"),
+    ("a-short-secret-2718", "fewer than 32"),
+])
+def test_serve_refuses_to_start_with_auth_on_and_a_weak_jwt_secret(tmp_path: Path, secret, reason):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "AUTH_", "ADMIN_"))}
+    env |= {"AUTH_ENABLED": "true", "METRICS_ENABLED": "false"} | ({"JWT_SECRET": secret} if secret else {})
+    done = subprocess.run([sys.executable, "-m", "jobnode", "serve"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "JWT_SECRET" in done.stderr and reason in done.stderr
+    if secret:
+        assert secret not in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+async def test_dev_secure_generates_credentials_and_protects_the_api(tmp_path: Path):
+    port, metrics_port = free_port(), free_port()
+    data_dir = tmp_path / "dev"
+    command = [sys.executable, "-m", "jobnode", "dev", "--secure", "--nodes", "1", "--port", str(port),
+               "--metrics-port", str(metrics_port), "--data-dir", str(data_dir), "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_ADDR", "MONGODB_URI", "JWT_SECRET",
+                                                             "ADMIN_PASSWORD", "ADMIN_USERNAME")}
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        cluster_file = data_dir / "cluster.json"
+        await wait_until(cluster_file.exists, timeout_s=90, message="cluster.json never appeared")
+        assert stat.S_IMODE(cluster_file.stat().st_mode) == 0o600
+        cluster = json.loads(cluster_file.read_text())
+        admin = cluster["admin"]
+        assert (cluster["admin_username"], cluster["admin_password"], cluster["admin_token"]) == (
+            admin["username"], admin["password"], admin["token"])
+        assert len(admin["password"]) >= 16
+        url = cluster["nodes"][0]["url"]
+        async with AsyncClient(url) as anonymous:
+            with pytest.raises(AuthError):
+                await anonymous.nodes()
+        async with AsyncClient(url, token=admin["token"]) as client:
+            assert (await client.nodes())["nodes"][0]["id"] == "node-1"
+        async with AsyncClient(url) as fresh:
+            assert (await fresh.login(admin["username"], admin["password"]))["role"] == "admin"
+        printed = log_path.read_text()
+        assert admin["password"] in printed and admin["token"] in printed  # shown to the developer
+        node_log = (data_dir / "node-1" / "node.log").read_text()
+        assert admin["password"] not in node_log and admin["token"] not in node_log
+        process.send_signal(signal.SIGINT)
+        await wait_until(lambda: process.poll() is not None, timeout_s=60, message="dev did not stop")
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
