@@ -4,6 +4,11 @@ Callers hand in items and await their own result; a single flusher takes everyth
 has queued up and writes it in one go. There is no timer: while one flush is in flight the
 next batch forms by itself, so an idle system answers at once and a busy one writes in
 large batches. Callers that need durability simply await their entry.
+
+With `max_waiting`, items beyond that many waiting (queued or being written) are refused
+at once with `Overloaded`: when the writes cannot keep up (offered load above capacity,
+or a slow database), callers get a quick answer to retry later instead of a queue, memory
+and response times that grow without bound.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from jobnode.errors import Overloaded
+
+OVERLOADED_RETRY_AFTER_S = 1.0
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -21,9 +30,10 @@ Flush = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
 class GroupCommit(Generic[T, R]):
     """Batches items from concurrent callers into calls of `flush` (one at a time)."""
 
-    def __init__(self, flush: Flush, *, max_batch: int) -> None:
+    def __init__(self, flush: Flush, *, max_batch: int, max_waiting: int | None = None) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._max_waiting = max_waiting
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._inflight: list[tuple[T, asyncio.Future[R]]] = []
         self._kick = asyncio.Event()
@@ -52,6 +62,12 @@ class GroupCommit(Generic[T, R]):
         """Queue items; returns, in order, each item's result or the error that refused it."""
         if self._task is None:
             raise RuntimeError("group commit is not running")
+        waiting = len(self._pending) + len(self._inflight)
+        if self._max_waiting is not None and waiting + len(items) > self._max_waiting and waiting > 0:
+            raise Overloaded(
+                f"{waiting} submissions are already waiting for their durable write (limit "
+                f"{self._max_waiting}); retry shortly",
+                retry_after_s=OVERLOADED_RETRY_AFTER_S, details={"waiting": waiting, "limit": self._max_waiting})
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
         self._pending.extend(zip(items, futures))

@@ -34,6 +34,14 @@ class Unavailable(JobnodeError):
     """A dependency (Redis, MongoDB) cannot be reached; the caller may retry later."""
 
 
+class Overloaded(Unavailable):
+    """This node has as much work waiting as it accepts; the caller should come back after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: float, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = retry_after_s
+
+
 class PayloadTooLarge(JobnodeError):
     """The request body is over the configured limit."""
 

@@ -6,10 +6,26 @@ token, and every dispatch script compares the token it is given with the one in 
 A leader that was paused, partitioned or is behind on the election keeps an old token
 and its dispatch calls fail with NOT_LEADER: at most one node assigns jobs at any time.
 
-The lease lives on the Redis server's clock (a key with a PX expiry), never on a
-comparison between this machine's clock and another's: clocks on different machines
-drift and jump, while a TTL measured by one server does not depend on them.
 A holder renews every third of the TTL, so one or two slow renewals do not cost it the lease.
+
+Every lease in jobnode is timed by one clock, the Redis server's, never by comparing this
+machine's clock with another's:
+- the leader lease is a key with a PX expiry: Redis alone decides when it has run out;
+- job leases (P:leases) and worker heartbeats (P:seen) are scored with the server's TIME
+  inside the scripts that write them and compared with the same TIME by the reaper.
+Why: the node that takes over a job or the lead is rarely the node that held it, and
+machines' clocks drift apart, step when NTP corrects them, and freeze with a paused VM.
+If a lease ran out when the taker's clock said so, a taker whose clock runs ahead would
+reclaim a job the holder is still entitled to run, and the same job would run twice at
+once; a holder whose clock runs behind would believe in a lease that has already passed
+to another node. One clock that both sides consult removes the question of skew, and a
+TTL that Redis measures is immune to pauses of the nodes (a paused holder wakes up to a
+lease that expired and a dispatch that the fencing token refuses). The price is that a
+lease cannot outlive Redis being unreachable; that is why losing Redis stops dispatch.
+
+Not leases, and so allowed to read the local clock: job timestamps shown to people, the
+reconciler's grace period (re-enqueueing a job early is harmless: enqueue is idempotent),
+and the peer-message freshness window (jobnode.peer_auth), which tolerates bounded skew.
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from jobnode.queue import redis_boundary
 from jobnode.redis_scripts import Scripts
 
 
@@ -38,6 +55,7 @@ class LeaderLease:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.token: int | None = None
 
+    @redis_boundary
     async def acquire(self, majority: bool = True) -> int | None:
         """Take or renew the lease; returns the token held, or None if another node holds it.
 
@@ -48,11 +66,13 @@ class LeaderLease:
         self.token = token or None
         return self.token
 
+    @redis_boundary
     async def release(self) -> None:
         """Give the lease up at once so the next leader need not wait for it to expire."""
         self.token = None
         await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0"])
 
+    @redis_boundary
     async def holder(self) -> LeaseHolder | None:
         raw = await self._redis.get(f"{self._prefix}:leader")
         if not raw:

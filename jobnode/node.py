@@ -99,8 +99,11 @@ async def connections(app: web.Application) -> AsyncIterator[None]:
         health_check_interval=15,
     )
     timeout_ms = int(settings.mongodb_timeout_s * 1000)
+    # socketTimeoutMS too: without it a request waits forever on a MongoDB that stopped
+    # answering (paused, or cut off without a reset) instead of getting a 503.
     mongo: AsyncMongoClient = AsyncMongoClient(
-        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+        settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=timeout_ms,
     )
     try:
         await _wait_ready("redis", settings.redis_url, redis.ping(), settings.mongodb_timeout_s)

@@ -30,6 +30,9 @@ from jobnode.store import DuplicateIdempotencyKey, JobStore, Snapshot
 log = structlog.get_logger(__name__)
 
 STATS_CACHE_S = 1.0
+# Bounded admission: at most this many write batches' worth of submissions wait per node;
+# beyond it a submission is refused at once with 503 + Retry-After (see commits.py).
+WAITING_BATCHES = 4
 RETRYABLE = (FAILED, CANCELLED)
 
 
@@ -48,7 +51,8 @@ class JobService:
         self.queue = queue
         self.known_types = known_types
         self.metrics = metrics or NodeMetrics(known_types)
-        self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch)
+        self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
+                                                          max_waiting=WAITING_BATCHES * max_batch)
         self._counts: tuple[float, dict[str, int]] | None = None
 
     def start(self) -> None:

@@ -194,7 +194,8 @@ class WorkerPool:
             return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
         log.debug("job.started", wait_s=taken.wait_s)
         try:
-            result = await asyncio.wait_for(processor.process(_as_job(taken)), timeout=taken.timeout_s)
+            result = await asyncio.wait_for(processor.process(_as_job(taken, self.settings.node_id, worker_id)),
+                                            timeout=taken.timeout_s)
             encoded = orjson.dumps(result)
             log.debug("job.completed")
             return "completed", encoded
@@ -229,7 +230,8 @@ class WorkerPool:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
 
 
-def _as_job(taken: TakenJob) -> Job:
+def _as_job(taken: TakenJob, node_id: str, worker_id: str) -> Job:
+    """The job as its processor sees it, including where it runs (for processors that log or record it)."""
     now = utcnow()
     return Job(
         id=taken.id,
@@ -243,6 +245,8 @@ def _as_job(taken: TakenJob) -> Job:
         updated_at=now,
         attempts=taken.attempts,
         started_at=now,
+        node_id=node_id,
+        worker_id=worker_id,
     )
 
 

@@ -251,3 +251,23 @@ async def test_registering_again_returns_what_the_previous_process_held(queue, t
     await queue.take("w", LEASE_MS)
     await queue.register("node-a", 1, ["w"])  # the node restarted with the same worker ids
     assert (await queue.live_state(job.id))["status"] == "pending"
+
+
+async def test_heartbeat_does_not_keep_alive_a_job_its_worker_lost_track_of(queue, token, redis_client):
+    # The worker's take ran in Redis but its reply was lost (connection reset): Redis says
+    # running, the worker runs nothing. Renewing that lease would strand the job forever.
+    await queue.register("node-a", 2, ["w"])
+    orphan, waiting = make_job(), make_job()
+    await queue.enqueue([orphan, waiting])
+    await queue.dispatch("leader", token, max_jobs=2, strategy="round_robin", lease_ms=1000, share_every=0)
+    assert (await queue.take("w", 1000)).id == orphan.id
+    lost, _ = await queue.heartbeat(LEASE_MS, {"w": None})
+    assert lost == []
+    leases = dict(await redis_client.zrange(queue.key("leases"), 0, -1, withscores=True))
+    assert leases[waiting.id.encode()] > leases[orphan.id.encode()] + 30_000  # only the queued one renewed
+
+    async def put_back() -> bool:
+        await queue.reap("leader", token, worker_ttl_ms=LEASE_MS)
+        return (await queue.live_state(orphan.id))["status"] == "pending"
+
+    await wait_until(put_back, timeout_s=10, message="the orphaned running job was never put back")

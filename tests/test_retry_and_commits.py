@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from jobnode.api.errors import from_exception
 from jobnode.commits import GroupCommit
+from jobnode.errors import Overloaded
 from jobnode.retry import RetryPolicy
 
 
@@ -61,3 +63,31 @@ async def test_a_failed_flush_fails_every_caller_of_that_batch():
     results = await asyncio.gather(*(commits.submit(i) for i in range(5)), return_exceptions=True)
     assert all(isinstance(r, ConnectionError) for r in results)
     await commits.stop()
+
+
+async def test_submissions_beyond_the_waiting_limit_are_refused_at_once_and_accepted_again_later():
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]):
+        await gate.wait()  # a database that cannot keep up
+        return items
+
+    commits: GroupCommit[int, int] = GroupCommit(flush, max_batch=2, max_waiting=4)
+    commits.start()
+    held = [asyncio.create_task(commits.submit(i)) for i in range(4)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded) as refused:
+        await commits.submit(99)
+    assert refused.value.retry_after_s > 0 and refused.value.details == {"waiting": 4, "limit": 4}
+    gate.set()
+    assert await asyncio.gather(*held) == [0, 1, 2, 3]
+    assert await commits.submit(5) == 5
+    # One request larger than the limit still goes through when nothing else waits.
+    assert await commits.submit_many(list(range(10))) == list(range(10))
+    await commits.stop()
+
+
+async def test_overloaded_is_a_503_with_retry_after():
+    response = from_exception(Overloaded("busy", retry_after_s=1.0))
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert b'"overloaded"' in response.body

@@ -23,6 +23,7 @@ STATUS: dict[type[errors.JobnodeError], tuple[int, str]] = {
     errors.PayloadTooLarge: (413, "payload_too_large"),
     errors.UnsupportedMediaType: (415, "unsupported_media_type"),
     errors.RateLimited: (429, "rate_limited"),
+    errors.Overloaded: (503, "overloaded"),
     errors.Unavailable: (503, "unavailable"),
     errors.NotLeader: (503, "not_leader"),
 }
@@ -51,7 +52,7 @@ def from_exception(exc: errors.JobnodeError) -> web.Response:
     if isinstance(exc, errors.ValidationError):
         details = {"field": exc.field, **(details or {})}
     response = error_response(status, code, exc.message, details)
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, (errors.RateLimited, errors.Overloaded)):
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))  # never invite a retry that is still too early
     if isinstance(exc, errors.Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="jobnode"'  # RFC 6750: say how to authenticate

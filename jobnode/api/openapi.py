@@ -155,7 +155,7 @@ ERRORS = {
     "409": "the job's state forbids it",
     "413": "body too large",
     "415": "body is not JSON (Content-Type must be application/json)",
-    "503": "a dependency (Redis or MongoDB) is unavailable",
+    "503": "a dependency (Redis or MongoDB) is unavailable, or the node is overloaded (with Retry-After)",
     "401": "no bearer token, or one that is malformed, expired or not signed by this cluster (AUTH_ENABLED=true)",
     "403": "the token's role is too low for this operation (AUTH_ENABLED=true)",
     "429": "too many failed logins for this user name; Retry-After says when to try again",

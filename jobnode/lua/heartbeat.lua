@@ -2,6 +2,12 @@
 -- ARGV: prefix, lease_ms, then per worker: worker, running job id ('' when idle).
 -- Atomic so that a lease is renewed only for a job that is still assigned to that worker:
 -- a job that was cancelled, reclaimed or reassigned is reported back as lost instead.
+-- A lease is renewed only for work the worker really has in hand: the job it reports
+-- running, and assigned jobs still waiting in its inbox. A job Redis shows as running on
+-- this worker that the worker does not report (the reply to its take was lost when the
+-- connection broke), or an assigned job no longer in the inbox (a blocking pop whose
+-- reply was lost), is left to expire: the leader's reaper then puts it back. Renewing
+-- those would keep them "in flight" forever with nobody running them.
 -- Returns {lost job ids, unregistered workers}; the node cancels the first and
 -- re-registers the second.
 local lease_ms = tonumber(ARGV[2])
@@ -15,10 +21,11 @@ for i = 3, #ARGV, 2 do
     redis.call('ZADD', k('seen'), now, worker)
     for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
       local f = redis.call('HMGET', k('job', id), 'status', 'worker')
-      if f[2] == worker and (f[1] == 'running' or f[1] == 'assigned') then
-        redis.call('ZADD', k('leases'), 'XX', now + lease_ms, id)
-      else
+      if f[2] ~= worker or (f[1] ~= 'running' and f[1] ~= 'assigned') then
         redis.call('SREM', k('wjobs', worker), id)
+      elseif (f[1] == 'running' and id == running)
+          or (f[1] == 'assigned' and redis.call('LPOS', k('inbox', worker), id)) then
+        redis.call('ZADD', k('leases'), 'XX', now + lease_ms, id)
       end
     end
   end

@@ -1,0 +1,433 @@
+#!/usr/bin/env python3
+"""Random faults against a `jobnode dev` cluster under steady load, then the history check.
+
+    scripts/chaos.py --duration 60 --algorithm raft [--nodes 3] [--every 20-40] [--seed 7]
+
+It starts its own Redis (AOF on) behind a TCP gate it can cut, and its own SecantusDB with
+test commands on, then `jobnode dev` against them, with the `history` processor of
+tests/chaos/ loaded into every node. While the load generator submits jobs, every 20-40 s
+(after a 5 s warm-up) it injects one fault picked at random:
+
+  kill_leader, kill_follower   kill -9 a node; it is started again 3 s later (same
+                               environment, read from /proc before the kill)
+  pause_leader                 SIGSTOP the leader longer than the job lease, then SIGCONT
+  restart_redis                restart Redis (it reloads its AOF)
+  cut_redis                    Redis unreachable for 10 s (the gate drops every connection)
+  pause_mongodb                SIGSTOP SecantusDB for 10 s
+  fail_mongodb                 SecantusDB fails the nodes' writes for 10 s (failCommand)
+
+Partitions between nodes are not among them: `jobnode dev` nodes talk to each other
+directly, so there is no link to cut (tests/chaos/test_process_faults.py covers them).
+
+At the end it stops the load, waits for the cluster to settle, and prints one JSON object:
+the checker's summary (tests/history.py), the faults with their times, and each node's
+resident memory at the start and the end. Exit status 0 when every property held.
+Needs a checkout of the repository with jobnode installed (scripts/test does that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
+
+from jobnode.config import parse_duration_s, read_env_file  # noqa: E402
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port  # noqa: E402
+from tests.chaos.load import LoadGenerator  # noqa: E402
+from tests.chaos.recording import install_plugin, monotonic_s  # noqa: E402
+from tests.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
+from tests.history import disagreements, outcome_failures  # noqa: E402
+from tests.tcp_proxy import TcpProxy  # noqa: E402
+
+CONFIG_FILES = {"bully": "bully-2.env", "raft": "raft-3.env", "gossip": "gossip-3.env"}
+FAULTS = ("kill_leader", "kill_follower", "pause_leader", "restart_redis", "cut_redis", "pause_mongodb",
+          "fail_mongodb")
+WARMUP_S = 5.0
+OUTAGE_S = 10.0
+RESTART_AFTER_S = 3.0
+START_TIMEOUT_S = 90.0
+SETTLE_TIMEOUT_S = 90.0
+APP_NAME = "jobnode-chaos"
+PREFIX = "chaos"
+DATABASE = "chaos"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load and faults (default 60)")
+    parser.add_argument("--algorithm", choices=sorted(CONFIG_FILES), default="raft")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=3, help="workers per node (default 3)")
+    parser.add_argument("--rate", type=float, default=10.0, help="submissions per second (default 10)")
+    parser.add_argument("--hold-ms", type=int, default=100, help="how long each job runs (default 100)")
+    parser.add_argument("--every", default="20-40", help="seconds between faults, LOW-HIGH (default 20-40)")
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"which faults to draw from (default all: "
+                        f"{','.join(FAULTS)})")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where everything lives (default: a temp dir)")
+    args = parser.parse_args(argv)
+    low, _, high = args.every.partition("-")
+    try:
+        args.every_s = (float(low), float(high or low))
+    except ValueError:
+        parser.error(f"--every: expected LOW-HIGH seconds such as 20-40, got {args.every!r}")
+    args.fault_names = [f for f in args.faults.split(",") if f]
+    unknown = set(args.fault_names) - set(FAULTS)
+    if unknown or not args.fault_names:
+        parser.error(f"--faults: unknown {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+    if args.seed is None:
+        args.seed = random.randrange(1_000_000)
+    return args
+
+
+def say(message: str) -> None:
+    """Progress for people, on stderr (stdout carries only the JSON report)."""
+    print(f"chaos.py: {message}", file=sys.stderr, flush=True)
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def free_port_range(count: int) -> int:
+    """A first port with `count` free ports from it on."""
+    for _ in range(100):
+        first = free_port()
+        if first + count < 65536 and all(_port_free(first + i) for i in range(count)):
+            return first
+    raise SystemExit("chaos.py: found no range of free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, pythonpath: str) -> dict[str, str]:
+    """What `jobnode dev` passes on to every node: the algorithm's shipped timers and our servers."""
+    return {
+        **os.environ,
+        **read_env_file(REPO / "configs" / CONFIG_FILES[args.algorithm]),
+        "REDIS_ADDR": redis_url,
+        "MONGODB_URI": f"{mongo_url}/?appName={APP_NAME}",
+        "REDIS_KEY_PREFIX": PREFIX,
+        "MONGODB_DATABASE": DATABASE,
+        "PYTHONPATH": pythonpath,
+        "CLUSTER_SECRET": secrets.token_urlsafe(32),
+        "METRICS_ENABLED": "false",
+        "RETRY_BASE_DELAY": "100ms",
+        "RETRY_MAX_DELAY": "1s",
+        "SHUTDOWN_GRACE": "5s",
+    }
+
+
+class DevCluster:
+    """Our Redis (behind a gate), our SecantusDB, `jobnode dev`, and the nodes this script restarted."""
+
+    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+        self.args, self.root = args, root
+        self.redis = EmbeddedRedis(root / "redis")
+        self.mongo = EmbeddedMongo(root / "mongodb", test_commands=True)
+        self.gate: TcpProxy | None = None
+        self.dev: subprocess.Popen[bytes] | None = None
+        self.pids: dict[str, int] = {}  # node id -> its current process
+        self.urls: dict[str, str] = {}
+        self.restarted: list[subprocess.Popen[bytes]] = []
+        self.paused: set[str] = set()
+        self.headers: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+
+    async def start(self, pythonpath: str) -> None:
+        await asyncio.to_thread(self.redis.start)
+        await asyncio.to_thread(self.mongo.start)
+        self.gate = await TcpProxy(self.redis.port, name="redis-gate").start()
+        self.env = cluster_env(self.args, f"redis://127.0.0.1:{self.gate.port}/0", self.mongo.url, pythonpath)
+        port = metrics_port = free_port_range(self.args.nodes)
+        while abs(metrics_port - port) < self.args.nodes:  # dev refuses overlapping ranges
+            metrics_port = free_port_range(self.args.nodes)
+        command = [sys.executable, "-m", "jobnode", "dev", "--nodes", str(self.args.nodes),
+                   "--algorithm", self.args.algorithm, "--port", str(port), "--metrics-port", str(metrics_port),
+                   "--workers", str(self.args.workers), "--data-dir", str(self.root / "dev")]
+        log = open(self.root / "dev.log", "ab")
+        self.dev = subprocess.Popen(command, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        await self._read_cluster_file()
+
+    async def _read_cluster_file(self) -> None:
+        path = self.root / "dev" / "cluster.json"
+        deadline = monotonic_s() + START_TIMEOUT_S
+        while not path.exists():
+            if self.dev.poll() is not None or monotonic_s() > deadline:
+                tail = (self.root / "dev.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"chaos.py: `jobnode dev` did not start:\n{tail}")
+            await asyncio.sleep(0.2)
+        document = json.loads(path.read_text())
+        for node in document["nodes"]:
+            self.pids[node["id"]], self.urls[node["id"]] = node["pid"], node["url"]
+        admin = document.get("admin")
+        token = admin.get("token") or admin.get("access_token") if isinstance(admin, dict) else None
+        if token:  # a build with authentication: dev mode prints an admin token
+            self.headers = {"Authorization": f"Bearer {token}"}
+
+    def alive(self, node_id: str) -> bool:
+        try:
+            os.kill(self.pids[node_id], 0)
+            return True
+        except (ProcessLookupError, KeyError):
+            return False
+
+    def targets(self) -> list[str]:
+        return [self.urls[n] for n in self.pids if n not in self.paused and self.alive(n)]
+
+    async def leader(self, session: aiohttp.ClientSession) -> str | None:
+        for node_id in self.pids:
+            if node_id in self.paused or not self.alive(node_id):
+                continue
+            try:
+                async with session.get(f"{self.urls[node_id]}/api/v1/leader", headers=self.headers) as resp:
+                    if resp.status == 200:
+                        leader = (await resp.json()).get("leader_id")
+                        if leader:
+                            return leader
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+        return None
+
+    async def stop(self) -> None:
+        if self.dev is not None and self.dev.poll() is None:
+            self.dev.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(self.dev.wait)
+        for process in self.restarted:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.restarted:
+            await asyncio.to_thread(process.wait)
+        if self.gate is not None:
+            await self.gate.close()
+        await asyncio.to_thread(self.mongo.stop)
+        await asyncio.to_thread(self.redis.stop)
+
+
+class FaultInjector:
+    """The faults, each written down in `faults` with its time for the checker."""
+
+    def __init__(self, cluster: DevCluster, faults: Faults, timing: LeaseTiming, session: aiohttp.ClientSession,
+                 mongo_admin: AsyncMongoClient) -> None:
+        self.cluster, self.faults, self.timing = cluster, faults, timing
+        self.session, self.mongo_admin = session, mongo_admin
+        self._restarts: list[asyncio.Task[None]] = []
+
+    async def inject(self, name: str) -> None:
+        await getattr(self, name)()
+
+    async def _pick(self, leader: bool) -> str | None:
+        current = await self.cluster.leader(self.session)
+        live = [n for n in self.cluster.pids if self.cluster.alive(n) and n not in self.cluster.paused]
+        if leader:
+            return current if current in live else None
+        followers = [n for n in live if n != current]
+        return random.choice(followers) if followers else None
+
+    async def kill_leader(self) -> None:
+        await self._kill(await self._pick(leader=True))
+
+    async def kill_follower(self) -> None:
+        await self._kill(await self._pick(leader=False))
+
+    async def _kill(self, node_id: str | None) -> None:
+        if node_id is None:
+            self.faults.note("skipped", reason="no node to kill")
+            return
+        pid = self.cluster.pids[node_id]
+        environ = _environ_of(pid)
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+        self.faults.killed(pid, node_id)
+        os.kill(pid, signal.SIGKILL)
+        self._restarts.append(asyncio.create_task(self._restart(node_id, environ, cwd)))
+
+    async def _restart(self, node_id: str, environ: dict[str, str], cwd: str) -> None:
+        await asyncio.sleep(RESTART_AFTER_S)  # how long the node stays dead: part of the fault
+        log = open(self.cluster.root / "dev" / node_id / "node.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "jobnode", "serve"], env=environ, cwd=cwd,
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.cluster.restarted.append(process)
+        self.cluster.pids[node_id] = process.pid
+        self.faults.note("restarted", node=node_id, pid=process.pid)
+
+    async def pause_leader(self) -> None:
+        node_id = await self._pick(leader=True)
+        if node_id is None:
+            self.faults.note("skipped", reason="no leader to pause")
+            return
+        pid = self.cluster.pids[node_id]
+        self.cluster.paused.add(node_id)
+        start = monotonic_s()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(min(self.timing.ttl_s, self.timing.worker_ttl_s) + 2.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            self.cluster.paused.discard(node_id)
+            self.faults.blackout("pause_leader", start, monotonic_s(), [node_id])
+
+    async def restart_redis(self) -> None:
+        start = monotonic_s()
+        await asyncio.to_thread(self.cluster.redis.restart)
+        self.faults.blackout("restart_redis", start, monotonic_s())
+
+    async def cut_redis(self) -> None:
+        start = monotonic_s()
+        self.cluster.gate.cut()
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            self.cluster.gate.heal()
+            self.faults.blackout("cut_redis", start, monotonic_s())
+
+    async def pause_mongodb(self) -> None:
+        pid = self.cluster.mongo.pid
+        self.faults.note("pause_mongodb", seconds=OUTAGE_S)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    async def fail_mongodb(self) -> None:
+        self.faults.note("fail_mongodb", seconds=OUTAGE_S, error_code=91)
+        data = {"appName": APP_NAME, "errorCode": 91, "failCommands": ["insert", "update", "delete", "find"]}
+        await self.mongo_admin.admin.command("configureFailPoint", "failCommand", mode="alwaysOn", data=data)
+        try:
+            await asyncio.sleep(OUTAGE_S)
+        finally:
+            await self.mongo_admin.admin.command("configureFailPoint", "failCommand", mode="off")
+
+    async def settle(self) -> None:
+        """Wait for pending restarts, so every killed node is back before the check."""
+        if self._restarts:
+            await asyncio.gather(*self._restarts)
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+async def run_faults(args: argparse.Namespace, injector: FaultInjector, rng: random.Random) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + args.duration
+    next_at = loop.time() + min(WARMUP_S, args.duration)
+    # No fault starts later than an outage's length before the end: the run ends on time.
+    last_start = end - OUTAGE_S - 2.0
+    while loop.time() < last_start:
+        await asyncio.sleep(max(0.0, min(next_at, last_start) - loop.time()))
+        if loop.time() >= last_start:
+            break
+        name = rng.choice(args.fault_names)
+        say(f"{loop.time() - end + args.duration:6.1f}s  {name}")
+        await injector.inject(name)
+        next_at = loop.time() + rng.uniform(*args.every_s)
+    await asyncio.sleep(max(0.0, end - loop.time()))
+    await injector.settle()
+
+
+async def settle(db: Any, redis: aioredis.Redis, acked: dict[str, str]) -> list[dict[str, Any]]:
+    """Wait until every acknowledged job is finished and MongoDB agrees with Redis; what is still off."""
+    deadline = monotonic_s() + SETTLE_TIMEOUT_S
+    while True:
+        try:
+            end = await read_end_state(db, redis, PREFIX)
+            off = outcome_failures(acked, end) + disagreements(end)
+        except Exception as exc:  # noqa: BLE001 - a server still coming back
+            off = [{"error": str(exc)}]
+        if not off or monotonic_s() > deadline:
+            return off
+        await asyncio.sleep(0.5)
+
+
+async def main(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    random.seed(args.seed)
+    root = args.data_dir or Path(tempfile.mkdtemp(prefix="jobnode-chaos-"))
+    root.mkdir(parents=True, exist_ok=True)
+    record_dir = root / "history"
+    record_dir.mkdir(exist_ok=True)
+    cluster = DevCluster(args, root)
+    began = monotonic_s()
+    say(f"seed {args.seed}, data in {root}")
+    try:
+        await cluster.start(install_plugin(root / "plugin"))
+        say(f"cluster ready after {monotonic_s() - began:.1f}s")
+        return await run_with_cluster(args, cluster, record_dir, rng)
+    finally:
+        stopping = monotonic_s()
+        await cluster.stop()
+        say(f"stopped in {monotonic_s() - stopping:.1f}s")
+
+
+async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record_dir: Path,
+                           rng: random.Random) -> int:
+    env = cluster.env
+    timing = LeaseTiming(ttl_s=parse_duration_s(env["JOB_LEASE_TTL"]), worker_ttl_s=parse_duration_s(env["WORKER_TTL"]),
+                         heartbeat_s=parse_duration_s(env["WORKER_HEARTBEAT_INTERVAL"]))
+    rss_start = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
+    redis = aioredis.Redis.from_url(cluster.redis.url, socket_timeout=5)
+    mongo = AsyncMongoClient(cluster.mongo.url, serverSelectionTimeoutMS=10_000)
+    faults = Faults()
+    load = LoadGenerator(cluster.targets, record_dir, rate_per_s=args.rate, hold_ms=args.hold_ms, fail_every=20,
+                         headers=cluster.headers).start()
+    watcher = StateWatcher(mongo[DATABASE], redis, PREFIX, load.acked).start()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            await run_faults(args, FaultInjector(cluster, faults, timing, session, mongo), rng)
+        await load.stop()
+        settling = monotonic_s()
+        unsettled = await settle(mongo[DATABASE], redis, load.acked)
+        say(f"settled in {monotonic_s() - settling:.1f}s" if not unsettled else "did not settle")
+        await watcher.sample_once()
+        await watcher.stop()
+        end = await read_end_state(mongo[DATABASE], redis, PREFIX)
+        report = check(load.acked, read_runs(record_dir), watcher.samples, end, faults, timing, load.refused)
+        rss_end = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
+        out = {"algorithm": args.algorithm, "nodes": args.nodes, "duration_s": args.duration, "seed": args.seed,
+               "check": report.summary(), "unsettled": unsettled[:5],
+               "rss_mib": {n: {"start": rss_start[n], "end": rss_end.get(n)} for n in rss_start},
+               "latency": load.latency_summary(), "data_dir": str(cluster.root)}
+        print(json.dumps(out, indent=1))
+        return 0 if report.ok and not unsettled else 1
+    finally:
+        await watcher.stop()
+        await redis.aclose()
+        await mongo.close()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(parse_args())))

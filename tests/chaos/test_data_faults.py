@@ -1,0 +1,101 @@
+"""Chaos: Redis and the MongoDB-compatible server restarted, paused, cut off or failing, under load.
+
+The guarantees under test: a submission answered 2xx is durable and completes; while a
+data server is out of reach submissions are refused (503), not acknowledged falsely and not
+left hanging; workers pause and resume by themselves; MongoDB catches up (batched writes
+are retried) once it is back. Each test ends with the history check (tests/history.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from tests.chaos.recording import monotonic_s
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.slow
+
+RATE_PER_S = 15.0
+OUTAGE_S = 10.0
+# Well under the outage, so requests waiting on MongoDB are answered 503 while it lasts.
+MONGODB_TIMEOUT = "3s"
+
+
+async def test_redis_restarted_with_aof_mid_load(private_redis, chaos):
+    await chaos.use(redis_url=private_redis.url)
+    await chaos.start("raft")
+    chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200, fail_every=10)
+    await chaos.wait_runs(15)
+    start = monotonic_s()
+    await asyncio.to_thread(private_redis.restart)  # SIGTERM: Redis finishes its AOF, then starts from it
+    chaos.faults.blackout("redis_restart", start, monotonic_s())
+    await chaos.wait_runs(15)
+    await chaos.wait_acked(20)
+    await chaos.finish()
+
+
+async def test_redis_unreachable_for_ten_seconds(chaos, redis_server):
+    proxy = await TcpProxy(redis_server.port, name="redis-gate").start()
+    try:
+        await chaos.start("bully", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)
+        await chaos.wait_runs(15)
+        acked_before = len(load.acked)
+        start = monotonic_s()
+        proxy.cut()
+        await asyncio.sleep(OUTAGE_S)  # the outage's length, not a synchronisation
+        proxy.heal()
+        chaos.faults.blackout("redis_unreachable", start, monotonic_s())
+        refused_during = load.refused["503"]
+        assert refused_during > 0, f"no submission was refused while Redis was cut off: {dict(load.refused)}"
+        # Workers resume by themselves: new runs finish after the outage.
+        await chaos.wait_runs(15)
+        assert len(load.acked) > acked_before
+        await chaos.finish()
+    finally:
+        await proxy.close()
+
+
+async def test_mongodb_paused_for_ten_seconds(private_mongo, chaos):
+    await chaos.use(mongo_url=private_mongo.url)
+    await chaos.start("raft", MONGODB_TIMEOUT=MONGODB_TIMEOUT)
+    load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)
+    await chaos.wait_runs(15)
+    os.kill(private_mongo.pid, signal.SIGSTOP)
+    chaos.faults.note("mongodb_sigstop")
+    try:
+        await asyncio.sleep(OUTAGE_S)  # the outage's length, not a synchronisation
+    finally:
+        os.kill(private_mongo.pid, signal.SIGCONT)
+        chaos.faults.note("mongodb_sigcont")
+    # Submissions waiting on the paused server are answered 503 after MONGODB_TIMEOUT or
+    # time out at the client; neither is an acknowledgement, and the check proves every
+    # acknowledged job durable and completed.
+    assert load.refused, "every submission was acknowledged while MongoDB was paused"
+    await chaos.wait_runs(15)
+    await chaos.finish()
+
+
+async def test_mongodb_failing_commands_for_ten_seconds(chaos):
+    await chaos.start("gossip", MONGODB_TIMEOUT=MONGODB_TIMEOUT)
+    load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)
+    await chaos.wait_runs(15)
+    # A short burst (the next 5 writes fail), then every write fails with ShutdownInProgress,
+    # then connections are closed mid-command.
+    await chaos.fail_mongo({"times": 5}, errorCode=91, failCommands=["insert", "update"])
+    await chaos.wait_acked(5)
+    await chaos.fail_mongo(errorCode=91, failCommands=["insert", "update", "delete", "find"])
+    chaos.faults.note("mongodb_failcommand", error_code=91)
+    await asyncio.sleep(OUTAGE_S / 2)  # the outage's length, not a synchronisation
+    await chaos.fail_mongo(closeConnection=True, failCommands=["insert", "update"])
+    chaos.faults.note("mongodb_failcommand", close_connection=True)
+    await asyncio.sleep(OUTAGE_S / 2)
+    await chaos.heal_mongo()
+    chaos.faults.note("mongodb_healed")
+    assert load.refused["503"] > 0, f"no submission was refused while MongoDB failed: {dict(load.refused)}"
+    await chaos.wait_runs(15)
+    await chaos.finish()
