@@ -353,4 +353,3 @@ async def start_cluster(tmp_path: Path, redis_server, mongo_server, key_prefix: 
         for cluster in clusters:
             await cluster.close()
             print(cluster.log_tails())
-        await mongo_client.drop_database(mongo_db_name)

@@ -48,7 +48,12 @@ def key_prefix(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def mongo_db_name(request: pytest.FixtureRequest) -> str:
-    """A MongoDB database name no other test uses (at most 63 characters, as MongoDB requires)."""
+    """A MongoDB database name no other test uses (at most 63 characters, as MongoDB requires).
+
+    Tests never drop their database: SecantusDB's dropDatabase deletes row by row under its
+    global lock and, late in a session, took minutes and stalled every other test's writes.
+    The names never collide, and the server's storage goes away with the session.
+    """
     return f"t_{_test_slug(request, 40)}_{uuid.uuid4().hex[:8]}"
 
 
@@ -76,8 +81,5 @@ async def mongo_client(mongo_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoC
 
 @pytest.fixture
 async def mongo_db(mongo_client: AsyncMongoClient, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
-    """The test's own database on the shared server, dropped afterwards."""
-    try:
-        yield mongo_client[mongo_db_name]
-    finally:
-        await mongo_client.drop_database(mongo_db_name)
+    """The test's own database on the shared server (see `mongo_db_name` for why it is kept)."""
+    yield mongo_client[mongo_db_name]

@@ -68,7 +68,6 @@ async def start_node(redis_server, mongo_server, key_prefix, mongo_db_name, mong
             return client
 
         yield start
-    await mongo_client.drop_database(mongo_db_name)
 
 
 def registry_with(**processors: Any) -> ProcessorRegistry:

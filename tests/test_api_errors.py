@@ -35,7 +35,6 @@ async def client(redis_server, mongo_server, mongo_client) -> AsyncIterator[Test
     )
     async with running_node(settings) as node:
         yield node
-    await mongo_client.drop_database(db_name)
     redis = aioredis.Redis.from_url(redis_server.url)
     try:
         async for key in redis.scan_iter(match=f"{prefix}*", count=1000):

@@ -24,7 +24,6 @@ import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from pymongo import MongoClient
 from redis import Redis
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -106,8 +105,6 @@ def fuzzed_node(redis_server: EmbeddedRedis, mongo_server: EmbeddedMongo) -> Ite
         yield f"http://127.0.0.1:{port}"
     finally:
         node.stop()
-        with MongoClient(mongo_server.url) as mongo:
-            mongo.drop_database(name)
         redis = Redis.from_url(redis_server.url)
         for key in redis.scan_iter(match=f"{name}:*", count=1000):
             redis.delete(key)

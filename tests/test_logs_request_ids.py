@@ -45,7 +45,6 @@ async def logged_node(redis_server, mongo_server, key_prefix, mongo_db_name, mon
     configure_logging(settings, stream)
     async with running_node(settings) as client:
         yield client, stream
-    await mongo_client.drop_database(mongo_db_name)
 
 
 async def completed(client: TestClient, job_id: str) -> dict[str, Any]:

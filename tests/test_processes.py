@@ -81,7 +81,6 @@ async def test_serve_finishes_running_jobs_on_sigterm(tmp_path: Path, redis_serv
         if process.poll() is None:
             process.kill()
         log.close()
-        await mongo_client.drop_database(mongo_db_name)
 
 
 def test_serve_refuses_a_bad_setting_naming_it():

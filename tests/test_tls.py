@@ -75,11 +75,8 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
 async def tls_node(redis_server, mongo_server, key_prefix, mongo_db_name, mongo_client, certs):
     port = free_port()
     settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name, **tls_env(certs, port))
-    try:
-        async with serving(settings) as url:
-            yield url
-    finally:
-        await mongo_client.drop_database(mongo_db_name)
+    async with serving(settings) as url:
+        yield url
 
 
 def test_dev_certificates_name_the_node_and_its_hosts(certs: DevCerts, tmp_path: Path):
@@ -168,12 +165,9 @@ async def test_without_a_ca_file_peers_need_no_client_certificate(redis_server, 
     port = free_port()
     settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name,
                              **tls_env(certs, port, ca=False))
-    try:
-        async with serving(settings) as url:
-            assert await _post_peer(url, peer_client_context(certs.ca_file)) == 204
-            assert await _post_peer(url, peer_client_context(certs.ca_file), signed=False) == 401
-    finally:
-        await mongo_client.drop_database(mongo_db_name)
+    async with serving(settings) as url:
+        assert await _post_peer(url, peer_client_context(certs.ca_file)) == 204
+        assert await _post_peer(url, peer_client_context(certs.ca_file), signed=False) == 401
 
 
 @pytest.mark.parametrize("timestamp", ["nan", "inf", "-inf"])

@@ -218,7 +218,6 @@ async def chaos(tmp_path: Path, redis_server: EmbeddedRedis, mongo_server: Embed
         yield run
     finally:
         await run.close()
-        await mongo_client.drop_database(mongo_db_name)
 
 
 @pytest.fixture
