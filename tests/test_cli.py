@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -299,7 +298,6 @@ def test_a_missing_ca_file_is_a_usage_error(capsys, tmp_path):
     assert code == 2 and "ca_file" in err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jobnode.config") is None, reason="jobnode/config.py is not written yet")
 def test_serve_with_a_bad_setting_exits_2_naming_it(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env file
     monkeypatch.setenv("SERVER_PORT", "abc")
