@@ -1,6 +1,6 @@
 """Limits on failed logins, kept in Redis so every node of the cluster counts the same failures.
 
-Two counters per fixed time window, both keyed by a hash of the user name (so odd names
+Two counters, each living `window_s` from its first failure, both keyed by a hash of the user name (so odd names
 make bounded keys and Redis holds no list of user names):
 
 - per user name and client address: one client guessing one account is stopped after
@@ -17,7 +17,6 @@ successful login clears the per-client counter.
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 
 from redis import exceptions as redis_errors
@@ -41,37 +40,41 @@ class LoginThrottle:
         self.prefix = f"{prefix}:login_failures"
         self.limits = limits
 
-    def _keys(self, username: str, client: str) -> tuple[str, str, float]:
-        window = int(time.time() // self.limits.window_s)
+    def _keys(self, username: str, client: str) -> tuple[str, str]:
         user = hashlib.sha256(username.encode()).hexdigest()[:24]
-        ends_in_s = (window + 1) * self.limits.window_s - time.time()
         peer = hashlib.sha256(client.encode()).hexdigest()[:16]
-        return f"{self.prefix}:{window}:{user}:{peer}", f"{self.prefix}:{window}:{user}", ends_in_s
+        return f"{self.prefix}:{user}:{peer}", f"{self.prefix}:{user}"
 
     async def check(self, username: str, client: str) -> None:
         """RateLimited when this user name (from this client, or from all) failed too often lately."""
-        per_client, per_user, ends_in_s = self._keys(username, client)
+        per_client, per_user = self._keys(username, client)
         try:
             client_failures, user_failures = await self.redis.mget(per_client, per_user)
+            over = [key for key, count, limit in ((per_client, client_failures, self.limits.per_client),
+                                                  (per_user, user_failures, self.limits.per_user))
+                    if int(count or 0) >= limit]
+            if not over:
+                return
+            left_ms = max([await self.redis.pttl(key) for key in over] + [1000])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             # Without the counters nothing stops guessing: refuse logins rather than allow unlimited tries.
             raise Unavailable(f"redis is unreachable, so logins are paused: {exc}") from exc
-        if int(client_failures or 0) >= self.limits.per_client or int(user_failures or 0) >= self.limits.per_user:
-            raise RateLimited("too many failed logins for this user; try again later", retry_after_s=ends_in_s)
+        raise RateLimited("too many failed logins for this user; try again later", retry_after_s=left_ms / 1000)
 
     async def failed(self, username: str, client: str) -> None:
-        per_client, per_user, _ = self._keys(username, client)
+        # A window opens at the first failure and lasts window_s (SET NX EX, then INCR keeps the
+        # TTL): no calendar-aligned window whose edge would reset a guesser's count mid-attack.
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                for key in (per_client, per_user):
+                for key in self._keys(username, client):
+                    pipe.set(key, 0, ex=self.limits.window_s, nx=True)
                     pipe.incr(key)
-                    pipe.expire(key, self.limits.window_s * 2)
                 await pipe.execute()
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise Unavailable(f"redis is unreachable: {exc}") from exc
 
     async def succeeded(self, username: str, client: str) -> None:
-        per_client, _, _ = self._keys(username, client)
+        per_client, _ = self._keys(username, client)
         try:
             await self.redis.delete(per_client)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
