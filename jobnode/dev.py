@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobnode.certs import DevCerts, write_dev_certs
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, log_tail
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, log_tail, port_is_free
 
 ALGORITHMS = ("bully", "raft", "gossip")
 STRATEGIES = ("round_robin", "least_loaded", "random", "priority")
@@ -146,14 +145,9 @@ def _plan_nodes(args: argparse.Namespace, data_dir: Path) -> list[NodePlan]:
 def _check_ports_free(plans: list[NodePlan]) -> None:
     for plan in plans:
         for port, flag in ((plan.port, "--port"), (plan.metrics_port, "--metrics-port")):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                # Same option the node's server uses, so a port in TIME_WAIT counts as free.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    raise DevError(f"port {port} ({plan.id}) is already in use; "
-                                   f"is another cluster running? choose others with {flag}") from None
+            if not port_is_free(port):
+                raise DevError(f"port {port} ({plan.id}) is already in use; "
+                               f"is another cluster running? choose others with {flag}")
 
 
 # -- Redis and MongoDB -----------------------------------------------------------

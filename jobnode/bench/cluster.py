@@ -13,7 +13,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobnode.config import read_env_file
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range
 
 CLUSTER_FILE_POLL_S = 0.2
 STOP_GRACE_S = 60.0
@@ -80,25 +79,29 @@ class DataServers:
         self.embedded.clear()
 
 
+PEER_STOP_GRACE_S = 30.0  # an arq or Celery worker finishing its last jobs on SIGTERM
+
+
 def free_port_base(count: int) -> int:
     """A port such that it and the count-1 ports above it are free now."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + count < 65536 and all(_port_is_free(p) for p in range(base, base + count)):
-            return base
-    raise BenchError(f"no range of {count} free ports found")
+    first = free_port_range(count)
+    if first is None:
+        raise BenchError(f"no range of {count} free ports found")
+    return first
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float) -> bool:
+    """SIGTERM a child started in its own session, SIGKILL it after grace_s; False if it had to be killed."""
+    if process.poll() is not None:
+        return True
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return False
 
 
 @dataclass(frozen=True)
@@ -194,17 +197,11 @@ class DevCluster:
 
     def stop(self) -> None:
         """Stop the cluster the way an operator would (SIGTERM to `jobnode dev`), killing it if it hangs."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                progress(f"cluster '{self.plan.name}' did not stop within {STOP_GRACE_S:g}s; killing it")
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-                # The nodes live in sessions of their own: a killed `jobnode dev` leaves them behind.
-                for pid in self.node_pids if self.description else []:
-                    _kill_quietly(pid)
+        if not stop_process_group(self.process, STOP_GRACE_S):
+            progress(f"cluster '{self.plan.name}' did not stop within {STOP_GRACE_S:g}s; it was killed")
+            # The nodes live in sessions of their own: a killed `jobnode dev` leaves them behind.
+            for pid in self.node_pids if self.description else []:
+                _kill_quietly(pid)
         self.log.close()
 
 
