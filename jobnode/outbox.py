@@ -8,6 +8,12 @@ MongoDB takes a change only if its rev is newer than what it holds.
 
 Entries for the same job in one batch collapse into the newest, so a short job whose
 `running` and `completed` changes arrive together costs one update, not two.
+
+A writer killed inside a MongoDB transaction leaves it open on the server, and the
+documents it touched refuse every other write for a minute (the server's transaction
+lifetime). So each writer keeps one MongoDB session for life and records its id in Redis;
+whoever takes over a dead writer's entries (another writer, or the same node restarted)
+first kills that session, which aborts the transaction at once.
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from pymongo import errors as mongo_errors
+from pymongo.asynchronous.client_session import AsyncClientSession
 from redis import exceptions as redis_errors
 import structlog
 
 from jobnode.errors import Unavailable
 from jobnode.jobs import from_epoch_ms
 from jobnode.queue import JobQueue, redis_boundary
-from jobnode.store import JobStore, Snapshot
+from jobnode.store import JobStore, Snapshot, WriteConflicts
 
 GROUP = "writers"
 # A dead writer's unacknowledged entries are claimed by a live one after this idle time.
@@ -34,6 +42,7 @@ GROUP = "writers"
 CLAIM_IDLE_MS = 5_000
 CLAIM_EVERY_S = 2.0
 RETRY_AFTER_FAILURE_S = 0.5
+SESSIONS = "outbox:sessions"  # hash: consumer name -> id of the MongoDB session it writes with
 
 log = structlog.get_logger(__name__)
 
@@ -72,19 +81,23 @@ def collapse(entries: Sequence[Entry]) -> list[Snapshot]:
 class OutboxWriter:
     """One consumer of the outbox stream, writing batches to MongoDB."""
 
-    def __init__(self, queue: JobQueue, store: JobStore, consumer: str, *, max_batch: int) -> None:
+    def __init__(self, queue: JobQueue, store: JobStore, consumer: str, *, max_batch: int,
+                 claim_idle_ms: int = CLAIM_IDLE_MS) -> None:
         self.queue = queue
         self.store = store
         self.consumer = consumer
         self.max_batch = max_batch
+        self.claim_idle_ms = claim_idle_ms
         self.stream = queue.key("outbox")
+        self.sessions = queue.key(SESSIONS)
         self.written = 0
+        self._session: AsyncClientSession | None = None
 
     async def run(self) -> None:
         """Drain forever; survives Redis or MongoDB outages by retrying."""
         backlog = True  # our own unacknowledged entries from before a crash come first
         loop = asyncio.get_running_loop()
-        next_claim = loop.time() + CLAIM_EVERY_S
+        next_claim = loop.time()
         while True:
             try:
                 await self.ensure_group()
@@ -93,9 +106,11 @@ class OutboxWriter:
                     backlog = await self.claim_abandoned() or backlog
                 count = await self.drain_once("0" if backlog else ">")
                 backlog = backlog and count > 0
-            except Unavailable as exc:
+            except (Unavailable, WriteConflicts) as exc:
                 log.warning("outbox.write_failed", error=str(exc))
                 backlog = True
+                if isinstance(exc, WriteConflicts):  # maybe a dead writer's open transaction:
+                    next_claim = loop.time()  # its session is killed as soon as it looks dead
                 await asyncio.sleep(RETRY_AFTER_FAILURE_S)
 
     @redis_boundary
@@ -115,7 +130,7 @@ class OutboxWriter:
 
     async def write(self, entries: Sequence[Entry]) -> None:
         snapshots = collapse(entries)
-        await self.store.apply(snapshots)
+        await self.store.apply(snapshots, await self.mongo_session())
         await self._ack([entry_id for entry_id, _ in entries])
         await self.queue.forget((s.id, s.rev) for s in snapshots if s.is_terminal)
         self.written += len(snapshots)
@@ -133,16 +148,58 @@ class OutboxWriter:
                     written += count
                     if count == 0:
                         break
-        except Unavailable as exc:
+        except (Unavailable, WriteConflicts) as exc:
             log.warning("outbox.flush_failed", error=str(exc), note="entries stay in Redis for the next writer")
         return written
 
+    async def mongo_session(self) -> AsyncClientSession:
+        """This writer's MongoDB session, recorded in Redis; a predecessor's is killed first."""
+        if self._session is None:
+            session = self.store.start_session()
+            mine = bytes(session.session_id["id"])
+            previous = await self._record_session(mine)
+            if previous is not None and previous != mine:  # this node, before a restart
+                await self._kill_sessions([previous])
+            self._session = session
+        return self._session
+
     @redis_boundary
+    async def _record_session(self, session_id: bytes) -> bytes | None:
+        async with self.queue.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.sessions, self.consumer)
+            pipe.hset(self.sessions, self.consumer, session_id)
+            previous, _ = await pipe.execute()
+        return previous
+
+    async def _kill_sessions(self, session_ids: list[bytes]) -> None:
+        try:
+            await self.store.kill_sessions(session_ids)
+        except mongo_errors.OperationFailure as exc:  # e.g. a user without killAnySession
+            log.warning("outbox.kill_sessions_refused", error=str(exc),
+                        note="a dead writer's transaction holds its jobs until the server drops it")
+
     async def claim_abandoned(self) -> bool:
         """Take over entries another writer read but never acknowledged (it likely died)."""
+        stale = await self._stale_sessions()
+        if stale:
+            await self._kill_sessions(stale)
+        return await self._claim()
+
+    @redis_boundary
+    async def _stale_sessions(self) -> list[bytes]:
+        """Session ids of the other writers that hold entries and have been silent too long."""
+        consumers = await self.queue.redis.xinfo_consumers(self.stream, GROUP)
+        names = [_s(c["name"]) for c in consumers
+                 if c["pending"] and c["idle"] >= self.claim_idle_ms and _s(c["name"]) != self.consumer]
+        if not names:
+            return []
+        return [raw for raw in await self.queue.redis.hmget(self.sessions, names) if raw]
+
+    @redis_boundary
+    async def _claim(self) -> bool:
         reply = await self.queue.redis.xautoclaim(
-            self.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, start_id="0", count=self.max_batch
-        )
+            self.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0",
+            count=self.max_batch)
         claimed = reply[1] if len(reply) > 1 else []
         return bool(claimed)
 

@@ -23,7 +23,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne, WriteConcern
+from bson.binary import UUID_SUBTYPE, Binary
 from pymongo import errors as mongo_errors
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.errors import Unavailable, ValidationError
@@ -85,6 +87,10 @@ class Snapshot:
 
 class DuplicateIdempotencyKey(Exception):
     """Another job already carries this idempotency key."""
+
+
+class WriteConflicts(Exception):
+    """A batch kept conflicting with another session's open transaction; try it again later."""
 
 
 class JobStore:
@@ -149,24 +155,45 @@ class JobStore:
         next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
         return jobs[:limit], next_cursor
 
+    def start_session(self) -> AsyncClientSession:
+        """A session for a writer to keep; its `session_id` can later end its transactions."""
+        return self.db.client.start_session()
+
     @mongo_boundary
-    async def apply(self, snapshots: Sequence[Snapshot]) -> int:
+    async def kill_sessions(self, session_ids: Sequence[bytes]) -> None:
+        """Abort the open transactions of these sessions (their owners died mid-write).
+
+        A client killed inside a transaction leaves it open, holding every document it
+        touched, until the server gives up on it (transactionLifetimeLimitSeconds, 60 s on
+        mongod and on SecantusDB); until then every other write to those documents conflicts."""
+        if session_ids:
+            ids = [{"id": Binary(raw, UUID_SUBTYPE)} for raw in session_ids]
+            await self.db.client.admin.command({"killSessions": ids})
+
+    @mongo_boundary
+    async def apply(self, snapshots: Sequence[Snapshot], session: AsyncClientSession | None = None) -> int:
         """Write state changes, each only if it is newer than what MongoDB holds (never upsert).
 
         A batch goes in one multi-document transaction where the server has them: outside one,
         SecantusDB commits every update of a bulk_write on its own, and those commits were
         half of its time in the benchmark's drain (see docs/benchmark.md). The transaction
         commits journaled, like the collection's own writes. A server without transactions
-        (a standalone mongod) gets the plain bulk_write, decided at the first batch."""
+        (a standalone mongod) gets the plain bulk_write, decided at the first batch.
+
+        Even a single change goes in a transaction: a plain write to a document that a dead
+        writer's open transaction holds waits inside the server until that transaction ends,
+        where a transaction's conflict comes back at once (as WriteConflicts) and lets the
+        writer find and kill the dead session. A long-lived writer passes its own `session`
+        (see `kill_sessions`)."""
         if not snapshots:
             return 0
         ops = [
             UpdateOne({"_id": s.id, "rev": {"$lt": s.rev}}, {"$set": {**s.fields, "rev": s.rev}})
             for s in snapshots
         ]
-        if len(ops) > 1 and self.transactions is not False:
+        if self.transactions is not False:
             try:
-                modified = await self._apply_in_transaction(ops)
+                modified = await self._apply_in_transaction(ops, session)
             except (mongo_errors.ConfigurationError, mongo_errors.InvalidOperation,
                     mongo_errors.OperationFailure) as exc:
                 if not _transactions_unsupported(exc) or self.transactions:
@@ -178,20 +205,26 @@ class JobStore:
         result = await self.jobs.bulk_write(ops, ordered=False)
         return result.modified_count
 
-    async def _apply_in_transaction(self, ops: list[UpdateOne]) -> int:
-        async with self.db.client.start_session() as session:
-            for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-                try:
-                    async with await session.start_transaction(write_concern=JOURNALED):
-                        result = await self.jobs.bulk_write(ops, ordered=False, session=session)
-                    return result.modified_count
-                except mongo_errors.ConnectionFailure:
-                    raise  # Unavailable at the boundary: the caller retries the batch later
-                except mongo_errors.PyMongoError as exc:
-                    # A write conflict with another writer: the whole batch again, a few times
-                    # (not pymongo's with_transaction, which keeps at it for two minutes).
-                    if attempt == TRANSACTION_ATTEMPTS or not exc.has_error_label("TransientTransactionError"):
-                        raise
+    async def _apply_in_transaction(self, ops: list[UpdateOne], session: AsyncClientSession | None) -> int:
+        if session is None:
+            async with self.db.client.start_session() as temporary:
+                return await self._apply_in_transaction(ops, temporary)
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with await session.start_transaction(write_concern=JOURNALED):
+                    result = await self.jobs.bulk_write(ops, ordered=False, session=session)
+                return result.modified_count
+            except mongo_errors.ConnectionFailure:
+                raise  # Unavailable at the boundary: the caller retries the batch later
+            except mongo_errors.PyMongoError as exc:
+                # A write conflict with another writer: the whole batch again, a few times
+                # (not pymongo's with_transaction, which keeps at it for two minutes).
+                if not exc.has_error_label("TransientTransactionError"):
+                    raise
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise WriteConflicts(
+                        f"{len(ops)} changes met another session's transaction {attempt} times "
+                        f"({exc.code}: {exc.__class__.__name__})") from exc
         raise AssertionError("unreachable")
 
     @mongo_boundary

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+
+from pymongo import AsyncMongoClient
 
 from jobnode.embedded import EmbeddedRedis
 from jobnode.jobs import Job, JobSpec, utcnow
@@ -169,3 +172,68 @@ async def _lead(queue: JobQueue) -> int:
     from jobnode.leases import LeaderLease
 
     return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "n", ttl_s=60).acquire()
+
+
+async def _leave_a_transaction_open(mongo_url: str, db_name: str, writer: OutboxWriter, job_id: str):
+    """Do what a writer killed mid-batch leaves behind: an uncommitted update of the job, which
+    holds the document until the server gives up on the transaction (60 s on mongod)."""
+    client: AsyncMongoClient = AsyncMongoClient(mongo_url)
+    store = JobStore(client[db_name])
+    writer.store = store
+    session = await writer.mongo_session()
+    await session.start_transaction()
+    await store.jobs.update_one({"_id": job_id}, {"$set": {"status": "running"}}, session=session)
+    return client  # kept open (not closed) as a killed process would: nothing ends the session
+
+
+async def test_a_writer_killed_mid_transaction_does_not_hold_its_jobs_back(
+        redis_client, key_prefix, mongo_server, mongo_db):
+    store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
+    job = old_job()
+    await store.insert_many([job])
+    await queue.enqueue([job])
+    await queue.register("n", 1, ["w"])
+    await queue.dispatch("n", await _lead(queue), max_jobs=1, strategy="round_robin", lease_ms=10_000,
+                         share_every=0)
+    await queue.take("w", 10_000)
+    await queue.finish("w", job.id, "completed", result=b"{}")
+    # The dead writer read the `running` entry and died inside its transaction; the live one
+    # reads `completed` itself, so it meets the held document before it claims anything.
+    dead = OutboxWriter(queue, store, "dead", max_batch=1, claim_idle_ms=500)
+    await dead.ensure_group()
+    assert len(await dead._read(">", None)) == 1
+    leftover = await _leave_a_transaction_open(mongo_server.url, mongo_db.name, dead, job.id)
+    live = OutboxWriter(queue, store, "live", max_batch=100, claim_idle_ms=500)
+    task = asyncio.create_task(live.run())
+    try:
+        # Well inside the 60 s after which the server would drop the transaction by itself.
+        await wait_until(lambda: _has_status(store, job.id, "completed"), timeout_s=20,
+                         message="the job stayed held back")
+        assert not task.done(), "the writer gave up"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await leftover.close()
+
+
+async def test_a_restarted_writer_clears_its_own_unfinished_transaction(redis_client, key_prefix, mongo_server,
+                                                                          mongo_db):
+    store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
+    job = old_job()
+    await store.insert_many([job])
+    await queue.enqueue([job])
+    await queue.cancel(job.id)
+    crashed = OutboxWriter(queue, store, "n", max_batch=100)
+    await crashed.ensure_group()
+    assert len(await crashed._read(">", None)) == 1
+    leftover = await _leave_a_transaction_open(mongo_server.url, mongo_db.name, crashed, job.id)
+    try:
+        restarted = OutboxWriter(queue, store, "n", max_batch=100)
+        assert await restarted.flush(timeout_s=10) == 1
+        assert (await store.get(job.id)).status == "cancelled"
+    finally:
+        await leftover.close()
+
+
+async def _has_status(store: JobStore, job_id: str, status: str) -> bool:
+    return (await store.get(job_id)).status == status
