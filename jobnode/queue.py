@@ -150,21 +150,7 @@ class JobQueue:
     @redis_boundary
     async def take(self, worker: str, lease_ms: int, job_id: str | None = None) -> TakenJob | None:
         row = await self.scripts.take(args=[self.prefix, worker, lease_ms, job_id or ""])
-        if not row:
-            return None
-        job_id, type_, payload, attempts, max_retries, timeout_ms, priority, wait_ms, request_id = (
-            _text(v) for v in row)
-        return TakenJob(
-            id=job_id,
-            type=type_,
-            payload=orjson.loads(payload),
-            attempts=int(attempts),
-            max_retries=int(max_retries),
-            timeout_s=int(timeout_ms) / 1000,
-            priority=int(priority),
-            wait_s=int(wait_ms) / 1000 if int(wait_ms) >= 0 else None,
-            request_id=request_id or None,
-        )
+        return _taken(row) if row else None
 
     @redis_boundary
     async def wait_inbox(self, worker: str, timeout_s: float) -> str | None:
@@ -184,8 +170,21 @@ class JobQueue:
         delay_ms: int = 0,
     ) -> bool:
         """Report `completed`, `retry` or `failed`; False if the job was no longer ours."""
-        args = [self.prefix, worker, job_id, outcome, result, error, delay_ms]
-        return bool(await self.scripts.finish(args=args))
+        accepted, _ = await self.finish_and_take(worker, job_id, outcome, result=result, error=error,
+                                                 delay_ms=delay_ms, next_lease_ms=0)
+        return accepted
+
+    @redis_boundary
+    async def finish_and_take(
+        self, worker: str, job_id: str, outcome: str, *, result: bytes = b"", error: str = "",
+        delay_ms: int = 0, next_lease_ms: int,
+    ) -> tuple[bool, TakenJob | None]:
+        """Report an outcome (as `finish`) and start the worker's next job in the same call.
+
+        With `next_lease_ms` 0 no job is taken. Returns (accepted, the next job or None)."""
+        args = [self.prefix, worker, job_id, outcome, result, error, delay_ms, next_lease_ms]
+        reply = await self.scripts.finish(args=args)
+        return bool(reply[0]), (_taken(reply[1:]) if len(reply) > 1 else None)
 
     @redis_boundary
     async def cancel(self, job_id: str) -> tuple[str, bool] | None:
@@ -317,3 +316,20 @@ class JobQueue:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _taken(row: Sequence[Any]) -> TakenJob:
+    """A job as take_next (lib.lua) returns it."""
+    job_id, type_, payload, attempts, max_retries, timeout_ms, priority, wait_ms, request_id = (
+        _text(v) for v in row)
+    return TakenJob(
+        id=job_id,
+        type=type_,
+        payload=orjson.loads(payload),
+        attempts=int(attempts),
+        max_retries=int(max_retries),
+        timeout_s=int(timeout_ms) / 1000,
+        priority=int(priority),
+        wait_s=int(wait_ms) / 1000 if int(wait_ms) >= 0 else None,
+        request_id=request_id or None,
+    )

@@ -113,24 +113,35 @@ class WorkerPool:
         return sum(1 for w in self.workers if w.current_job)
 
     async def _run_worker(self, worker: Worker) -> None:
+        job: TakenJob | None = None  # the next job, when reporting the last one already took it
         while not self._stopping.is_set():
             try:
-                job = await self.queue.take(worker.id, self.settings.lease_ms)
                 if job is None:
-                    job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
-                    if job_id is None or self._stopping.is_set():
-                        if job_id:  # popped during shutdown: put it back for handback to find
-                            await self.queue.redis.lpush(self.queue.key("inbox", worker.id), job_id)
-                        continue
-                    job = await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+                    job = await self._wait_for_job(worker)
                 if job is not None:
                     worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
-                    await asyncio.shield(worker.execution)
+                    job = None  # started: whatever happens next, never start it again here
+                    job = await asyncio.shield(worker.execution)
             except Unavailable as exc:
                 log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+        # A job taken by the last report while stopping stays the worker's: handback returns it.
 
-    async def _execute(self, worker: Worker, taken: TakenJob) -> None:
+    async def _wait_for_job(self, worker: Worker) -> TakenJob | None:
+        """Start the next job in the inbox, waiting for one up to INBOX_POLL_S."""
+        job = await self.queue.take(worker.id, self.settings.lease_ms)
+        if job is not None:
+            return job
+        job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
+        if job_id is None:
+            return None
+        if self._stopping.is_set():  # popped during shutdown: put it back for handback to find
+            await self.queue.redis.lpush(self.queue.key("inbox", worker.id), job_id)
+            return None
+        return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+
+    async def _execute(self, worker: Worker, taken: TakenJob) -> TakenJob | None:
+        """Run one job and report it; returns the worker's next job if the report took one."""
         worker.current_job = taken.id
         # Only a first attempt measures submit→start: a retry's wait is mostly its back-off.
         self.metrics.attempt_started(taken.wait_s if taken.attempts == 1 else None)
@@ -145,18 +156,21 @@ class WorkerPool:
         finally:
             worker.current_job = None
         if outcome is None:
-            return
+            return None
         kind, body = outcome
         duration_s = asyncio.get_running_loop().time() - started
         if kind == "completed":
             worker.processed += 1
-            finish = partial(self.queue.finish, worker.id, taken.id, "completed", result=body)
+            report = partial(self.queue.finish_and_take, worker.id, taken.id, "completed", result=body)
         else:
             worker.failed += 1
             delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
-            finish = partial(self.queue.finish, worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
-        if await self._report(taken.id, finish):
+            report = partial(self.queue.finish_and_take, worker.id, taken.id, kind, error=body.decode(),
+                             delay_ms=delay_ms)
+        accepted, next_job = await self._report(taken.id, report)
+        if accepted:
             self._count(taken, kind, duration_s)
+        return next_job
 
     def _count(self, taken: TakenJob, kind: str, duration_s: float) -> None:
         # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
@@ -164,22 +178,25 @@ class WorkerPool:
         exhausted = kind == "retry" and taken.attempts > taken.max_retries
         self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
 
-    async def _report(self, job_id: str, finish: Callable[[], Awaitable[bool]]) -> bool:
+    async def _report(self, job_id: str, report: Callable[..., Awaitable[tuple[bool, TakenJob | None]]]
+                      ) -> tuple[bool, TakenJob | None]:
         """Deliver an outcome, riding out a short Redis outage instead of losing the work.
 
         Past the lease the job has been (or will be) handed to another worker, so an
-        outcome that still cannot be delivered is dropped and the job runs again.
-        Returns whether Redis accepted the outcome.
+        outcome that still cannot be delivered is dropped and the job runs again. The report
+        also takes the worker's next job, unless the pool is stopping.
+        Returns whether Redis accepted the outcome, and the next job if one was taken.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lease_ttl_s
         while True:
             try:
-                return await finish()
+                next_lease_ms = 0 if self._stopping.is_set() else self.settings.lease_ms
+                return await report(next_lease_ms=next_lease_ms)
             except Unavailable as exc:
                 if loop.time() >= deadline:
                     log.warning("job.outcome_lost", job_id=job_id, error=str(exc), note="the job will run again")
-                    return False
+                    return False, None
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
     async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
