@@ -3,7 +3,7 @@
 Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
 it (take.lua checks the job is still its own and starts the lease), runs the processor
 under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
-longer ours). One heartbeat task per node keeps the workers registered and their leases
+longer ours, and in the same call starts the worker's next job if its inbox has one). One heartbeat task per node keeps the workers registered and their leases
 renewed; when Redis says a job is no longer ours (cancelled, or reclaimed after this node
 was presumed dead) the worker stops running it.
 """
@@ -211,8 +211,8 @@ class WorkerPool:
             return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
         log.debug("job.started", wait_s=taken.wait_s)
         try:
-            result = await asyncio.wait_for(processor.process(_as_job(taken, self.settings.node_id, worker_id)),
-                                            timeout=taken.timeout_s)
+            async with asyncio.timeout(taken.timeout_s):  # in this task: wait_for would start another
+                result = await processor.process(_as_job(taken, self.settings.node_id, worker_id))
             encoded = orjson.dumps(result)
             log.debug("job.completed")
             return "completed", encoded

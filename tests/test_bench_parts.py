@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 
 from jobnode.bench import Bench, build_parser, sizes
 from jobnode.bench.ceiling import lifecycle_ceiling
+from jobnode.bench.resources import ResourceSampler, busy_share, cpu_s, growth, rss_mib
 from jobnode.bench.profile import top_costs
 from jobnode.bench.workloads import percentiles_ms
+from tests.waiting import wait_until
 
 
 def test_percentiles_are_nearest_rank_in_milliseconds():
@@ -45,9 +49,11 @@ def test_targets_compare_each_figure_in_its_own_direction(tmp_path):
     bench.report.update({
         "store_ceiling": {"insert_docs_per_s": 1000.0, "lifecycle_jobs_per_s": 100.0},
         "submit": {"batch": {"jobs_per_s": 950.0}},
-        "drain": {"pipeline": {"jobs_per_s": 5000.0}, "durable": {"jobs_per_s": 80.0}},
+        "drain": {"pipeline": {"jobs_per_s": 5000.0}, "durable": {"jobs_per_s": 80.0},
+                  "rss_mib": {"peak": {"node-1": 90.0, "node-2": 160.0}}},
         "latency": {"submit_to_complete_ms": {"p99": 12.0}},
         "failover": {"first_dispatch_ms_median": 250.0},
+        "steady": {"rss": {"node-1": {"growth_mib": 0.4}, "node-2": {"samples": 1}}},
     })
     targets = bench.targets()
     assert targets["drain_pipeline_jobs_per_s"]["met"] is True
@@ -55,4 +61,36 @@ def test_targets_compare_each_figure_in_its_own_direction(tmp_path):
     assert targets["batch_submit_share_of_insert_ceiling"]["met"] is True
     assert targets["latency_p99_ms_at_200_per_s"]["met"] is False
     assert targets["raft_failover_median_ms"]["met"] is True
+    assert targets["node_rss_mib_during_drain"] == {"target": 150, "measured": 160.0, "met": False}  # the worst node
+    assert targets["steady_rss_growth_mib"]["met"] is True
     assert isinstance(bench.args, argparse.Namespace)
+
+
+def test_memory_growth_compares_the_first_and_the_last_minute():
+    flat_then_up = [(t, 70.0) for t in range(0, 60, 5)] + [(t, 80.0) for t in range(540, 601, 5)]
+    report = growth(flat_then_up)
+    assert report["first_minute_mib"] == 70.0 and report["last_minute_mib"] == 80.0
+    assert report["growth_mib"] == 10.0 and report["growth_mib_per_hour"] == 60.0 and report["max_mib"] == 80.0
+    assert growth([(0, 70.0)]) == {"samples": 1}
+    assert rss_mib(os.getpid()) > 1 and rss_mib(2**22 + 7) is None  # no such process
+    assert cpu_s(os.getpid()) > 0 and cpu_s(2**22 + 7) is None
+
+
+def test_cpu_share_is_cpu_seconds_per_wall_second_inside_the_window():
+    samples = [(0.0, 1.0), (1.0, 1.5), (2.0, 2.5), (3.0, 2.6)]
+    assert busy_share(samples, 1.0, 2.0) == 1.0  # a whole core from t=1 to t=2
+    assert busy_share(samples, 0.0, 3.0) == 0.533
+    assert busy_share(samples, 2.5, 2.9) is None  # no two samples inside
+
+
+async def test_the_sampler_records_this_process_until_stopped():
+    sampler = ResourceSampler({"me": os.getpid()}, every_s=0.01)
+    sampler.mark("before")
+    sampler.start()
+    await wait_until(lambda: len(sampler.cpu["me"]) >= 3, timeout_s=5, message="no samples")
+    await sampler.stop()
+    count = len(sampler.samples["me"])
+    assert sampler.marks["before"]["me"] > 1 and sampler.peak()["me"] >= sampler.marks["before"]["me"]
+    assert sampler.cpu_share(float("-inf"), float("inf"))["me"] >= 0
+    await asyncio.sleep(0.05)  # stopped: no more samples arrive
+    assert len(sampler.samples["me"]) == count

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--ceiling-jobs", "500", "--single-jobs", "40", "--concurrency", "8", "--batch-jobs", "500",
         "--drain-jobs", "300", "--rate", "40", "--latency-seconds", "1.5", "--failover-runs", "1",
-        "--timeout", "180"]
+        "--steady-seconds", "2", "--timeout", "180"]
 # The peers are in the 'bench' extra, not in 'test': compared against only where installed.
 HAS_ARQ = importlib.util.find_spec("arq") is not None
 HAS_CELERY = importlib.util.find_spec("celery") is not None
@@ -70,12 +70,20 @@ def test_the_report_has_every_section_with_sane_values(report):
     assert ordered_percentiles(latency["submit_to_complete_ms"], latency["jobs"])
     assert latency["submit_to_complete_ms"]["p50"] >= latency["submit_ack_ms"]["p50"] - 1
 
+    memory = drain["rss_mib"]
+    assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]
+    assert set(drain["node_cpu_share"]) == {"pipeline", "durable"}
+    steady = report["steady"]
+    assert steady["acknowledged"] + steady["refused"] == steady["offered"] > 0
+    assert positive(steady["rss"]["node-1"]["max_mib"])
+
     failover = report["failover"]
     assert failover["algorithm"] == "raft" and failover["runs"] == 1
     assert positive(failover["first_dispatch_ms_median"])
     assert failover["acknowledged_jobs_lost"] == 0
 
-    assert set(report["targets"]) >= {"drain_pipeline_jobs_per_s", "raft_failover_median_ms"}
+    assert set(report["targets"]) >= {"drain_pipeline_jobs_per_s", "raft_failover_median_ms",
+                                      "node_rss_mib_during_drain", "steady_rss_growth_mib"}
     assert report["machine"]["cpus"] >= 1 and report["settings"]["node"]["worker_count"] == 10
     assert "secret" not in json.dumps(report["settings"]["cluster_environment"]).lower()
 

@@ -271,3 +271,23 @@ async def test_heartbeat_does_not_keep_alive_a_job_its_worker_lost_track_of(queu
         return (await queue.live_state(orphan.id))["status"] == "pending"
 
     await wait_until(put_back, timeout_s=10, message="the orphaned running job was never put back")
+
+
+async def test_a_report_starts_the_next_job_in_the_same_call_unless_told_not_to(queue, token):
+    await queue.register("node-a", 3, ["w"])
+    first, second, third = make_job(n=1), make_job(n=2), make_job(n=3)
+    await queue.enqueue([first, second, third])
+    await dispatch(queue, token)
+    taken = await queue.take("w", LEASE_MS)
+    accepted, following = await queue.finish_and_take("w", taken.id, "completed", result=b"1",
+                                                      next_lease_ms=LEASE_MS)
+    assert accepted and following.id == second.id and following.attempts == 1
+    assert (await queue.live_state(second.id))["status"] == "running"
+    # A late, duplicate report is refused, and a stopping worker takes nothing more.
+    accepted, nothing = await queue.finish_and_take("w", taken.id, "completed", next_lease_ms=0)
+    assert not accepted and nothing is None
+    assert (await queue.live_state(third.id))["status"] == "assigned"
+    accepted, last = await queue.finish_and_take("w", following.id, "retry", error="boom", delay_ms=0,
+                                                 next_lease_ms=LEASE_MS)
+    assert accepted and last.id == third.id
+    assert (await queue.live_state(second.id))["status"] == "retrying"

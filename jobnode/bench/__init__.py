@@ -3,7 +3,8 @@
 A run starts its own Redis and SecantusDB (unless --redis-url/--mongodb-uri are given),
 measures the store's own ceiling for job documents, starts a `jobnode dev` cluster and
 runs the workloads through its HTTP API (submit, drain, latency, counting MongoDB writes
-on the way), optionally the same drain and latency through arq, then kills the leader of
+and sampling the nodes' memory on the way; with --steady-seconds also a long steady run for
+memory growth), optionally the same drain and latency through arq, then kills the leader of
 fresh raft clusters K times (failover). Progress goes to stderr. docs/benchmark.md says
 how to read the figures.
 """
@@ -28,6 +29,7 @@ from typing import Any
 from jobnode.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from jobnode.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from jobnode.bench.failover import config_for, run_failover
+from jobnode.bench.resources import ResourceSampler, run_steady
 from jobnode.bench.profile import Profiler
 from jobnode.bench.redis_work import ScriptTimes, redis_mark, redis_work
 from jobnode.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
@@ -45,7 +47,9 @@ SIZES = {
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
-           "raft_failover_median_ms": 300}
+           "raft_failover_median_ms": 300, "node_rss_mib_during_drain": 150,
+           # "No growth" with room for allocator noise: the last minute against the first.
+           "steady_rss_growth_mib": 10}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--drain-jobs", type=int, help="jobs of the drain")
     add("--rate", type=float, default=200.0, help="offered jobs/s of the latency workload (default 200)")
     add("--latency-seconds", type=float, help="how long the latency workload offers load")
+    add("--steady-seconds", type=float, default=0.0,
+        help="also a steady run this long at --rate, for memory growth (600 for the 10-minute check)")
     add("--failover-runs", type=int, help="K: leader kills, each on a fresh cluster (median reported)")
     add("--failover-nodes", type=int, default=3, help="nodes of each failover cluster (default 3)")
     add("--failover-algorithm", choices=("bully", "raft", "gossip"), default="raft")
@@ -193,9 +199,35 @@ class Bench:
             script_times = ScriptTimes(load.redis) if profiler else None
             if script_times:
                 await script_times.start()
-            hooks = (profiler.start, profiler.stop) if profiler else None
-            self.report["drain"] = await run_drain(load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
-                                                   expected_submit_per_s=batch_rate, while_draining=hooks)
+            memory = ResourceSampler(self.node_pids(cluster), every_s=0.05)
+            memory.mark("before_queueing")
+            memory.start()
+            started_at: list[float] = []
+
+            def at_start() -> None:
+                started_at.append(time.monotonic())
+                memory.mark("queued")
+                if profiler:
+                    profiler.start()
+
+            def at_end() -> None:
+                if profiler:
+                    profiler.stop()
+                memory.mark("drained")
+
+            try:
+                self.report["drain"] = await run_drain(
+                    load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
+                    expected_submit_per_s=batch_rate, while_draining=(at_start, at_end))
+            finally:
+                await memory.stop()
+            drain = self.report["drain"]
+            drain["rss_mib"] = {**memory.marks, "peak": memory.peak(), "workers_per_node": a.workers}
+            if started_at:
+                begin = started_at[0]
+                drain["node_cpu_share"] = {
+                    "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
+                    "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
             self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
             if script_times:
                 self.report["drain"]["redis"]["by_command"] = await script_times.stop(s["drain_jobs"])
@@ -205,11 +237,18 @@ class Bench:
                 self.report["profile"] = profiler.report()
         if self.wanted("latency"):
             self.report["latency"] = await run_latency(load, rate_per_s=a.rate, duration_s=s["latency_s"])
+        if a.steady_seconds > 0:
+            self.report["steady"] = await run_steady(load, self.node_pids(cluster), rate_per_s=a.rate,
+                                                     duration_s=a.steady_seconds)
+
+    @staticmethod
+    def node_pids(cluster: DevCluster) -> dict[str, int]:
+        return {f"node-{i}": pid for i, pid in enumerate(cluster.node_pids, start=1)}
 
     def profiler(self, servers: DataServers, cluster: DevCluster) -> Profiler | None:
         if not self.args.profile:
             return None
-        targets = {f"node-{i}": pid for i, pid in enumerate(cluster.node_pids, start=1)}
+        targets = self.node_pids(cluster)
         if servers.mongo_pid:
             targets["mongodb"] = servers.mongo_pid
         return Profiler(targets, self.args.profile)
@@ -286,12 +325,20 @@ class Bench:
             "batch_submit_share_of_insert_ceiling": round(batch / insert, 3) if batch and insert else None,
             "raft_failover_median_ms": get("failover", "first_dispatch_ms_median")
             if self.args.failover_algorithm == "raft" else None,
+            "node_rss_mib_during_drain": _max_of((get("drain", "rss_mib", "peak") or {}).values()),
+            "steady_rss_growth_mib": _max_of(node.get("growth_mib") for node in (get("steady", "rss") or {}).values()),
         }
-        lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms"}
+        lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
+                           "steady_rss_growth_mib"}
         return {name: {"target": target, "measured": measured[name],
                        "met": None if measured[name] is None else
                        (measured[name] <= target if name in lower_is_better else measured[name] >= target)}
                 for name, target in TARGETS.items()}
+
+
+def _max_of(values: Any) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _dig(tree: Any, path: Sequence[str]) -> Any:
