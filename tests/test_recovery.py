@@ -9,7 +9,7 @@ from pymongo import AsyncMongoClient
 
 from jobnode.embedded import EmbeddedRedis
 from jobnode.jobs import Job, JobSpec, utcnow
-from jobnode.outbox import OutboxWriter
+from jobnode.outbox import OutboxWriter, collapse
 from jobnode.queue import JobQueue
 from jobnode.reconciler import Reconciler
 from jobnode.store import JobStore, Snapshot
@@ -52,6 +52,17 @@ async def test_outbox_collapses_a_jobs_changes_and_forgets_finished_jobs(redis_c
     assert doc.status == "completed" and doc.result == {"ok": 1} and doc.attempts == 1
     assert await queue.live_state(job.id) == {}  # Redis let go of it once MongoDB had it
     assert (await queue.depths())["outbox"] == 0
+
+
+def test_collapse_keeps_the_newest_entry_of_each_job_whatever_the_order():
+    def entry(job_id: str, rev: int, status: str, as_bytes: bool) -> tuple[str, dict]:
+        fields = {"id": job_id, "rev": str(rev), "status": status, "updated_ms": "1"}
+        return "0-1", {k.encode(): v.encode() for k, v in fields.items()} if as_bytes else fields
+
+    for as_bytes in (True, False):
+        snaps = collapse([entry("a", 2, "running", as_bytes), entry("b", 1, "pending", as_bytes),
+                          entry("a", 3, "completed", as_bytes), entry("b", 0, "pending", as_bytes)])
+        assert {(s.id, s.rev, s.fields["status"]) for s in snaps} == {("a", 3, "completed"), ("b", 1, "pending")}
 
 
 async def test_unacknowledged_outbox_entries_are_written_after_a_writer_crash(redis_client, key_prefix, mongo_db):
