@@ -32,6 +32,7 @@ from tests.history import (
 from tests.waiting import wait_until
 
 SETTLE_TIMEOUT_S = 60.0
+READ_TIMEOUT_S = 10.0
 APP_NAME = "jobnode-chaos"  # MongoDB failpoints are scoped to the nodes' connections by it
 
 
@@ -162,7 +163,9 @@ class ChaosRun:
         last: dict[str, Any] = {}
 
         async def settled() -> EndState | None:
-            end = await read_end_state(self.db, self.redis, self.prefix)
+            # Bounded: one read that the server stalls must not outlast the whole deadline
+            # (a CI run once hung here past pytest's timeout with no clue why).
+            end = await asyncio.wait_for(read_end_state(self.db, self.redis, self.prefix), READ_TIMEOUT_S)
             last["outcomes"] = outcome_failures(self.acked, end)[:5]
             last["disagreements"] = disagreements(end)[:5]
             return end if not last["outcomes"] and not last["disagreements"] else None
