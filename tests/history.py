@@ -39,7 +39,6 @@ The report is a small JSON summary (`Report.summary()`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import orjson
 from pymongo.asynchronous.database import AsyncDatabase
 from redis.asyncio import Redis
 
+from jobnode.background import cancel_all
 from tests.chaos.recording import monotonic_s
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -162,10 +162,11 @@ class StateWatcher:
         return self
 
     async def stop(self) -> None:
+        # Cancelled until it is gone: on Python 3.11 asyncio.wait_for (used by sample_once)
+        # can swallow a cancel that arrives as its read completes, and one cancel then hung
+        # a chaos test's finish() until pytest's timeout.
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
 
     async def sample_once(self) -> None:
         ids = list(self.acked)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pymongo import AsyncMongoClient
 
+from jobnode.background import cancel_all
 from jobnode.embedded import EmbeddedRedis
 from jobnode.jobs import Job, JobSpec, utcnow
 from jobnode.outbox import OutboxWriter, collapse
@@ -67,13 +68,7 @@ def test_collapse_keeps_the_newest_entry_of_each_job_whatever_the_order():
 
 async def test_unacknowledged_outbox_entries_are_written_after_a_writer_crash(redis_client, key_prefix, mongo_db):
     store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
-    job = old_job()
-    await store.insert_many([job])
-    await queue.enqueue([job])
-    await queue.cancel(job.id)
-    crashed = OutboxWriter(queue, store, "n", max_batch=100)
-    await crashed.ensure_group()
-    assert len(await crashed._read(">", None)) == 1  # read, then "crash" before writing
+    job, _ = await _cancel_read_by_a_writer_that_crashes(store, queue)
     restarted = OutboxWriter(queue, store, "n", max_batch=100)
     assert await restarted.flush(timeout_s=5) == 1
     assert (await store.get(job.id)).status == "cancelled"
@@ -222,21 +217,14 @@ async def test_a_writer_killed_mid_transaction_does_not_hold_its_jobs_back(
                          message="the job stayed held back")
         assert not task.done(), "the writer gave up"
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_all([task])  # until gone: drivers can swallow a single cancel
         await leftover.close()
 
 
 async def test_a_restarted_writer_clears_its_own_unfinished_transaction(redis_client, key_prefix, mongo_server,
                                                                           mongo_db):
     store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
-    job = old_job()
-    await store.insert_many([job])
-    await queue.enqueue([job])
-    await queue.cancel(job.id)
-    crashed = OutboxWriter(queue, store, "n", max_batch=100)
-    await crashed.ensure_group()
-    assert len(await crashed._read(">", None)) == 1
+    job, crashed = await _cancel_read_by_a_writer_that_crashes(store, queue)
     leftover = await _leave_a_transaction_open(mongo_server.url, mongo_db.name, crashed, job.id)
     try:
         restarted = OutboxWriter(queue, store, "n", max_batch=100)
@@ -244,6 +232,18 @@ async def test_a_restarted_writer_clears_its_own_unfinished_transaction(redis_cl
         assert (await store.get(job.id)).status == "cancelled"
     finally:
         await leftover.close()
+
+
+async def _cancel_read_by_a_writer_that_crashes(store: JobStore, queue: JobQueue) -> tuple[Job, OutboxWriter]:
+    """A cancelled job whose outbox entry writer "n" has read but never written."""
+    job = old_job()
+    await store.insert_many([job])
+    await queue.enqueue([job])
+    await queue.cancel(job.id)
+    crashed = OutboxWriter(queue, store, "n", max_batch=100)
+    await crashed.ensure_group()
+    assert len(await crashed._read(">", None)) == 1  # read, then "crash" before writing
+    return job, crashed
 
 
 async def _has_status(store: JobStore, job_id: str, status: str) -> bool:

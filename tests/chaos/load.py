@@ -14,7 +14,6 @@ load itself rather than pile up sockets when every node stalls).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from jobnode.background import cancel_all
 from tests.chaos.recording import TYPE, payload
 
 SUBMIT_TIMEOUT_S = 5.0
@@ -55,9 +55,7 @@ class LoadGenerator:
     async def stop(self) -> None:
         """Stop submitting and wait for the submissions still in flight to be answered."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])  # until gone: a swallowed cancel must not hang the test
         if self._inflight:
             await asyncio.wait(self._inflight)
         if self._session is not None:
