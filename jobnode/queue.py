@@ -158,8 +158,7 @@ class JobQueue:
         item = await self.redis.blpop([self.key("inbox", worker)], timeout=timeout_s)
         return _text(item[1]) if item else None
 
-    @redis_boundary
-    async def finish(
+    async def finish(  # finish_and_take maps Redis errors
         self,
         worker: str,
         job_id: str,

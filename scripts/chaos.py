@@ -49,6 +49,7 @@ from pymongo import AsyncMongoClient  # noqa: E402
 
 from jobnode.config import parse_duration_s, read_env_file  # noqa: E402
 from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range  # noqa: E402
+from jobnode.procfs import rss_mib  # noqa: E402
 from tests.chaos.load import LoadGenerator  # noqa: E402
 from tests.chaos.recording import install_plugin, monotonic_s  # noqa: E402
 from tests.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
@@ -99,16 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def say(message: str) -> None:
     """Progress for people, on stderr (stdout carries only the JSON report)."""
     print(f"chaos.py: {message}", file=sys.stderr, flush=True)
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def first_free_port(count: int) -> int:

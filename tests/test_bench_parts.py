@@ -8,7 +8,8 @@ import os
 
 from jobnode.bench import Bench, build_parser, sizes
 from jobnode.bench.ceiling import lifecycle_ceiling
-from jobnode.bench.resources import ResourceSampler, busy_share, cpu_s, growth, rss_mib
+from jobnode.bench.resources import ResourceSampler, busy_share, growth
+from jobnode.procfs import cpu_s, rss_mib
 from jobnode.bench.profile import top_costs
 from jobnode.bench.workloads import percentiles_ms
 from tests.waiting import wait_until

@@ -1,57 +1,30 @@
 """The nodes' resident memory and CPU time: with a queued backlog, during its drain, and over a steady run.
 
 The issue's bar: under 150 MiB per node with 10,000 queued jobs and 10 workers, and no
-growth over a 10-minute steady run. Both are read from /proc (VmRSS; utime + stime), so
-they are Linux-only; elsewhere the figures are None.
+growth over a 10-minute steady run. Both come from /proc (jobnode.procfs), so they are
+Linux-only; elsewhere the figures are None.
 
 `ResourceSampler` samples every node in the background while a workload runs; the CPU
 samples tell whether a node was the limit of a drain (a share near 1.0 of one core: the
-node's single event loop was busy all the time). The steady run
-offers a fixed rate, open loop, for a chosen time and compares the first and the last
-minute: a leak shows as growth that keeps going, where warm-up (imports, pools, caches)
+node's single event loop was busy all the time). The steady run offers a fixed rate,
+open loop, for a chosen time and compares the first and the last minute: a leak shows as growth that keeps going, where warm-up (imports, pools, caches)
 levels off within the first minute.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from jobnode.bench.cluster import progress
 from jobnode.bench.workloads import NOOP, ClusterLoad
+from jobnode.procfs import cpu_s, rss_mib
 
 SAMPLE_EVERY_S = 0.25
 STEADY_SAMPLE_EVERY_S = 5.0
 WINDOW_S = 60.0  # the first and the last minute of a steady run are compared
-
-
-CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_s(pid: int) -> float | None:
-    """CPU time (user + system) the process has used so far, in seconds, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            # Fields after the command name (which may hold spaces) start at the state.
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
-
-
-def rss_mib(pid: int) -> float | None:
-    """The process's resident set in MiB, or None if it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 class ResourceSampler:

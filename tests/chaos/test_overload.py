@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from jobnode.procfs import rss_mib
 from tests.chaos.recording import TYPE, payload
 
 pytestmark = pytest.mark.slow
@@ -25,13 +25,6 @@ INSERT_BLOCK_MS = 500
 COMMIT_MAX_BATCH = "5"  # so a node waits on at most 4 x 5 submissions
 OFFERED_PER_S = 120.0
 OVERLOAD_S = 6.0
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 async def test_overload_gets_quick_refusals_and_the_node_recovers(private_mongo, chaos):
