@@ -42,6 +42,10 @@ class GroupCommit(Generic[T, R]):
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
     async def stop(self) -> None:
         """Flush what is queued, then stop."""
         if self._task:

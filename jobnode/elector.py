@@ -171,7 +171,10 @@ class Elector:
             for event in out.events:
                 await self._record(event)
             self.view.members = dict(self.machine.members)
-            self.leadership.want(self.view.leader == self.node_id, self.contact.has_majority(now))
+            # Raft elects at most one leader per term, so its term may pre-empt an older
+            # leader's lease; bully and gossip make no such promise.
+            term = self.view.term if self.algorithm == "raft" else None
+            self.leadership.want(self.view.leader == self.node_id, self.contact.has_majority(now), term)
 
     async def _record(self, event: election.Event) -> None:
         if not isinstance(event, election.LeaderChanged):

@@ -29,6 +29,7 @@ class Leadership:
         self.lease = lease
         self.should_lead = False
         self.has_majority = True
+        self.term: int | None = None
         self._gained = asyncio.Event()
         self._changed = asyncio.Event()
         self.renew_interval_s = lease.ttl_ms / 1000 / 3
@@ -41,12 +42,14 @@ class Leadership:
     def is_leader(self) -> bool:
         return self.lease.token is not None
 
-    def want(self, lead: bool, majority: bool = True) -> None:
+    def want(self, lead: bool, majority: bool = True, term: int | None = None) -> None:
         """Called by the election: start or stop trying to hold the lease.
 
         `majority` (recent contact with most peers) decides who wins when two nodes both
-        believe they lead: the one without it yields once the other asks (leader_lease.lua)."""
+        believe they lead: the one without it yields once the other asks (leader_lease.lua).
+        `term`, from raft only, lets a newly elected leader take over at once (leases.py)."""
         self.has_majority = majority
+        self.term = term
         if lead != self.should_lead:
             self.should_lead = lead
             self._changed.set()
@@ -78,7 +81,7 @@ class Leadership:
         before = self.lease.token
         try:
             if self.should_lead:
-                await self.lease.acquire(self.has_majority)
+                await self.lease.acquire(self.has_majority, self.term)
             elif before is not None:
                 await self.lease.release()
         except Unavailable as exc:

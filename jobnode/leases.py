@@ -7,6 +7,9 @@ A leader that was paused, partitioned or is behind on the election keeps an old 
 and its dispatch calls fail with NOT_LEADER: at most one node assigns jobs at any time.
 
 A holder renews every third of the TTL, so one or two slow renewals do not cost it the lease.
+A successor waits for the lease to run out, except a raft leader of a newer term than the
+holder's, which takes it at once (leader_lease.lua): after a kill -9 the dead leader's TTL
+would otherwise be most of the failover time.
 
 Every lease in jobnode is timed by one clock, the Redis server's, never by comparing this
 machine's clock with another's:
@@ -56,12 +59,15 @@ class LeaderLease:
         self.token: int | None = None
 
     @redis_boundary
-    async def acquire(self, majority: bool = True) -> int | None:
+    async def acquire(self, majority: bool = True, term: int | None = None) -> int | None:
         """Take or renew the lease; returns the token held, or None if another node holds it.
 
         `majority`: this node has heard from a majority of its peers lately. Without one, a
-        holder yields to a node that has one and asks for the lease (leader_lease.lua)."""
-        args = [self._prefix, self.node_id, self.ttl_ms, "acquire", "1" if majority else "0"]
+        holder yields to a node that has one and asks for the lease (leader_lease.lua).
+        `term`: the election term this node leads in, only from an algorithm that elects at
+        most one leader per term (raft). A newer term takes a held lease at once."""
+        args = [self._prefix, self.node_id, self.ttl_ms, "acquire", "1" if majority else "0",
+                "" if term is None else str(term)]
         token = int(await self._scripts.leader_lease(args=args))
         self.token = token or None
         return self.token
@@ -70,7 +76,7 @@ class LeaderLease:
     async def release(self) -> None:
         """Give the lease up at once so the next leader need not wait for it to expire."""
         self.token = None
-        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0"])
+        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0", ""])
 
     @redis_boundary
     async def holder(self) -> LeaseHolder | None:

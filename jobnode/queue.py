@@ -69,6 +69,19 @@ class TakenJob:
 
 
 @dataclass(frozen=True)
+class Report:
+    """A worker's outcome for one job, and whether to start its next job in the same call."""
+
+    worker: str
+    job_id: str
+    outcome: str  # completed | retry | failed
+    result: bytes = b""
+    error: str = ""
+    delay_ms: int = 0  # before a retry
+    next_lease_ms: int = 0  # 0: take no next job
+
+
+@dataclass(frozen=True)
 class DispatchResult:
     assigned: int
     ready: int
@@ -158,7 +171,7 @@ class JobQueue:
         item = await self.redis.blpop([self.key("inbox", worker)], timeout=timeout_s)
         return _text(item[1]) if item else None
 
-    async def finish(  # finish_and_take maps Redis errors
+    async def finish(  # finish_many maps Redis errors
         self,
         worker: str,
         job_id: str,
@@ -173,7 +186,6 @@ class JobQueue:
                                                  delay_ms=delay_ms, next_lease_ms=0)
         return accepted
 
-    @redis_boundary
     async def finish_and_take(
         self, worker: str, job_id: str, outcome: str, *, result: bytes = b"", error: str = "",
         delay_ms: int = 0, next_lease_ms: int,
@@ -181,9 +193,17 @@ class JobQueue:
         """Report an outcome (as `finish`) and start the worker's next job in the same call.
 
         With `next_lease_ms` 0 no job is taken. Returns (accepted, the next job or None)."""
-        args = [self.prefix, worker, job_id, outcome, result, error, delay_ms, next_lease_ms]
-        reply = await self.scripts.finish(args=args)
-        return bool(reply[0]), (_taken(reply[1:]) if len(reply) > 1 else None)
+        report = Report(worker, job_id, outcome, result, error, delay_ms, next_lease_ms)
+        return (await self.finish_many([report]))[0]
+
+    @redis_boundary
+    async def finish_many(self, reports: Sequence[Report]) -> list[tuple[bool, TakenJob | None]]:
+        """Deliver many workers' reports in one call; per report, as `finish_and_take` returns."""
+        args: list[Any] = [self.prefix, len(reports)]
+        for r in reports:
+            args += [r.worker, r.job_id, r.outcome, r.result, r.error, r.delay_ms, r.next_lease_ms]
+        rows = await self.scripts.finish(args=args)
+        return [(bool(row[0]), _taken(row[1:]) if len(row) > 1 else None) for row in rows]
 
     @redis_boundary
     async def cancel(self, job_id: str) -> tuple[str, bool] | None:

@@ -3,18 +3,19 @@
 Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
 it (take.lua checks the job is still its own and starts the lease), runs the processor
 under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
-longer ours, and in the same call starts the worker's next job if its inbox has one). One heartbeat task per node keeps the workers registered and their leases
-renewed; when Redis says a job is no longer ours (cancelled, or reclaimed after this node
-was presumed dead) the worker stops running it.
+longer ours, and in the same call starts the worker's next job if its inbox has one).
+Reports go through one group commit per node: the outcomes of every worker that finished
+while the previous call was in flight travel together, so short jobs cost a fraction of a
+round trip each and a lone job's report still leaves at once. One heartbeat task per node
+keeps the workers registered and their leases renewed; when Redis says a job is no longer
+ours (cancelled, or reclaimed after this node was presumed dead) the worker stops running it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -22,11 +23,12 @@ import structlog
 from structlog.contextvars import bind_contextvars
 
 from jobnode.background import cancel_all
+from jobnode.commits import GroupCommit
 from jobnode.errors import Unavailable
 from jobnode.jobs import RUNNING, Job, utcnow
 from jobnode.metrics import NodeMetrics
 from jobnode.processors import PermanentError, ProcessorRegistry, UnknownProcessorType
-from jobnode.queue import JobQueue, TakenJob
+from jobnode.queue import JobQueue, Report, TakenJob
 from jobnode.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -79,11 +81,14 @@ class WorkerPool:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
+        self._reports: GroupCommit[Report, tuple[bool, TakenJob | None]] = GroupCommit(
+            queue.finish_many, max_batch=max(1, settings.worker_count))
 
     async def start(self) -> None:
         if not self.workers:
             return
         await self.queue.register(self.settings.node_id, self.settings.capacity, [w.id for w in self.workers])
+        self._reports.start()
         self._tasks = [asyncio.create_task(self._run_worker(w), name=w.id) for w in self.workers]
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
 
@@ -104,6 +109,7 @@ class WorkerPool:
         await cancel_all(self._tasks)
         if not self.workers:
             return 0
+        await self._reports.stop()
         returned = await self.queue.handback([w.id for w in self.workers])
         log.info("workers.stopped", handed_back=returned)
         return returned
@@ -161,13 +167,12 @@ class WorkerPool:
         duration_s = asyncio.get_running_loop().time() - started
         if kind == "completed":
             worker.processed += 1
-            report = partial(self.queue.finish_and_take, worker.id, taken.id, "completed", result=body)
+            report = Report(worker.id, taken.id, "completed", result=body)
         else:
             worker.failed += 1
             delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
-            report = partial(self.queue.finish_and_take, worker.id, taken.id, kind, error=body.decode(),
-                             delay_ms=delay_ms)
-        accepted, next_job = await self._report(taken.id, report)
+            report = Report(worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+        accepted, next_job = await self._report(report)
         if accepted:
             self._count(taken, kind, duration_s)
         return next_job
@@ -178,8 +183,7 @@ class WorkerPool:
         exhausted = kind == "retry" and taken.attempts > taken.max_retries
         self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
 
-    async def _report(self, job_id: str, report: Callable[..., Awaitable[tuple[bool, TakenJob | None]]]
-                      ) -> tuple[bool, TakenJob | None]:
+    async def _report(self, report: Report) -> tuple[bool, TakenJob | None]:
         """Deliver an outcome, riding out a short Redis outage instead of losing the work.
 
         Past the lease the job has been (or will be) handed to another worker, so an
@@ -190,12 +194,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lease_ttl_s
         while True:
+            if not self._reports.running:  # stopped past every grace: handback returns the job
+                return False, None
             try:
                 next_lease_ms = 0 if self._stopping.is_set() else self.settings.lease_ms
-                return await report(next_lease_ms=next_lease_ms)
+                return await self._reports.submit(replace(report, next_lease_ms=next_lease_ms))
             except Unavailable as exc:
                 if loop.time() >= deadline:
-                    log.warning("job.outcome_lost", job_id=job_id, error=str(exc), note="the job will run again")
+                    log.warning("job.outcome_lost", job_id=report.job_id, error=str(exc),
+                                note="the job will run again")
                     return False, None
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 

@@ -9,7 +9,7 @@ import pytest
 from jobnode.errors import NotLeader
 from jobnode.jobs import Job, JobSpec
 from jobnode.leases import LeaderLease
-from jobnode.queue import JobQueue
+from jobnode.queue import JobQueue, Report
 from tests.waiting import wait_until
 
 LEASE_MS = 60_000
@@ -146,6 +146,29 @@ async def test_a_holder_without_a_majority_yields_only_when_a_majority_leader_as
     assert second > first
     assert (await elected.holder()).node_id == "node-b"
     assert await elected.acquire(majority=False) == second  # its own old request does not unseat it
+
+
+async def test_a_leader_of_a_newer_raft_term_takes_the_lease_at_once_and_fences_the_old_one(queue):
+    def lease(node):
+        return LeaderLease(queue.redis, queue.scripts, queue.prefix, node, ttl_s=60)
+    old, new, other = lease("node-a"), lease("node-b"), lease("node-c")
+    first = await old.acquire(majority=True, term=3)
+    assert await new.acquire(majority=True, term=3) is None  # the same term: the holder keeps it
+    assert await new.acquire(majority=False, term=4) is None  # a newer term needs its majority
+    assert await new.acquire(majority=True) is None  # no term (bully, gossip): waits for the TTL
+    second = await new.acquire(majority=True, term=4)  # without waiting out the 60 s TTL
+    assert second > first
+    assert await old.acquire(majority=True, term=3) is None  # the old term cannot take it back
+    with pytest.raises(NotLeader):  # the old leader's fenced step is refused
+        await queue.dispatch("node-a", first, max_jobs=1, strategy="round_robin", lease_ms=LEASE_MS, share_every=0)
+    assert await other.acquire(majority=True, term=4) is None  # another node claiming term 4 waits
+    assert await new.acquire(majority=True, term=4) == second  # the new leader renews its token
+    # A holder without a term (a node of an older version, or lease taken before the term was
+    # known) is not pre-empted: nothing says its leadership is over.
+    await new.release()
+    third = await other.acquire(majority=True)
+    assert await new.acquire(majority=True, term=9) is None
+    assert (await new.holder()).token == third
 
 
 async def test_a_stale_leader_cannot_dispatch_or_reap(queue):
@@ -291,3 +314,27 @@ async def test_a_report_starts_the_next_job_in_the_same_call_unless_told_not_to(
                                                  next_lease_ms=LEASE_MS)
     assert accepted and last.id == third.id
     assert (await queue.live_state(second.id))["status"] == "retrying"
+
+
+async def test_one_call_delivers_several_workers_reports_each_on_its_own_merits(queue, token):
+    await queue.register("node-a", 2, ["a", "b", "c"])
+    jobs = [make_job(n=i) for i in range(6)]
+    await queue.enqueue(jobs)
+    await dispatch(queue, token)  # two per worker, round robin
+    taken = {w: await queue.take(w, LEASE_MS) for w in ("a", "b", "c")}
+    await queue.cancel(taken["c"].id)  # c's outcome will come too late
+    rows = await queue.finish_many([
+        Report("a", taken["a"].id, "completed", result=b"1", next_lease_ms=LEASE_MS),
+        Report("b", taken["b"].id, "failed", error="bad input", next_lease_ms=0),  # b is stopping
+        Report("c", taken["c"].id, "completed", next_lease_ms=LEASE_MS),
+        Report("a", taken["a"].id, "completed", next_lease_ms=0),  # a duplicate in the same call
+    ])
+    assert [accepted for accepted, _ in rows] == [True, True, False, False]
+    following = {w: row[1] for w, row in zip("abc", rows)}
+    assert following["b"] is None and rows[3][1] is None
+    for worker in ("a", "c"):  # each took its own next job, whatever became of its report
+        assert (await queue.live_state(following[worker].id))["worker"] == worker
+        assert (await queue.live_state(following[worker].id))["status"] == "running"
+    assert (await queue.live_state(taken["a"].id))["status"] == "completed"
+    assert (await queue.live_state(taken["b"].id))["status"] == "failed"
+    assert (await queue.live_state(taken["c"].id))["status"] == "cancelled"

@@ -41,3 +41,13 @@ async def test_concurrent_batches_over_the_same_jobs_end_at_the_newest_rev(mongo
     newer = [Snapshot(job.id, 3, {"status": "completed"}) for job in reversed(jobs)]
     await asyncio.gather(store.apply(older), store.apply(newer), store.apply(older))
     assert {((await store.get(job.id)).status, (await store.get(job.id)).rev) for job in jobs} == {("completed", 3)}
+
+
+async def test_a_result_that_looks_like_an_expression_is_stored_as_it_is(mongo_db):
+    # The rev guard is an update pipeline: without $literal, "$status" would be read as a field path
+    # and {"$concat": ...} as an operator.
+    store = JobStore(mongo_db)
+    [job] = await stored_jobs(store, 1)
+    result = {"path": "$status", "op": {"$concat": ["a", "b"]}, "$var": "$$ROOT", "list": ["$rev"]}
+    assert await store.apply([Snapshot(job.id, 2, {"status": "completed", "result": result})]) == 1
+    assert (await store.get(job.id)).result == result

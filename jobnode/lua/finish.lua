@@ -1,13 +1,16 @@
--- finish.lua: a worker reports the outcome of a job it ran, and starts its next one.
--- ARGV: prefix, worker, id, outcome (completed | retry | failed), result, error, delay_ms,
---       next_lease_ms (0: do not take a next job, the worker is stopping).
--- Atomic so that the outcome is accepted only from the worker that holds the job while it
+-- finish.lua: workers report the outcomes of jobs they ran, and start their next ones.
+-- ARGV: prefix, n, then n reports of 7 values each: worker, id, outcome (completed | retry
+--       | failed), result, error, delay_ms, next_lease_ms (0: take no next job, the worker
+--       is stopping).
+-- Atomic so that an outcome is accepted only from the worker that holds the job while it
 -- is running: a duplicate, late (lease lost) or cancelled completion changes nothing.
--- Taking the next job in the same call saves a busy worker one round trip per job.
--- Returns {accepted (1 or 0), then the next job's fields as take_next returns them, if any}.
-local worker, id, outcome = ARGV[2], ARGV[3], ARGV[4]
+-- Taking the next job in the same call saves a busy worker one round trip per job, and a
+-- node sends the reports of all its workers that finished meanwhile in one call (see
+-- ReportBatcher in jobnode/worker.py): the round trip, not the script, was a short job's cost.
+-- Returns one row per report: {accepted (1 or 0), then the next job's fields as take_next
+-- returns them, if one was taken}.
 
-local function finish()
+local function finish(worker, id, outcome, result, error, delay_ms)
   local jkey = k('job', id)
   local f = redis.call('HMGET', jkey, 'status', 'worker', 'attempts', 'max_retries')
   if f[1] ~= 'running' or f[2] ~= worker then return 0 end
@@ -18,29 +21,36 @@ local function finish()
   if outcome == 'completed' then
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     redis.call('INCR', k('count', 'completed'))
-    transition(id, 'completed', now, 'result', ARGV[5], 'error', '', 'finished_ms', now)
+    transition(id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
     return 1
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)
-  local errors = append_error(id, ARGV[6], now)
+  local errors = append_error(id, error, now)
   if outcome == 'failed' or tonumber(f[3]) > tonumber(f[4]) then
     redis.call('INCR', k('count', 'failed'))
-    transition(id, 'failed', now, 'error', ARGV[6], 'errors', errors, 'finished_ms', now)
+    transition(id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
     redis.call('ZADD', k('dead'), now, id)
   else
     redis.call('INCR', k('count', 'retried'))
-    transition(id, 'retrying', now, 'error', ARGV[6], 'errors', errors)
-    redis.call('ZADD', k('delayed'), now + tonumber(ARGV[7]), id)
+    transition(id, 'retrying', now, 'error', error, 'errors', errors)
+    redis.call('ZADD', k('delayed'), now + tonumber(delay_ms), id)
   end
   return 1
 end
 
-local reply = {finish()}
-local next_lease_ms = tonumber(ARGV[8] or 0)
-if next_lease_ms > 0 then
-  local row = take_next(worker, next_lease_ms, nil)
-  if row then
-    for _, value in ipairs(row) do reply[#reply + 1] = value end
+local rows = {}
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local base = 3 + i * 7
+  local worker = ARGV[base]
+  local row = {finish(worker, ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4],
+                      ARGV[base + 5])}
+  local next_lease_ms = tonumber(ARGV[base + 6])
+  if next_lease_ms > 0 then
+    local taken = take_next(worker, next_lease_ms, nil)
+    if taken then
+      for _, value in ipairs(taken) do row[#row + 1] = value end
+    end
   end
+  rows[#rows + 1] = row
 end
-return reply
+return rows

@@ -1,37 +1,57 @@
 -- leader_lease.lua: take, renew or give up the leader lease that fences dispatch.
 -- ARGV: prefix, node, ttl_ms, mode (acquire | release), majority ("1" when `node` has
--- heard from a majority of its peers lately, else "0"; see jobnode/quorum.py).
+-- heard from a majority of its peers lately, else "0"; see jobnode/quorum.py), term (the
+-- election term that made `node` leader, or "" when the algorithm has no such term).
 -- Atomic so that reading the holder and writing it are one step: two nodes can never both
 -- take a free lease, and the fencing token only ever grows (INCR on every new holder).
 -- The contender key lets a leader elected by a majority take the lease from a holder that
 -- lost its majority (a leader cut off from its peers but not from Redis): the contender
 -- announces itself here, and such a holder yields at its next renewal. A holder without a
 -- majority and without a contender keeps leading: nobody better is asking.
+-- A term is given only by an algorithm that elects at most one leader per term (raft):
+-- then a leader of a newer term than the holder's takes the lease at once instead of
+-- waiting out its TTL, since the holder's term is over (its node is dead or will step
+-- down). That is what makes failover after a kill -9 as fast as the election. The old
+-- holder's next fenced step fails, and its lower term can never take the lease back.
 -- Returns the token held by `node` after the call, or 0 when it holds none.
 local node, ttl_ms, mode, majority = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1'
+local term = tonumber(ARGV[6] or '')
 local current = redis.call('GET', k('leader'))
 local holder, token
 if current then holder, token = string.match(current, '^(.*) (%d+)$') end
 if mode == 'release' then
-  if holder == node then redis.call('DEL', k('leader')) end
+  if holder == node then redis.call('DEL', k('leader'), k('leader:term')) end
   return 0
 end
+
+-- Hold the lease as `node`; the term key lives exactly as long as the lease.
+local function hold(held_token)
+  redis.call('SET', k('leader'), node .. ' ' .. held_token, 'PX', ttl_ms)
+  if term then
+    redis.call('SET', k('leader:term'), term, 'PX', ttl_ms)
+  else
+    redis.call('DEL', k('leader:term'))
+  end
+  return tonumber(held_token)
+end
+
 local contender = redis.call('GET', k('leader:contender'))
 local outranked = (not majority) and contender and contender ~= node
 if holder == node then
   if outranked then
-    redis.call('DEL', k('leader'))
+    redis.call('DEL', k('leader'), k('leader:term'))
     return 0
   end
-  redis.call('PEXPIRE', k('leader'), ttl_ms)
-  return tonumber(token)
+  return hold(token)
 end
 if current then
-  if majority then redis.call('SET', k('leader:contender'), node, 'PX', ttl_ms) end
+  local held_term = tonumber(redis.call('GET', k('leader:term')) or '')
+  if not (majority and term and held_term and term > held_term) then
+    if majority then redis.call('SET', k('leader:contender'), node, 'PX', ttl_ms) end
+    return 0
+  end
+elseif outranked then
   return 0
 end
-if outranked then return 0 end
 if contender == node then redis.call('DEL', k('leader:contender')) end
-token = redis.call('INCR', k('fence'))
-redis.call('SET', k('leader'), node .. ' ' .. token, 'PX', ttl_ms)
-return token
+return hold(redis.call('INCR', k('fence')))
