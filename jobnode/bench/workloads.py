@@ -200,6 +200,10 @@ async def run_drain(load: ClusterLoad, *, jobs: int, batch_concurrency: int, exp
 async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float) -> dict[str, Any]:
     """Open-loop load at a fixed offered rate: submit→complete per job, from the job's finished_at."""
     count = max(1, int(rate_per_s * duration_s))
+    # A cluster that has just started may still be electing its leader: jobs sent then would
+    # measure the start-up (a p99 near 1 s), not the steady state. One job goes through first.
+    await load.client().submit(**NOOP)
+    await load.wait_finished("latency warm-up")
     progress(f"latency: {count} jobs at {rate_per_s:g}/s")
     sent_at: dict[int, float] = {}
     ids: dict[int, str] = {}
