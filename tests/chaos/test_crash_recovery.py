@@ -44,8 +44,12 @@ async def test_node_killed_mid_batch_loses_nothing_and_recovers_within_15s(chaos
     chaos.watch({job_id: "completed" for job_id in ids})
 
     def victim_busy() -> bool:
+        # A run that started under half a hold ago: one about to end could end between this
+        # check and the kill, and then the kill would cut nothing off.
+        now = monotonic_s()
         runs = [r for job_runs in read_runs(chaos.record_dir).values() for r in job_runs]
-        return any(r.node == victim and r.end is None for r in runs) and monotonic_s() - submitted_at >= 1.0
+        fresh = any(r.node == victim and r.end is None and now - r.start < HOLD_MS / 2000 for r in runs)
+        return fresh and now - submitted_at >= 1.0
 
     await wait_until(victim_busy, timeout_s=30, interval_s=0.01, message=f"{victim} never ran a job")
     killed_at = monotonic_s()
