@@ -259,7 +259,7 @@ def _guarded_update(snapshot: Snapshot) -> UpdateOne:
     The rev test sits in the update, not in the filter: the filter names `_id` alone, which
     SecantusDB serves as a point lookup, where `{_id, rev: {$lt}}` goes through its index
     planner first and made every update about 1.6 times as slow (docs/benchmark.md,
-    "The rev guard"). `$literal` keeps a result's own `$` keys from being read as operators."""
+    "Third round"). `$literal` keeps a result's own `$` keys from being read as operators."""
     fields = {**snapshot.fields, "rev": snapshot.rev}
     newer = {"$lt": ["$rev", snapshot.rev]}
     merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}

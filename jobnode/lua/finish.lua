@@ -5,8 +5,9 @@
 -- Atomic so that an outcome is accepted only from the worker that holds the job while it
 -- is running: a duplicate, late (lease lost) or cancelled completion changes nothing.
 -- Taking the next job in the same call saves a busy worker one round trip per job, and a
--- node sends the reports of all its workers that finished meanwhile in one call (see
--- ReportBatcher in jobnode/worker.py): the round trip, not the script, was a short job's cost.
+-- node sends the reports of all its workers that finished meanwhile in one call (the
+-- WorkerPool's GroupCommit, jobnode/worker.py): for a short job the round trip, not the
+-- script, was the cost.
 -- Returns one row per report: {accepted (1 or 0), then the next job's fields as take_next
 -- returns them, if one was taken}.
 
