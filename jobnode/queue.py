@@ -182,23 +182,15 @@ class JobQueue:
         delay_ms: int = 0,
     ) -> bool:
         """Report `completed`, `retry` or `failed`; False if the job was no longer ours."""
-        accepted, _ = await self.finish_and_take(worker, job_id, outcome, result=result, error=error,
-                                                 delay_ms=delay_ms, next_lease_ms=0)
+        [(accepted, _)] = await self.finish_many([Report(worker, job_id, outcome, result, error, delay_ms)])
         return accepted
-
-    async def finish_and_take(
-        self, worker: str, job_id: str, outcome: str, *, result: bytes = b"", error: str = "",
-        delay_ms: int = 0, next_lease_ms: int,
-    ) -> tuple[bool, TakenJob | None]:
-        """Report an outcome (as `finish`) and start the worker's next job in the same call.
-
-        With `next_lease_ms` 0 no job is taken. Returns (accepted, the next job or None)."""
-        report = Report(worker, job_id, outcome, result, error, delay_ms, next_lease_ms)
-        return (await self.finish_many([report]))[0]
 
     @redis_boundary
     async def finish_many(self, reports: Sequence[Report]) -> list[tuple[bool, TakenJob | None]]:
-        """Deliver many workers' reports in one call; per report, as `finish_and_take` returns."""
+        """Deliver many workers' reports in one call (finish.lua).
+
+        Per report: whether it was accepted, and the worker's next job if the report asked
+        for one (`next_lease_ms` > 0) and its inbox held one."""
         args: list[Any] = [self.prefix, len(reports)]
         for r in reports:
             args += [r.worker, r.job_id, r.outcome, r.result, r.error, r.delay_ms, r.next_lease_ms]

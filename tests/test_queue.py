@@ -302,16 +302,16 @@ async def test_a_report_starts_the_next_job_in_the_same_call_unless_told_not_to(
     await queue.enqueue([first, second, third])
     await dispatch(queue, token)
     taken = await queue.take("w", LEASE_MS)
-    accepted, following = await queue.finish_and_take("w", taken.id, "completed", result=b"1",
-                                                      next_lease_ms=LEASE_MS)
+    [(accepted, following)] = await queue.finish_many(
+        [Report("w", taken.id, "completed", result=b"1", next_lease_ms=LEASE_MS)])
     assert accepted and following.id == second.id and following.attempts == 1
     assert (await queue.live_state(second.id))["status"] == "running"
     # A late, duplicate report is refused, and a stopping worker takes nothing more.
-    accepted, nothing = await queue.finish_and_take("w", taken.id, "completed", next_lease_ms=0)
+    [(accepted, nothing)] = await queue.finish_many([Report("w", taken.id, "completed", next_lease_ms=0)])
     assert not accepted and nothing is None
     assert (await queue.live_state(third.id))["status"] == "assigned"
-    accepted, last = await queue.finish_and_take("w", following.id, "retry", error="boom", delay_ms=0,
-                                                 next_lease_ms=LEASE_MS)
+    [(accepted, last)] = await queue.finish_many(
+        [Report("w", following.id, "retry", error="boom", delay_ms=0, next_lease_ms=LEASE_MS)])
     assert accepted and last.id == third.id
     assert (await queue.live_state(second.id))["status"] == "retrying"
 
