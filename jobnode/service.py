@@ -23,6 +23,7 @@ import structlog
 from jobnode.commits import GroupCommit
 from jobnode.errors import Conflict, NotFound, Unavailable
 from jobnode.jobs import CANCELLED, FAILED, Job, JobSpec, from_epoch_ms, utcnow
+from jobnode.logs import debug_enabled
 from jobnode.metrics import NodeMetrics
 from jobnode.queue import JobQueue
 from jobnode.store import DuplicateIdempotencyKey, JobStore, Snapshot
@@ -89,7 +90,8 @@ class JobService:
             else:
                 submitted.append(Submitted(job, created=True))
                 self.metrics.job_submitted(job.type)
-                log.debug("job.submitted", job_id=job.id, job_type=job.type, priority=job.priority)
+                if debug_enabled(__name__):
+                    log.debug("job.submitted", job_id=job.id, job_type=job.type, priority=job.priority)
         return submitted
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:

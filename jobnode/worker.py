@@ -26,6 +26,7 @@ from jobnode.background import cancel_all
 from jobnode.commits import GroupCommit
 from jobnode.errors import Unavailable
 from jobnode.jobs import RUNNING, Job, utcnow
+from jobnode.logs import debug_enabled
 from jobnode.metrics import NodeMetrics
 from jobnode.processors import PermanentError, ProcessorRegistry, UnknownProcessorType
 from jobnode.queue import JobQueue, Report, TakenJob
@@ -216,12 +217,15 @@ class WorkerPool:
             processor = self.registry.get(taken.type)
         except UnknownProcessorType:
             return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
-        log.debug("job.started", wait_s=taken.wait_s)
+        debug = debug_enabled(__name__)
+        if debug:
+            log.debug("job.started", wait_s=taken.wait_s)
         try:
             async with asyncio.timeout(taken.timeout_s):  # in this task: wait_for would start another
                 result = await processor.process(_as_job(taken, self.settings.node_id, worker_id))
             encoded = orjson.dumps(result)
-            log.debug("job.completed")
+            if debug:
+                log.debug("job.completed")
             return "completed", encoded
         except PermanentError as exc:
             log.info("job.failed_permanently", error=str(exc))

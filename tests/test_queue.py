@@ -66,6 +66,15 @@ async def test_starvation_guard_lets_the_oldest_low_priority_job_through(queue, 
     assert order.index(low.id) < 10
 
 
+async def test_starvation_guard_counts_dispatches_within_one_call_too(queue, token, redis_client):
+    low = make_job(0)
+    await queue.enqueue([low] + [make_job(10) for _ in range(30)])
+    await queue.register("node-a", 100, ["w"])
+    assert (await dispatch(queue, token, share_every=10)).assigned == 31
+    inbox = [i.decode() for i in await redis_client.lrange(queue.key("inbox", "w"), 0, -1)]
+    assert inbox.index(low.id) < 10
+
+
 async def test_without_the_guard_low_priority_waits_for_all_high(queue, token):
     low = make_job(0)
     await queue.enqueue([low] + [make_job(10) for _ in range(30)])
@@ -91,6 +100,14 @@ async def test_round_robin_rotates_over_workers(queue, token):
     await queue.enqueue([make_job() for _ in range(8)])
     assert (await dispatch(queue, token)).assigned == 8
     assert await assignments(queue) == Counter({"a1": 2, "a2": 2, "b1": 2, "b2": 2})
+
+
+async def test_round_robin_carries_on_from_where_the_last_call_stopped(queue, token):
+    await queue.register("node-a", 10, ["a1", "a2", "a3"])
+    await queue.enqueue([make_job() for _ in range(6)])
+    for _ in range(6):
+        assert (await dispatch(queue, token, max_jobs=1)).assigned == 1
+    assert await assignments(queue) == Counter({"a1": 2, "a2": 2, "a3": 2})
 
 
 async def test_least_loaded_prefers_the_worker_with_most_free_slots(queue, token):

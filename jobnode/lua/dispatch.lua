@@ -18,15 +18,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', now, 'LIMI
   if f[1] == 'retrying' or f[1] == 'pending' then ready_add(id, tonumber(f[2]), tonumber(f[3])) end
 end
 
+-- Per-call state, read once and written back at the end: the dispatch counter (for the
+-- starvation guard), the round-robin cursor, and each worker's node and capacity.
+local dispatches = tonumber(redis.call('GET', k('dispatch_count')) or 0)
+local cursor = redis.call('GET', k('rr_cursor'))
+local node_of, capacity_of = {}, {}
+
 -- Starvation guard: every share_every-th dispatch takes the oldest ready job whatever its
 -- priority, so a flood of urgent jobs slows low-priority ones but never stops them.
 local function next_job()
-  local n = redis.call('INCR', k('dispatch_count'))
-  local source = k('ready')
-  if share_every > 0 and n % share_every == 0 then source = k('fifo') end
-  local id = redis.call('ZRANGE', source, 0, 0)[1]
-  if id then ready_remove(id) end
-  return id
+  dispatches = dispatches + 1
+  local source, other = k('ready'), k('fifo')
+  if share_every > 0 and dispatches % share_every == 0 then source, other = other, source end
+  local popped = redis.call('ZPOPMIN', source)
+  if not popped[1] then return nil end
+  redis.call('ZREM', other, popped[1])
+  return popped[1]
 end
 
 local function random_index(n)
@@ -46,30 +53,42 @@ local function choose_worker(priority)
     local i = random_index(redis.call('ZCARD', k('free_rr')))
     return redis.call('ZRANGE', k('free_rr'), i, i)[1]
   end
-  local last = redis.call('GET', k('rr_cursor'))
   local w
-  if last then w = redis.call('ZRANGEBYLEX', k('free_rr'), '(' .. last, '+', 'LIMIT', 0, 1)[1] end
+  if cursor then w = redis.call('ZRANGEBYLEX', k('free_rr'), '(' .. cursor, '+', 'LIMIT', 0, 1)[1] end
   if not w then w = redis.call('ZRANGEBYLEX', k('free_rr'), '-', '+', 'LIMIT', 0, 1)[1] end
-  redis.call('SET', k('rr_cursor'), w)
+  cursor = w
   return w
 end
 
+-- Count one more job against the worker's capacity; returns the worker's node.
+local function assign_to(worker)
+  if not node_of[worker] then
+    node_of[worker] = redis.call('HGET', k('workers'), worker)
+    capacity_of[worker] = tonumber(redis.call('HGET', k('capacity'), worker) or 0)
+  end
+  local load = redis.call('HINCRBY', k('load'), worker, 1)
+  set_free(worker, capacity_of[worker] - load)
+  return node_of[worker]
+end
+
 local assigned = 0
+local start_count, start_cursor = dispatches, cursor
 while assigned < max_jobs and redis.call('ZCARD', k('free')) > 0 do
   local id = next_job()
   if not id then break end
-  local f = redis.call('HMGET', k('job', id), 'status', 'priority')
+  local jkey = k('job', id)
+  local f = redis.call('HMGET', jkey, 'status', 'priority', 'rev')
   if f[1] == 'pending' then
     local worker = choose_worker(tonumber(f[2]))
-    local worker_node = redis.call('HGET', k('workers'), worker)
-    redis.call('HSET', k('job', id), 'status', 'assigned', 'worker', worker, 'node', worker_node,
-               'updated_ms', now)
-    redis.call('HINCRBY', k('job', id), 'rev', 1)
+    local worker_node = assign_to(worker)
+    redis.call('HSET', jkey, 'status', 'assigned', 'worker', worker, 'node', worker_node,
+               'updated_ms', now, 'rev', (tonumber(f[3]) or 0) + 1)
     redis.call('ZADD', k('leases'), now + lease_ms, id)
     redis.call('SADD', k('wjobs', worker), id)
     redis.call('RPUSH', k('inbox', worker), id)
-    take_slot(worker)
     assigned = assigned + 1
   end
 end
+if dispatches ~= start_count then redis.call('SET', k('dispatch_count'), dispatches) end
+if cursor and cursor ~= start_cursor then redis.call('SET', k('rr_cursor'), cursor) end
 return {assigned, redis.call('ZCARD', k('ready')), redis.call('ZCARD', k('free'))}

@@ -11,28 +11,30 @@
 -- Returns one row per report: {accepted (1 or 0), then the next job's fields as take_next
 -- returns them, if one was taken}.
 
+local now = now_ms()
+local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after the loop
+
 local function finish(worker, id, outcome, result, error, delay_ms)
   local jkey = k('job', id)
   local f = redis.call('HMGET', jkey, 'status', 'worker', 'attempts', 'max_retries')
   if f[1] ~= 'running' or f[2] ~= worker then return 0 end
-  local now = now_ms()
   redis.call('ZREM', k('leases'), id)
   redis.call('SREM', k('wjobs', worker), id)
   release_slot(worker)
   if outcome == 'completed' then
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
-    redis.call('INCR', k('count', 'completed'))
+    counts.completed = counts.completed + 1
     transition(id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
     return 1
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)
   local errors = append_error(id, error, now)
   if outcome == 'failed' or tonumber(f[3]) > tonumber(f[4]) then
-    redis.call('INCR', k('count', 'failed'))
+    counts.failed = counts.failed + 1
     transition(id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
     redis.call('ZADD', k('dead'), now, id)
   else
-    redis.call('INCR', k('count', 'retried'))
+    counts.retried = counts.retried + 1
     transition(id, 'retrying', now, 'error', error, 'errors', errors)
     redis.call('ZADD', k('delayed'), now + tonumber(delay_ms), id)
   end
@@ -47,11 +49,14 @@ for i = 0, tonumber(ARGV[2]) - 1 do
                       ARGV[base + 5])}
   local next_lease_ms = tonumber(ARGV[base + 6])
   if next_lease_ms > 0 then
-    local taken = take_next(worker, next_lease_ms, nil)
+    local taken = take_next(worker, next_lease_ms, nil, now)
     if taken then
       for _, value in ipairs(taken) do row[#row + 1] = value end
     end
   end
   rows[#rows + 1] = row
+end
+for _, name in ipairs({'completed', 'failed', 'retried'}) do
+  if counts[name] > 0 then redis.call('INCRBY', k('count', name), counts[name]) end
 end
 return rows

@@ -6,7 +6,12 @@
 -- Times come from the Redis server clock (TIME): no script compares two machines' clocks.
 
 local P = ARGV[1]
-local function k(...) return P .. ':' .. table.concat({...}, ':') end
+-- A key name from one or two parts. Plain concatenation: a table join allocated a table
+-- per key, and a job's trip through the scripts derives some forty key names.
+local function k(a, b)
+  if b then return P .. ':' .. a .. ':' .. b end
+  return P .. ':' .. a
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -40,10 +45,6 @@ local function set_free(worker, free)
     redis.call('ZREM', k('free'), worker)
     redis.call('ZREM', k('free_rr'), worker)
   end
-end
-local function take_slot(worker)
-  local load = redis.call('HINCRBY', k('load'), worker, 1)
-  set_free(worker, tonumber(redis.call('HGET', k('capacity'), worker) or 0) - load)
 end
 local function release_slot(worker)
   local cap = redis.call('HGET', k('capacity'), worker)
@@ -127,22 +128,20 @@ end
 -- Returns nil when the inbox is empty, else {id, type, payload, attempts, max_retries,
 -- timeout_ms, priority, wait_ms, request_id}; wait_ms is -1 when unknown (a job queued
 -- before queued_ms was recorded), measured on the Redis clock like queued_ms.
-local function take_next(worker, lease_ms, id)
-  local now = now_ms()
+local function take_next(worker, lease_ms, id, now)
+  now = now or now_ms()
   for _ = 1, 1000 do
     if not id or id == '' then id = redis.call('LPOP', k('inbox', worker)) end
     if not id then return nil end
-    local jkey = k('job', id)
-    local f = redis.call('HMGET', jkey, 'status', 'worker')
-    if f[1] == 'assigned' and f[2] == worker then
-      local attempts = redis.call('HINCRBY', jkey, 'attempts', 1)
-      transition(id, 'running', now, 'started_ms', now)
+    local j = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'type', 'payload',
+                         'max_retries', 'timeout_ms', 'priority', 'queued_ms', 'rid')
+    if j[1] == 'assigned' and j[2] == worker then
+      local attempts = (tonumber(j[3]) or 0) + 1
+      transition(id, 'running', now, 'started_ms', now, 'attempts', attempts)
       redis.call('ZADD', k('leases'), now + lease_ms, id)
-      local j = redis.call('HMGET', jkey, 'type', 'payload', 'max_retries', 'timeout_ms', 'priority',
-                           'queued_ms', 'rid')
       local wait_ms = -1
-      if j[6] then wait_ms = math.max(0, now - tonumber(j[6])) end
-      return {id, j[1], j[2], attempts, j[3], j[4], j[5], wait_ms, j[7] or ''}
+      if j[9] then wait_ms = math.max(0, now - tonumber(j[9])) end
+      return {id, j[4], j[5], attempts, j[6], j[7], j[8], wait_ms, j[10] or ''}
     end
     id = nil
   end
