@@ -22,6 +22,7 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_INTERVAL_S = 2.0
 SNAPSHOT_EVERY = 30  # heartbeats: one metrics snapshot a minute per node
 DOWN_AFTER_S = 3 * HEARTBEAT_INTERVAL_S
+LEASE_WAITS = 10  # lease lifetimes a new leader's history entry waits for the lease
 
 
 class ClusterRecorder:
@@ -36,6 +37,8 @@ class ClusterRecorder:
         self.pool = pool
         self.queue = queue
         self.started_at = utcnow()
+        # A new leader may wait out its predecessor's lease (bully, gossip) before it holds its own.
+        self.lease_wait_s = LEASE_WAITS * settings.leader_lease_ttl_s
 
     def node_document(self) -> dict[str, Any]:
         view = self.elector.view
@@ -67,11 +70,24 @@ class ClusterRecorder:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
     async def on_leader_change(self, change: LeaderChange) -> None:
-        """The new leader writes the history entry, so each change is recorded once."""
+        """The new leader writes the history entry, so each change is recorded once.
+
+        It writes it once it holds the leader lease, stamped then and with the fencing
+        token: while views converge (gossip at start, say) two nodes may each believe for a
+        moment that they lead, and stamping the belief put the one that lost in front of
+        the one that leads. A node that never gets the lease never led, and records nothing.
+        """
         if change.leader != self.settings.node_id:
             return
+        try:
+            token = await asyncio.wait_for(self.leadership.wait_until_leader(), self.lease_wait_s)
+        except TimeoutError:
+            log.info("cluster.election_not_recorded", term=change.term, reason="never held the leader lease")
+            return
         doc = {
-            "at": change.at,
+            "at": utcnow(),
+            "elected_at": change.at,
+            "fencing_token": token,
             "term": change.term,
             "leader": change.leader,
             "previous": change.previous,

@@ -116,7 +116,9 @@ async def elections(request: web.Request) -> web.Response:
     limit = int_query(request, "limit", default=50, low=1, high=1000)
     changes = await request.app[CLUSTER_STORE].leader_changes(limit=limit)
     for change in changes:
-        change["at"] = isoformat(change["at"])
+        for field in ("at", "elected_at"):  # elected_at: entries written since it was added
+            if field in change:
+                change[field] = isoformat(change[field])
     return web.json_response({"elections": changes, "count": len(changes)})
 
 
