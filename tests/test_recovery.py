@@ -43,6 +43,8 @@ async def test_outbox_collapses_a_jobs_changes_and_forgets_finished_jobs(redis_c
     await queue.register("n", 1, ["w"])
     await queue.dispatch("n", token, max_jobs=1, strategy="round_robin", lease_ms=10_000, share_every=0)
     await queue.take("w", 10_000)
+    for _ in range(2):  # the first heartbeat of a running job records it, once
+        await queue.heartbeat(10_000, {"w": job.id})
     await queue.finish("w", job.id, "completed", result=b'{"ok": 1}')
 
     writer = OutboxWriter(queue, store, "n", max_batch=100)
@@ -53,6 +55,30 @@ async def test_outbox_collapses_a_jobs_changes_and_forgets_finished_jobs(redis_c
     assert doc.status == "completed" and doc.result == {"ok": 1} and doc.attempts == 1
     assert await queue.live_state(job.id) == {}  # Redis let go of it once MongoDB had it
     assert (await queue.depths())["outbox"] == 0
+
+
+async def test_running_reaches_mongodb_only_for_a_job_still_running_at_a_heartbeat(redis_client, key_prefix,
+                                                                                  mongo_db):
+    store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
+    quick, slow = old_job(), old_job()
+    await store.insert_many([quick, slow])
+    await queue.enqueue([quick, slow])
+    token = await _lead(queue)
+    await queue.register("n", 1, ["a", "b"])
+    await queue.dispatch("n", token, max_jobs=2, strategy="round_robin", lease_ms=10_000, share_every=0)
+    for worker in ("a", "b"):
+        await queue.take(worker, 10_000)
+    by_worker = {w["id"]: w["current_job"] for w in await queue.workers()}
+    await queue.finish("a", by_worker["a"], "completed", result=b"null")
+    await queue.heartbeat(10_000, {"a": None, "b": by_worker["b"]})
+
+    writer = OutboxWriter(queue, store, "n", max_batch=100)
+    await writer.ensure_group()
+    assert await writer.drain_once(">", block_ms=None) == 2  # one entry per job
+    assert (await store.get(by_worker["a"])).status == "completed"
+    still_running = await store.get(by_worker["b"])
+    assert still_running.status == "running" and still_running.attempts == 1
+    assert still_running.started_at is not None and still_running.worker_id == "b"
 
 
 def test_collapse_keeps_the_newest_entry_of_each_job_whatever_the_order():

@@ -8,6 +8,8 @@
 -- connection broke), or an assigned job no longer in the inbox (a blocking pop whose
 -- reply was lost), is left to expire: the leader's reaper then puts it back. Renewing
 -- those would keep them "in flight" forever with nobody running them.
+-- A running job is recorded for MongoDB at its first heartbeat (take_next leaves it out,
+-- as most jobs end before one): `shown` marks the attempt as recorded.
 -- Returns {lost job ids, unregistered workers}; the node cancels the first and
 -- re-registers the second.
 local lease_ms = tonumber(ARGV[2])
@@ -30,8 +32,13 @@ for i = 3, #ARGV, 2 do
     end
   end
   if running ~= '' then
-    local f = redis.call('HMGET', k('job', running), 'status', 'worker')
-    if f[1] ~= 'running' or f[2] ~= worker then lost[#lost + 1] = running end
+    local f = redis.call('HMGET', k('job', running), 'status', 'worker', 'shown')
+    if f[1] ~= 'running' or f[2] ~= worker then
+      lost[#lost + 1] = running
+    elseif f[3] ~= '1' then
+      redis.call('HSET', k('job', running), 'shown', 1)
+      record(running)
+    end
   end
 end
 return {lost, missing}

@@ -72,11 +72,15 @@ local function record(id)
   redis.call('XADD', unpack(args))
 end
 
--- Move a job to a new status: bump rev, stamp the time, record it for MongoDB.
-local function transition(id, status, now, ...)
+-- Move a job to a new status: bump rev, stamp the time (and record it for MongoDB, in
+-- `transition`; `start` leaves that to the heartbeat, see take_next).
+local function change(id, status, now, ...)
   local jkey = k('job', id)
   redis.call('HSET', jkey, 'status', status, 'updated_ms', now, ...)
   redis.call('HINCRBY', jkey, 'rev', 1)
+end
+local function transition(id, status, now, ...)
+  change(id, status, now, ...)
   record(id)
 end
 
@@ -128,6 +132,10 @@ end
 -- Returns nil when the inbox is empty, else {id, type, payload, attempts, max_retries,
 -- timeout_ms, priority, wait_ms, request_id}; wait_ms is -1 when unknown (a job queued
 -- before queued_ms was recorded), measured on the Redis clock like queued_ms.
+-- `running` is not recorded for MongoDB here: most jobs finish before anyone could see it,
+-- and their outcome's snapshot would outdate it in the same outbox batch. The worker's
+-- heartbeat records it for a job still running then (heartbeat.lua, `shown`), so MongoDB
+-- shows running only for jobs that run long enough to be seen; reads merge Redis's state.
 local function take_next(worker, lease_ms, id, now)
   now = now or now_ms()
   for _ = 1, 1000 do
@@ -137,7 +145,7 @@ local function take_next(worker, lease_ms, id, now)
                          'max_retries', 'timeout_ms', 'priority', 'queued_ms', 'rid')
     if j[1] == 'assigned' and j[2] == worker then
       local attempts = (tonumber(j[3]) or 0) + 1
-      transition(id, 'running', now, 'started_ms', now, 'attempts', attempts)
+      change(id, 'running', now, 'started_ms', now, 'attempts', attempts, 'shown', 0)
       redis.call('ZADD', k('leases'), now + lease_ms, id)
       local wait_ms = -1
       if j[9] then wait_ms = math.max(0, now - tonumber(j[9])) end
