@@ -355,3 +355,30 @@ async def test_one_call_delivers_several_workers_reports_each_on_its_own_merits(
     assert (await queue.live_state(taken["a"].id))["status"] == "completed"
     assert (await queue.live_state(taken["b"].id))["status"] == "failed"
     assert (await queue.live_state(taken["c"].id))["status"] == "cancelled"
+
+
+async def test_each_outcomes_outbox_entry_is_the_jobs_state_after_it(queue, token, redis_client):
+    # finish.lua builds an outcome's entry from what it read before the change, not by
+    # reading the job again: the entry must still be exactly the job's new state.
+    jobs = [make_job(), make_job(), make_job()]
+    await queue.enqueue(jobs)
+    await queue.register("node-a", 1, ["a", "b", "c"])
+    await dispatch(queue, token)
+    taken = {w: await queue.take(w, LEASE_MS) for w in ("a", "b", "c")}
+    outbox = queue.key("outbox")
+    before = (await redis_client.xrevrange(outbox, count=1) or [(b"0-0", {})])[0][0]
+    await queue.finish_many([
+        Report("a", taken["a"].id, "completed", result=b'{"n": 1}'),
+        Report("b", taken["b"].id, "retry", error="flaky", delay_ms=60_000),
+        Report("c", taken["c"].id, "failed", error="bad input"),
+    ])
+    entries = await redis_client.xrange(outbox, min=f"({before.decode()}")
+    assert len(entries) == 3
+    snapshot_fields = {b"status", b"rev", b"attempts", b"worker", b"node", b"started_ms", b"finished_ms",
+                       b"result", b"error", b"errors", b"updated_ms"}
+    for _, entry in entries:
+        state = await redis_client.hgetall(queue.key("job", entry[b"id"].decode()))
+        expected = {name: value for name, value in state.items() if name in snapshot_fields}
+        assert {name: value for name, value in entry.items() if name != b"id"} == expected
+    assert [e[b"status"] for _, e in entries] == [b"completed", b"retrying", b"failed"]
+    assert all(int(e[b"rev"]) >= 2 for _, e in entries)

@@ -15,6 +15,7 @@ redis.call('ZREM', k('leases'), id)
 if (f[1] == 'assigned' or f[1] == 'running') and f[2] then
   redis.call('SREM', k('wjobs', f[2]), id)
   release_slot(f[2])
+  wake()
 end
 transition(id, 'cancelled', now, 'finished_ms', now)
 return {f[1], 1}

@@ -23,6 +23,9 @@ end
 local dispatches = tonumber(redis.call('GET', k('dispatch_count')) or 0)
 local cursor = redis.call('GET', k('rr_cursor'))
 local node_of, capacity_of = {}, {}
+-- Workers with a free slot: counted once, then kept here (only assign_to fills slots in
+-- this script, and a worker chosen from `free` always had one).
+local free_workers = redis.call('ZCARD', k('free'))
 
 -- Starvation guard: every share_every-th dispatch takes the oldest ready job whatever its
 -- priority, so a flood of urgent jobs slows low-priority ones but never stops them.
@@ -68,12 +71,13 @@ local function assign_to(worker)
   end
   local load = redis.call('HINCRBY', k('load'), worker, 1)
   set_free(worker, capacity_of[worker] - load)
+  if capacity_of[worker] - load <= 0 then free_workers = free_workers - 1 end
   return node_of[worker]
 end
 
 local assigned = 0
 local start_count, start_cursor = dispatches, cursor
-while assigned < max_jobs and redis.call('ZCARD', k('free')) > 0 do
+while assigned < max_jobs and free_workers > 0 do
   local id = next_job()
   if not id then break end
   local jkey = k('job', id)
@@ -91,4 +95,4 @@ while assigned < max_jobs and redis.call('ZCARD', k('free')) > 0 do
 end
 if dispatches ~= start_count then redis.call('SET', k('dispatch_count'), dispatches) end
 if cursor and cursor ~= start_cursor then redis.call('SET', k('rr_cursor'), cursor) end
-return {assigned, redis.call('ZCARD', k('ready')), redis.call('ZCARD', k('free'))}
+return {assigned, redis.call('ZCARD', k('ready')), free_workers}

@@ -15,27 +15,26 @@ local now = now_ms()
 local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after the loop
 
 local function finish(worker, id, outcome, result, error, delay_ms)
-  local jkey = k('job', id)
-  local f = redis.call('HMGET', jkey, 'status', 'worker', 'attempts', 'max_retries')
-  if f[1] ~= 'running' or f[2] ~= worker then return 0 end
+  local job = read_job(id, {'max_retries'})
+  if job.status ~= 'running' or job.worker ~= worker then return 0 end
   redis.call('ZREM', k('leases'), id)
   redis.call('SREM', k('wjobs', worker), id)
   release_slot(worker)
   if outcome == 'completed' then
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     counts.completed = counts.completed + 1
-    transition(id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
+    transition_read(job, id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
     return 1
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)
   local errors = append_error(id, error, now)
-  if outcome == 'failed' or tonumber(f[3]) > tonumber(f[4]) then
+  if outcome == 'failed' or tonumber(job.attempts) > tonumber(job.max_retries) then
     counts.failed = counts.failed + 1
-    transition(id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
+    transition_read(job, id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
     redis.call('ZADD', k('dead'), now, id)
   else
     counts.retried = counts.retried + 1
-    transition(id, 'retrying', now, 'error', error, 'errors', errors)
+    transition_read(job, id, 'retrying', now, 'error', error, 'errors', errors)
     redis.call('ZADD', k('delayed'), now + tonumber(delay_ms), id)
   end
   return 1
@@ -56,7 +55,10 @@ for i = 0, tonumber(ARGV[2]) - 1 do
   end
   rows[#rows + 1] = row
 end
+local accepted = 0
 for _, name in ipairs({'completed', 'failed', 'retried'}) do
   if counts[name] > 0 then redis.call('INCRBY', k('count', name), counts[name]) end
+  accepted = accepted + counts[name]
 end
+if accepted > 0 then wake() end  -- slots were freed: once for all of them
 return rows

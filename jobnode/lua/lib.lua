@@ -46,13 +46,14 @@ local function set_free(worker, free)
     redis.call('ZREM', k('free_rr'), worker)
   end
 end
+-- Give back a worker's slot. The caller rings wake() (once per call, however many slots
+-- it gave back).
 local function release_slot(worker)
   local cap = redis.call('HGET', k('capacity'), worker)
   if not cap then return end -- unregistered (reaped) worker: nothing to give back
   local load = redis.call('HINCRBY', k('load'), worker, -1)
   if load < 0 then redis.call('HSET', k('load'), worker, 0); load = 0 end
   set_free(worker, tonumber(cap) - load)
-  wake()
 end
 
 -- The outbox is the only way job state reaches MongoDB: every state change appends the
@@ -60,28 +61,50 @@ end
 -- separate "changed in Redis" from "will be recorded in MongoDB".
 local SNAPSHOT = {'status', 'rev', 'attempts', 'worker', 'node', 'started_ms',
                   'finished_ms', 'result', 'error', 'errors', 'updated_ms'}
-local function record(id)
-  local values = redis.call('HMGET', k('job', id), unpack(SNAPSHOT))
+
+-- A job's snapshot fields, and any `extra` ones, in one HMGET, keyed by name (absent: nil).
+local function read_job(id, extra)
+  local names = {unpack(SNAPSHOT)}
+  for _, name in ipairs(extra or {}) do names[#names + 1] = name end
+  local values = redis.call('HMGET', k('job', id), unpack(names))
+  local job = {}
+  for i, name in ipairs(names) do job[name] = values[i] or nil end
+  return job
+end
+
+local function emit(id, job)
   local args = {k('outbox'), '*', 'id', id}
-  for i, name in ipairs(SNAPSHOT) do
-    if values[i] then
+  for _, name in ipairs(SNAPSHOT) do
+    if job[name] then
       args[#args + 1] = name
-      args[#args + 1] = values[i]
+      args[#args + 1] = job[name]
     end
   end
   redis.call('XADD', unpack(args))
 end
 
--- Move a job to a new status: bump rev, stamp the time (and record it for MongoDB, in
--- `transition`; `start` leaves that to the heartbeat, see take_next).
-local function change(id, status, now, ...)
+local function record(id)
+  emit(id, read_job(id))
+end
+
+-- Move a job to a new status: bump rev, stamp the time, record it for MongoDB.
+local function transition(id, status, now, ...)
   local jkey = k('job', id)
   redis.call('HSET', jkey, 'status', status, 'updated_ms', now, ...)
   redis.call('HINCRBY', jkey, 'rev', 1)
-end
-local function transition(id, status, now, ...)
-  change(id, status, now, ...)
   record(id)
+end
+
+-- The same for a job the script has just read with read_job (and not changed since): its
+-- rev and snapshot are known, so the rev goes in the HSET and the outbox entry is built
+-- without reading the job again (two Redis calls fewer on the completion path).
+local function transition_read(job, id, status, now, ...)
+  local rev = (tonumber(job.rev) or 0) + 1
+  redis.call('HSET', k('job', id), 'status', status, 'updated_ms', now, 'rev', rev, ...)
+  job.status, job.updated_ms, job.rev = status, now, rev
+  local fields = {...}
+  for i = 1, #fields, 2 do job[fields[i]] = fields[i + 1] end
+  emit(id, job)
 end
 
 local function append_error(id, message, now)
@@ -142,10 +165,11 @@ local function take_next(worker, lease_ms, id, now)
     if not id or id == '' then id = redis.call('LPOP', k('inbox', worker)) end
     if not id then return nil end
     local j = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'type', 'payload',
-                         'max_retries', 'timeout_ms', 'priority', 'queued_ms', 'rid')
+                         'max_retries', 'timeout_ms', 'priority', 'queued_ms', 'rid', 'rev')
     if j[1] == 'assigned' and j[2] == worker then
       local attempts = (tonumber(j[3]) or 0) + 1
-      change(id, 'running', now, 'started_ms', now, 'attempts', attempts, 'shown', 0)
+      redis.call('HSET', k('job', id), 'status', 'running', 'updated_ms', now,
+                 'rev', (tonumber(j[11]) or 0) + 1, 'started_ms', now, 'attempts', attempts, 'shown', 0)
       redis.call('ZADD', k('leases'), now + lease_ms, id)
       local wait_ms = -1
       if j[9] then wait_ms = math.max(0, now - tonumber(j[9])) end

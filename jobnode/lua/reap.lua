@@ -23,7 +23,7 @@ end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('leases'), '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
   local worker = redis.call('HGET', k('job', id), 'worker')
   local put_back = requeue(id, 'lease expired', now, false)
-  if put_back == 1 and worker and worker ~= '' then release_slot(worker) end
+  if put_back == 1 and worker and worker ~= '' then release_slot(worker) end -- requeue woke
   moved = moved + put_back
 end
 return {dead, moved}
