@@ -34,6 +34,9 @@ STATS_CACHE_S = 1.0
 # Bounded admission: at most this many write batches' worth of submissions wait per node;
 # beyond it a submission is refused at once with 503 + Retry-After (see commits.py).
 WAITING_BATCHES = 4
+# Submit writes (insert, then enqueue) that may be in flight at once: a submission arriving
+# during one leaves at once instead of waiting it out (commits.py; docs/benchmark.md, fifth round).
+SUBMIT_WRITES_IN_FLIGHT = 4
 RETRYABLE = (FAILED, CANCELLED)
 
 
@@ -53,7 +56,8 @@ class JobService:
         self.known_types = known_types
         self.metrics = metrics or NodeMetrics(known_types)
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
-                                                          max_waiting=WAITING_BATCHES * max_batch)
+                                                          max_waiting=WAITING_BATCHES * max_batch,
+                                                          max_inflight=SUBMIT_WRITES_IN_FLIGHT)
         self._counts: tuple[float, dict[str, int]] | None = None
 
     def start(self) -> None:

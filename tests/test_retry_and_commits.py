@@ -11,6 +11,7 @@ from jobnode.api.errors import from_exception
 from jobnode.commits import GroupCommit
 from jobnode.errors import Overloaded
 from jobnode.retry import RetryPolicy
+from tests.waiting import wait_until
 
 
 @pytest.mark.parametrize("attempt, base", [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (10_000, 60.0)])
@@ -84,6 +85,35 @@ async def test_submissions_beyond_the_waiting_limit_are_refused_at_once_and_acce
     assert await commits.submit(5) == 5
     # One request larger than the limit still goes through when nothing else waits.
     assert await commits.submit_many(list(range(10))) == list(range(10))
+    await commits.stop()
+
+
+async def test_with_several_flushes_in_flight_a_new_item_does_not_wait_for_a_slow_flush():
+    gates: dict[int, asyncio.Event] = {}
+    started: list[list[int]] = []
+
+    async def flush(items: list[int]):
+        started.append(items)
+        gates.setdefault(items[0], asyncio.Event())
+        await gates[items[0]].wait()
+        return [i * 10 for i in items]
+
+    commits: GroupCommit[int, int] = GroupCommit(flush, max_batch=10, max_inflight=2)
+    commits.start()
+    first = asyncio.create_task(commits.submit(1))
+    await wait_until(lambda: len(started) == 1, timeout_s=5, message="the first flush starts")
+    second = asyncio.create_task(commits.submit(2))  # leaves while flush [1] is still open
+    await wait_until(lambda: len(started) == 2, timeout_s=5, message="a second flush starts beside it")
+    rest = [asyncio.create_task(commits.submit(i)) for i in (3, 4, 5)]  # both slots busy: they batch
+    await asyncio.sleep(0)
+    assert started == [[1], [2]]
+    gates.setdefault(2, asyncio.Event()).set()
+    assert await second == 20 and not first.done()  # finished out of order, each its own result
+    await wait_until(lambda: len(started) == 3, timeout_s=5, message="the freed slot takes the batch")
+    assert started[2] == [3, 4, 5]
+    for gate in (1, 3):
+        gates.setdefault(gate, asyncio.Event()).set()
+    assert await first == 10 and await asyncio.gather(*rest) == [30, 40, 50]
     await commits.stop()
 
 

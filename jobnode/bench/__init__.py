@@ -159,7 +159,8 @@ class Bench:
             if self.wanted("store_ceiling"):
                 progress(f"store_ceiling: {self.sizes['ceiling_jobs']} job documents")
                 self.report["store_ceiling"] = await measure_store_ceiling(
-                    servers.mongodb_uri, f"bench_ceiling_{os.getpid()}", self.sizes["ceiling_jobs"])
+                    servers.mongodb_uri, f"bench_ceiling_{os.getpid()}", self.sizes["ceiling_jobs"],
+                    rate_per_s=self.args.rate, latency_s=self.sizes["latency_s"])
             await self.run_cluster_workloads(servers)
             await self.run_comparisons(servers)
             if self.wanted("failover"):

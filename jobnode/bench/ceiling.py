@@ -9,12 +9,14 @@ time, as each group commit and outbox writer sends them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import orjson
 from pymongo import AsyncMongoClient
 
+from jobnode.bench.workloads import percentiles_ms
 from jobnode.jobs import Job, JobSpec, to_epoch_ms, utcnow
 from jobnode.outbox import to_snapshot
 from jobnode.store import JOB_INDEXES, JobStore
@@ -30,8 +32,11 @@ def completion_entry(job: Job, rev: int) -> dict[str, str]:
             "result": orjson.dumps({}).decode()}
 
 
-async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int) -> dict[str, Any]:
-    """Insert `jobs` job documents, then complete each with one update; rates in docs/s."""
+async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int, rate_per_s: float,
+                                latency_s: float) -> dict[str, Any]:
+    """Insert `jobs` job documents, then complete each with one update; rates in docs/s.
+
+    Then `insert_ms_at_rate`: the latency floor an acknowledgement stands on."""
     client: AsyncMongoClient = AsyncMongoClient(mongodb_uri)
     try:
         db = client[database]
@@ -52,6 +57,7 @@ async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int) -> d
         plain_s = await _complete(plain, batches[:half])
         apply_s = await _complete(store, batches[half:]) if len(batches) > 1 else plain_s
         count = sum(len(batch) for batch in batches)
+        at_rate = await _insert_latency_at_rate(store, rate_per_s, latency_s)
         await client.drop_database(database)
     finally:
         await client.close()
@@ -64,7 +70,34 @@ async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int) -> d
         "update_docs_per_s": round(half * BATCH / plain_s, 1),
         "apply_docs_per_s": round((len(batches) - half) * BATCH / apply_s, 1) if len(batches) > 1 else None,
         "apply_in_transactions": store.transactions,
+        "insert_ms_at_rate": at_rate,
     }
+
+
+async def _insert_latency_at_rate(store: JobStore, rate_per_s: float, seconds: float) -> dict[str, Any]:
+    """Single journaled inserts offered at `rate_per_s` (open loop), each completed by an
+    `apply` right after, as jobnode's submit and outbox would write a no-op job: the store's
+    own insert latency under that load, with no HTTP, Redis or node in the way. An
+    acknowledgement waits for this insert (SPEC §2), so its percentiles are the floor under
+    the latency workload's `submit_ack_ms`."""
+    loop = asyncio.get_running_loop()
+    durations_s: list[float] = []
+
+    async def one_job() -> None:
+        job = Job.new(JobSpec(type="echo"))
+        started = loop.time()
+        await store.insert_many([job])
+        durations_s.append(loop.time() - started)
+        await store.apply([to_snapshot(completion_entry(job, rev=2))])
+
+    count = max(1, round(rate_per_s * seconds))
+    began = loop.time()
+    tasks = []
+    for i in range(count):
+        await asyncio.sleep(max(0.0, began + i / rate_per_s - loop.time()))
+        tasks.append(asyncio.create_task(one_job()))
+    await asyncio.gather(*tasks)
+    return {"offered_per_s": rate_per_s, "with_completion_writes": True, **percentiles_ms(durations_s)}
 
 
 async def _complete(store: JobStore, batches: list[list[Job]]) -> float:
