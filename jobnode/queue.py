@@ -13,6 +13,7 @@ Keys (all under the configured prefix P):
   P:dead            zset   the dead-letter set: failed jobs by time
   P:outbox          stream state changes waiting to be written to MongoDB
   P:leader, P:fence        the fenced leader lease (see leases.py)
+  P:leader:last, :previous  its last holder, and the one a takeover found (pauses its workers)
   P:wake            list   a one-token doorbell for the dispatcher
 """
 

@@ -382,3 +382,50 @@ async def test_each_outcomes_outbox_entry_is_the_jobs_state_after_it(queue, toke
         assert {name: value for name, value in entry.items() if name != b"id"} == expected
     assert [e[b"status"] for _, e in entries] == [b"completed", b"retrying", b"failed"]
     assert all(int(e[b"rev"]) >= 2 for _, e in entries)
+
+
+async def test_a_takeover_pauses_the_old_holders_workers_until_they_heartbeat_again(queue):
+    def lease(node):
+        return LeaderLease(queue.redis, queue.scripts, queue.prefix, node, ttl_s=60)
+
+    async def dispatch_as(node, token):
+        return await queue.dispatch(node, token, max_jobs=10, strategy="round_robin", lease_ms=LEASE_MS,
+                                    share_every=0)
+
+    old, new = lease("node-a"), lease("node-b")
+    old_token = await old.acquire(majority=True, term=1)
+    await queue.register("node-a", 2, ["a1"])
+    await queue.register("node-b", 2, ["b1"])
+    first, second, third = jobs = [make_job() for _ in range(3)]
+    await queue.enqueue(jobs)
+    assert (await dispatch_as("node-a", old_token)).assigned == 3  # round robin: a1, b1, a1
+    running = await queue.take("a1", LEASE_MS)
+    assert running.id == first.id  # a1 runs one job; the third waits in its inbox
+
+    new_token = await new.acquire(majority=True, term=2)  # node-a went silent: a newer term takes over
+    later = make_job()
+    await queue.enqueue([later])
+    result = await dispatch_as("node-b", new_token)
+    # The third job came back to the queue at its old place and went to b1's free slot; a1,
+    # paused, was offered nothing.
+    assert (result.assigned, result.ready, result.free_workers) == (1, 1, 0)
+    worker_of = {job.id: (await queue.live_state(job.id)).get("worker") for job in [*jobs, later]}
+    assert worker_of == {first.id: "a1", second.id: "b1", third.id: "b1", later.id: None}
+    assert (await queue.live_state(first.id))["status"] == "running"  # its lease is left alone
+    assert await queue.take("a1", LEASE_MS) is None  # the inbox was emptied
+
+    await queue.heartbeat(LEASE_MS, {"a1": first.id})  # node-a is alive after all: offered jobs again
+    assert (await dispatch_as("node-b", new_token)).assigned == 1
+    assert (await queue.live_state(later.id))["worker"] == "a1"
+
+
+async def test_a_lease_handed_over_on_purpose_pauses_nobody(queue):
+    old = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-a", ttl_s=60)
+    new = LeaderLease(queue.redis, queue.scripts, queue.prefix, "node-b", ttl_s=60)
+    await old.acquire()
+    await queue.register("node-a", 1, ["a1"])
+    await old.release()
+    token = await new.acquire()
+    await queue.enqueue([make_job()])
+    assert (await queue.dispatch("node-b", token, max_jobs=1, strategy="round_robin", lease_ms=LEASE_MS,
+                                 share_every=0)).assigned == 1

@@ -11,6 +11,21 @@ local max_jobs, strategy, lease_ms = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6
 local share_every, rng = tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
 
+-- The first dispatch after a takeover pauses the workers of the node taken over from
+-- (leader_lease.lua): out of the free index until their next heartbeat shows them alive
+-- (heartbeat.lua puts them back), and the jobs waiting unstarted in their inboxes go back
+-- to the queue at their old place. If that node is alive after all, nothing is lost: its
+-- take of a job moved here finds it no longer assigned to it and skips it. Its running
+-- jobs keep their leases, as with any silent worker, until the reaper decides.
+local previous = redis.call('GET', k('leader:previous'))
+if previous then
+  redis.call('DEL', k('leader:previous'))
+  local workers = redis.call('HGETALL', k('workers'))
+  for i = 1, #workers, 2 do
+    if workers[i + 1] == previous then pause_worker(workers[i], now) end
+  end
+end
+
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', k('delayed'), id)
   local f = redis.call('HMGET', k('job', id), 'status', 'priority', 'seq')

@@ -10,6 +10,7 @@
 -- those would keep them "in flight" forever with nobody running them.
 -- A running job is recorded for MongoDB at its first heartbeat (take_next leaves it out,
 -- as most jobs end before one): `shown` marks the attempt as recorded.
+-- It also re-indexes a live worker's free slots, which puts back a paused one.
 -- Returns {lost job ids, unregistered workers}; the node cancels the first and
 -- re-registers the second.
 local lease_ms = tonumber(ARGV[2])
@@ -21,6 +22,11 @@ for i = 3, #ARGV, 2 do
     missing[#missing + 1] = worker
   else
     redis.call('ZADD', k('seen'), now, worker)
+    -- Seen alive: a worker paused after a takeover (dispatch.lua) is offered jobs again.
+    if not redis.call('ZSCORE', k('free'), worker) then
+      local cap = tonumber(redis.call('HGET', k('capacity'), worker))
+      set_free(worker, cap - tonumber(redis.call('HGET', k('load'), worker) or 0))
+    end
     for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
       local f = redis.call('HMGET', k('job', id), 'status', 'worker')
       if f[2] ~= worker or (f[1] ~= 'running' and f[1] ~= 'assigned') then

@@ -20,7 +20,9 @@ local current = redis.call('GET', k('leader'))
 local holder, token
 if current then holder, token = string.match(current, '^(.*) (%d+)$') end
 if mode == 'release' then
-  if holder == node then redis.call('DEL', k('leader'), k('leader:term')) end
+  -- Handed over on purpose (a graceful stop or a step down): the node is alive, so the
+  -- next holder has no reason to pause its workers (below).
+  if holder == node then redis.call('DEL', k('leader'), k('leader:term'), k('leader:last')) end
   return 0
 end
 
@@ -54,4 +56,11 @@ elseif outranked then
   return 0
 end
 if contender == node then redis.call('DEL', k('leader:contender')) end
+-- A new holder that takes over from another node without a handover (the lease expired, or
+-- a newer term took it) names that node for its first dispatch, which pauses its workers:
+-- that node is most likely dead, and until the reaper is sure (WORKER_TTL) the strategies
+-- would keep handing it jobs that nobody starts (dispatch.lua, heartbeat.lua).
+local previous = holder or redis.call('GET', k('leader:last'))
+if previous and previous ~= node then redis.call('SET', k('leader:previous'), previous) end
+redis.call('SET', k('leader:last'), node)
 return hold(redis.call('INCR', k('fence')))

@@ -148,6 +148,22 @@ local function requeue(id, reason, now, refund)
   return 1
 end
 
+-- Take a worker out of the free index and put back the unstarted jobs of its inbox (their
+-- slots freed, but not offered: heartbeat.lua re-indexes the worker when it is seen again).
+local function pause_worker(worker, now)
+  set_free(worker, 0)
+  local returned = 0
+  for _, id in ipairs(redis.call('LRANGE', k('inbox', worker), 0, -1)) do
+    local f = redis.call('HMGET', k('job', id), 'status', 'worker')
+    if f[1] == 'assigned' and f[2] == worker then returned = returned + requeue(id, '', now, false) end
+  end
+  redis.call('DEL', k('inbox', worker))
+  if returned > 0 then
+    local load = redis.call('HINCRBY', k('load'), worker, -returned)
+    if load < 0 then redis.call('HSET', k('load'), worker, 0) end
+  end
+end
+
 -- Start the worker's next assigned job (take.lua, and finish.lua for the job after).
 -- Checking "still assigned to me", counting the attempt and taking the running lease go
 -- together; inbox entries left over from a reassignment or a cancel are skipped here
