@@ -12,6 +12,7 @@ read again afterwards was never forgotten on purpose: it is stranded.
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from datetime import timedelta
 
 import structlog
@@ -24,7 +25,7 @@ from jobnode.store import JobStore
 
 log = structlog.get_logger(__name__)
 
-PAGE = 500
+BATCH = 500  # ids checked against Redis per pipeline
 
 
 class Reconciler:
@@ -39,16 +40,13 @@ class Reconciler:
 
     async def run_once(self) -> int:
         cutoff = utcnow() - timedelta(seconds=self.grace_s)
-        after: str | None = None
         found = 0
-        while True:
-            jobs = await self.store.unfinished(updated_before=cutoff, after_id=after, limit=PAGE)
-            if not jobs:
-                break
-            after = jobs[-1].id
-            missing = await self.queue.missing([job.id for job in jobs])
-            if missing:
-                found += await self._requeue(missing)
+        # aclosing: a Redis failure mid-scan closes the server's cursor at once.
+        async with aclosing(self.store.unfinished_ids(updated_before=cutoff, batch=BATCH)) as batches:
+            async for job_ids in batches:
+                missing = await self.queue.missing(job_ids)
+                if missing:
+                    found += await self._requeue(missing)
         self.requeued += found
         if found:
             log.warning("reconciler.requeued", jobs=found)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -240,17 +240,35 @@ class JobStore:
             counts[status] = await self.jobs.count_documents({"status": status})
         return counts
 
-    @mongo_boundary
-    async def unfinished(self, *, updated_before: datetime, after_id: str | None, limit: int) -> list[Job]:
-        """Unfinished jobs not touched since `updated_before`, in id order for paging."""
+    async def unfinished_ids(self, *, updated_before: datetime, batch: int) -> AsyncIterator[list[str]]:
+        """Ids of the unfinished jobs not touched since `updated_before`, `batch` at a time.
+
+        One cursor for the whole scan, ids only, in the server's order. Paging with sort and
+        limit made the server match the whole backlog again for every page: quadratic in it,
+        and on SecantusDB a 20,000-job backlog scanned that way took the store's CPU from
+        the outbox writers (durable drain 1,480 -> 540 jobs/s, docs/benchmark.md, fifth
+        round). A job that changes during the scan may be missed or seen twice; neither
+        matters, because a stranded job is one nobody writes (so it stays put in any index
+        the scan walks) and enqueue is idempotent.
+        """
         query: dict[str, Any] = {
             "status": {"$in": [s for s in STATUSES if s not in TERMINAL]},
             "updated_at": {"$lt": updated_before},
         }
-        if after_id:
-            query["_id"] = {"$gt": after_id}
-        found = self.jobs.find(query).sort("_id", ASCENDING).limit(limit)
-        return [Job.from_document(doc) async for doc in found]
+        cursor = self.jobs.find(query, {"_id": 1}, batch_size=batch)
+        ids: list[str] = []
+        try:
+            async for doc in cursor:
+                ids.append(doc["_id"])
+                if len(ids) >= batch:
+                    yield ids
+                    ids = []
+        except (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout) as exc:
+            raise Unavailable(f"mongodb is unreachable: {exc}") from exc
+        finally:
+            await cursor.close()
+        if ids:
+            yield ids
 
 
 def _guarded_update(snapshot: Snapshot) -> UpdateOne:

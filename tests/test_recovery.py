@@ -113,6 +113,17 @@ async def test_reconciler_queues_jobs_only_mongodb_has(redis_client, key_prefix,
     assert await reconciler.run_once() == 0  # idempotent
 
 
+async def test_the_reconcilers_scan_yields_every_old_unfinished_job_once_in_batches(mongo_db):
+    store = JobStore(mongo_db)
+    old = [old_job() for _ in range(5)]
+    finished, young = old_job(), Job.new(JobSpec(type="echo"))
+    finished.status = "completed"
+    await store.insert_many([*old, finished, young])
+    batches = [ids async for ids in store.unfinished_ids(updated_before=utcnow() - timedelta(minutes=1), batch=2)]
+    assert sorted(len(ids) for ids in batches) == [1, 2, 2]
+    assert sorted(i for ids in batches for i in ids) == sorted(job.id for job in old)
+
+
 async def test_reconciler_leaves_young_jobs_alone(redis_client, key_prefix, mongo_db):
     store, queue = JobStore(mongo_db), JobQueue(redis_client, key_prefix)
     young = Job.new(JobSpec(type="echo"))
