@@ -13,6 +13,7 @@ A lone node elects itself.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import AsyncIterator, Awaitable
 
@@ -165,6 +166,7 @@ async def serve(settings: Settings) -> None:
         await site.start()
         log.info("node.listening", url=settings.advertise_url, host=settings.server_host,
                  port=settings.server_port, tls=settings.tls_enabled, mutual_tls=app[TLS].mutual)
+        freeze_startup_heap()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +175,18 @@ async def serve(settings: Settings) -> None:
         log.info("node.stopping", node_id=settings.node_id)
     finally:
         await runner.cleanup()
+
+
+def freeze_startup_heap() -> None:
+    """Keep the objects made while starting (modules, the app) out of later garbage collections.
+
+    A full collection walks every tracked object; with the startup heap in it (~80,000
+    objects) each one stopped the event loop for 26-41 ms under the bench's load, which
+    every request in flight waited out. Frozen, those collections take 1-4 ms. Collected
+    first, so no startup garbage is frozen with it.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def run_node(settings: Settings) -> None:
