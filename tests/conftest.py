@@ -8,6 +8,7 @@ be stopped or killed by a test; a test about crashes or restarts starts its own
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.embedded import EmbeddedMongo, EmbeddedRedis
+from tests.timeout_report import describe_tasks, probe_servers
+
+_TEST_LOOP: list[asyncio.AbstractEventLoop] = []
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +87,23 @@ async def mongo_client(mongo_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoC
 async def mongo_db(mongo_client: AsyncMongoClient, mongo_db_name: str) -> AsyncIterator[AsyncDatabase]:
     """The test's own database on the shared server (see `mongo_db_name` for why it is kept)."""
     yield mongo_client[mongo_db_name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _test_loop() -> AsyncIterator[None]:
+    """Remembers the loop every test shares, for the task report of a test that times out."""
+    _TEST_LOOP.append(asyncio.get_running_loop())
+    yield
+    _TEST_LOOP.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    timed_out = call.excinfo is not None and "from pytest-timeout" in str(call.excinfo.value)
+    if report.when == "call" and timed_out and _TEST_LOOP:
+        report.sections.append(("asyncio tasks at the timeout", describe_tasks(_TEST_LOOP[0])))
+        servers = {name: getattr(item.funcargs.get(name), "url", None) for name in ("redis_server", "mongo_server")}
+        report.sections.append(("shared servers at the timeout",
+                                probe_servers(servers["redis_server"], servers["mongo_server"])))
