@@ -157,6 +157,10 @@ class _EmbeddedServer:
     def log_path(self) -> Path:
         return self.data_dir / self.log_name
 
+    def answers(self) -> bool:
+        """Whether the server serves a ping now (a probe with a timeout of about a second)."""
+        return self._answers()
+
     def start(self) -> Self:
         """Start the server and block until it answers; a no-op if it already runs."""
         if self.running:

@@ -104,6 +104,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     timed_out = call.excinfo is not None and "from pytest-timeout" in str(call.excinfo.value)
     if report.when == "call" and timed_out and _TEST_LOOP:
         report.sections.append(("asyncio tasks at the timeout", describe_tasks(_TEST_LOOP[0])))
-        servers = {name: getattr(item.funcargs.get(name), "url", None) for name in ("redis_server", "mongo_server")}
-        report.sections.append(("shared servers at the timeout",
-                                probe_servers(servers["redis_server"], servers["mongo_server"])))
+        servers = {name: item.funcargs[name] for name in ("redis_server", "mongo_server") if name in item.funcargs}
+        report.sections.append(("shared servers at the timeout", probe_servers(servers)))

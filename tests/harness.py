@@ -50,16 +50,14 @@ def make_settings(redis_url: str, mongo_url: str, prefix: str, db_name: str, **e
 async def running_node(settings: Settings, processors: ProcessorRegistry | None = None) -> AsyncIterator[TestClient]:
     app = build_app(settings, processors)
     client = TestClient(TestServer(app))
+    # Not `async with`: a start that fails part way (a later cleanup_ctx raising) would skip
+    # the close, and the contexts that did start would leave their Redis and MongoDB clients
+    # running in the loop all tests share.
     try:
         await client.start_server()
-    except BaseException:
-        # A start that fails part way (a later cleanup_ctx raising) is not undone by the
-        # test client; close it so the contexts that did start close their Redis and
-        # MongoDB clients instead of leaving them running in the loop all tests share.
-        await client.close()
-        raise
-    async with client:
         yield client
+    finally:
+        await client.close()
 
 
 NodeFactory = Callable[..., Any]
