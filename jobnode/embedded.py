@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,11 +36,41 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be found, started or stopped."""
 
 
+# Ports free_port has handed out in this process: two callers must not get the same port
+# while neither has bound it yet.
+_handed_out: set[int] = set()
+LOWEST_PICKED_PORT = 10000
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing is listening on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """Return a TCP port on 127.0.0.1 that nothing is listening on right now.
+
+    It is picked below the kernel's ephemeral range. A port the kernel chooses (bind to port
+    0) comes from the range it also draws outgoing connections' local ports from, so between
+    the pick and the server's bind a client connecting anywhere could take it (a cluster test
+    node failed to start with EADDRINUSE that way); ports below the range are only ever taken
+    by a listener, which the check here sees.
+    """
+    top = _ephemeral_range_start()
+    for _ in range(1000):
+        port = random.randrange(LOWEST_PICKED_PORT, top) if top > LOWEST_PICKED_PORT + 1000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise EmbeddedServerError("no free TCP port found on 127.0.0.1")
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere a guess that is still a valid port range
 
 
 def port_is_free(port: int) -> bool:
@@ -58,7 +89,9 @@ def free_port_range(count: int, attempts: int = 200) -> int | None:
     """A first port such that it and the count-1 ports above it are free now; None if none found."""
     for _ in range(attempts):
         first = free_port()
-        if first + count < 65536 and all(port_is_free(p) for p in range(first, first + count)):
+        others = range(first + 1, first + count)
+        if first + count < 65536 and _handed_out.isdisjoint(others) and all(map(port_is_free, others)):
+            _handed_out.update(others)
             return first
     return None
 
