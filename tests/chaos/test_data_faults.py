@@ -38,6 +38,46 @@ async def test_redis_restarted_with_aof_mid_load(private_redis, chaos):
     await chaos.finish()
 
 
+async def test_redis_killed_and_restarted_from_its_aof_mid_load(private_redis, chaos):
+    # SIGKILL: no clean shutdown. Redis writes its AOF buffer before it replies (fsync once a
+    # second only guards against a machine crash), so every reply a node saw is in the file.
+    await chaos.use(redis_url=private_redis.url)
+    await chaos.start("raft")
+    chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200, fail_every=10)
+    await chaos.wait_runs(15)
+    start = monotonic_s()
+    await asyncio.to_thread(private_redis.kill)
+    chaos.faults.note("redis_sigkill")
+    await asyncio.to_thread(private_redis.start)
+    chaos.faults.blackout("redis_kill_restart", start, monotonic_s())
+    await chaos.wait_runs(15)
+    await chaos.wait_acked(20)
+    await chaos.finish()
+
+
+async def test_mongodb_killed_and_restarted_mid_load(private_mongo, chaos):
+    # Acknowledged writes are journaled: SIGKILL of the store must take none back, neither a
+    # submission's insert nor an outbox commit. Writes refused or timed out while it is down
+    # were never acknowledged.
+    await chaos.use(mongo_url=private_mongo.url)
+    await chaos.start("raft", MONGODB_TIMEOUT=MONGODB_TIMEOUT)
+    load = chaos.start_load(rate_per_s=RATE_PER_S, hold_ms=200)
+    await chaos.wait_runs(15)
+    acked_before = len(load.acked)
+    await asyncio.to_thread(private_mongo.kill)
+    chaos.faults.note("mongodb_sigkill")
+    await asyncio.to_thread(private_mongo.start)
+    chaos.faults.note("mongodb_restarted")
+    await chaos.wait_runs(15)
+    await chaos.wait_acked(20)
+    assert len(load.acked) > acked_before
+    report = await chaos.finish()
+    # No job is told to fail and no worker dies, so each runs once. A second run means a
+    # finished job's record went back to unfinished in the store after Redis forgot it: a
+    # commit the store had acknowledged but not made durable.
+    assert report.jobs_run_more_than_once == 0, "a finished job ran again after the store restarted"
+
+
 async def test_redis_unreachable_for_ten_seconds(chaos, redis_server):
     proxy = await TcpProxy(redis_server.port, name="redis-gate").start()
     try:
