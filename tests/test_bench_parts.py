@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import sys
 
-from jobnode.bench import Bench, build_parser, sizes
+from jobnode.bench import Bench, build_parser, main, node_python_path, sizes
 from jobnode.bench.ceiling import lifecycle_ceiling
 from jobnode.bench.resources import ResourceSampler, busy_share, growth
 from jobnode.procfs import cpu_s, rss_mib
@@ -43,6 +45,20 @@ def test_quick_sizes_and_overrides():
     chosen = sizes(args)
     assert chosen["drain_jobs"] == 7 and chosen["ceiling_jobs"] == 1000 and chosen["failover_runs"] == 1
     assert sizes(build_parser().parse_args([]))["drain_jobs"] == 20000
+
+
+def test_node_python_becomes_an_absolute_path_and_a_bad_one_is_refused(tmp_path, monkeypatch, capsys):
+    # The nodes start in their own data folders: a relative interpreter path must not reach them.
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)  # as a venv's is: the link must be kept, not resolved
+    monkeypatch.chdir(tmp_path)
+    assert node_python_path("venv/bin/python") == str(venv_python)
+    assert node_python_path("sh") == shutil.which("sh")  # a bare name is looked up on PATH
+    (tmp_path / "notes.txt").write_text("not a program")
+    assert node_python_path("notes.txt") is None and node_python_path("./notes.txt") is None
+    assert main(["--node-python", "missing/python", "--quick"]) == 2
+    assert "--node-python 'missing/python' is not an executable file" in capsys.readouterr().err
 
 
 def test_targets_compare_each_figure_in_its_own_direction(tmp_path):

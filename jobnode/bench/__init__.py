@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -371,6 +372,12 @@ def _dig(tree: Any, path: Sequence[str]) -> Any:
     return tree
 
 
+def node_python_path(name: str) -> str | None:
+    """`name` as an absolute path: a path is taken relative to here, a bare name looked up on PATH."""
+    found = shutil.which(name) if os.sep not in name else (name if os.access(name, os.X_OK) else None)
+    return str(Path(found).absolute()) if found and Path(found).is_file() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; prints the JSON report on stdout. Exit 0, or 1 if it could not finish."""
     args = build_parser().parse_args(argv)
@@ -382,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if importlib.util.find_spec(module) is None:
             print(f"bench: --compare {peer} needs {module}: pip install -e '.[bench]'", file=sys.stderr)
             return 2
+    node_python = node_python_path(args.node_python)
+    if node_python is None:
+        print(f"bench: --node-python {args.node_python!r} is not an executable file", file=sys.stderr)
+        return 2
+    args.node_python = node_python  # absolute: the nodes start in their own data folders
     with tempfile.TemporaryDirectory(prefix="jobnode-bench-") as temporary:
         work_dir = (args.work_dir or Path(temporary)).resolve()
         work_dir.mkdir(parents=True, exist_ok=True)

@@ -148,7 +148,8 @@ async def _arq_latency(arq: ArqRun, rate_per_s: float, duration_s: float) -> dic
     await asyncio.gather(*tasks)
     finishes = await arq.finish_times(ids)
     return {"offered_per_s": rate_per_s, "jobs": count,
-            "submit_to_complete_ms": percentiles_ms([f - s for f, s in zip(finishes, sent)])}
+            "submit_to_complete_ms": percentiles_ms([f - s for f, s in zip(finishes, sent)]),
+            "resolution_ms": 1}  # arq's finish_time is kept to the millisecond
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ async def _celery_latency(celery: CeleryRun, rate_per_s: float, duration_s: floa
     await asyncio.to_thread(offer)
     done = await celery.wait_done(list(sent), celery.timeout_s)
     return {"offered_per_s": rate_per_s, "jobs": count,
-            "submit_to_complete_ms": percentiles_ms([done[task] - at for task, at in sent.items()])}
+            "submit_to_complete_ms": percentiles_ms([done[task] - at for task, at in sent.items()]),
+            "resolution_ms": 1}  # date_done is a BSON date, as jobnode's finished_at
 
 
 if __name__ == "__main__":
