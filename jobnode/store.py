@@ -204,6 +204,7 @@ class JobStore:
                 self.transactions = False
             else:
                 self.transactions = True
+                await self._journal_barrier()
                 return modified
         result = await self.jobs.bulk_write(ops, ordered=False)
         return result.modified_count
@@ -216,7 +217,6 @@ class JobStore:
             try:
                 async with await session.start_transaction(write_concern=JOURNALED):
                     result = await self.jobs.bulk_write(ops, ordered=False, session=session)
-                await self._journal_barrier()
                 return result.modified_count
             except mongo_errors.ConnectionFailure:
                 raise  # Unavailable at the boundary: the caller retries the batch later
@@ -236,7 +236,7 @@ class JobStore:
 
         SecantusDB 0.7 commits a multi-document transaction without syncing its journal,
         whatever the write concern says: killed with SIGKILL a moment later, it came back
-        without 3-6% of the acknowledged commits (tests/chaos/test_data_faults.py, and
+        without 3-6% of the acknowledged commits (tests/chaos/test_store_durability.py, and
         docs/benchmark.md, sixth round). Its journal is one sequential log, so one journaled
         single write after the commit syncs everything before it too. Only after that may
         the outbox let Redis forget a finished job. On mongod, which honours j on the

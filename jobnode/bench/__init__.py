@@ -374,8 +374,8 @@ def _dig(tree: Any, path: Sequence[str]) -> Any:
 
 def node_python_path(name: str) -> str | None:
     """`name` as an absolute path: a path is taken relative to here, a bare name looked up on PATH."""
-    found = shutil.which(name) if os.sep not in name else (name if os.access(name, os.X_OK) else None)
-    return str(Path(found).absolute()) if found and Path(found).is_file() else None
+    found = shutil.which(name)  # None unless an executable file
+    return str(Path(found).absolute()) if found else None  # absolute, not resolved: a venv's link stays
 
 
 def main(argv: Sequence[str] | None = None) -> int:
