@@ -367,6 +367,7 @@ class Settings:
     worker_ttl_s: float = 5.0
     reconcile_interval_s: float = 30.0
     commit_max_batch: int = 500
+    commit_interval_s: float = 0.02
     shutdown_grace_s: float = 30.0
     # API limits
     max_body_bytes: int = 1048576
@@ -541,6 +542,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WORKER_TTL", "worker_ttl_s", _duration_rule(0.05, 600)),
     Variable("RECONCILE_INTERVAL", "reconcile_interval_s", _duration_rule(0.01, 86400)),
     Variable("COMMIT_MAX_BATCH", "commit_max_batch", _int_rule(1, 100000)),
+    Variable("COMMIT_INTERVAL", "commit_interval_s", _duration_rule(0, 1)),
     Variable("SHUTDOWN_GRACE", "shutdown_grace_s", _duration_rule(0, 3600)),
     Variable("MAX_BODY_SIZE", "max_body_bytes", _size_rule(2**10, 2**30)),
     Variable("MAX_BATCH_SIZE", "max_batch_size", _int_rule(1, 10000)),

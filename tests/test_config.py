@@ -59,7 +59,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.retry_multiplier, s.retry_jitter_factor) == (2.0, 0.1)
     assert (s.job_timeout_s, s.job_lease_ttl_s, s.leader_lease_ttl_s) == (300.0, 10.0, 3.0)
     assert (s.worker_heartbeat_interval_s, s.worker_ttl_s, s.reconcile_interval_s) == (1.0, 5.0, 30.0)
-    assert (s.commit_max_batch, s.shutdown_grace_s) == (500, 30.0)
+    assert (s.commit_max_batch, s.commit_interval_s, s.shutdown_grace_s) == (500, 0.02, 30.0)
     assert (s.max_body_bytes, s.max_batch_size) == (1048576, 1000)
     assert (s.auth_enabled, s.jwt_secret, s.jwt_ttl_s, s.users_file) == (False, None, 3600.0, None)
     assert (s.admin_username, s.admin_password, s.rate_limit_per_min, s.rate_limit_burst) == (None, None, 0, 0)
@@ -133,7 +133,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "MAX_RETRIES": "7", "RETRY_BASE_DELAY": "500ms", "RETRY_MAX_DELAY": "1m30s", "RETRY_MULTIPLIER": "1.5",
         "RETRY_JITTER_FACTOR": "0", "JOB_TIMEOUT": "90", "JOB_LEASE_TTL": "20s", "LEADER_LEASE_TTL": "1.5s",
         "WORKER_HEARTBEAT_INTERVAL": "200ms", "WORKER_TTL": "2s", "RECONCILE_INTERVAL": "1h",
-        "COMMIT_MAX_BATCH": "50", "SHUTDOWN_GRACE": "5s", "MAX_BODY_SIZE": "512KiB",
+        "COMMIT_MAX_BATCH": "50", "COMMIT_INTERVAL": "0", "SHUTDOWN_GRACE": "5s", "MAX_BODY_SIZE": "512KiB",
         "MAX_BATCH_SIZE": "10", "AUTH_ENABLED": "yes", "JWT_SECRET": GOOD_JWT, "JWT_TTL": "15m",
         "USERS_FILE": str(users), "ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "Vx8-long-enough",
         "RATE_LIMIT": "600", "RATE_LIMIT_BURST": "50", "TLS_ENABLED": "on", "TLS_CERT_FILE": str(pem["cert"]),
@@ -155,7 +155,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "retry_policy": "fixed", "max_retries": 7, "retry_base_delay_s": 0.5, "retry_max_delay_s": 90.0,
         "retry_multiplier": 1.5, "retry_jitter_factor": 0.0, "job_timeout_s": 90.0, "job_lease_ttl_s": 20.0,
         "leader_lease_ttl_s": 1.5, "worker_heartbeat_interval_s": 0.2, "worker_ttl_s": 2.0,
-        "reconcile_interval_s": 3600.0, "commit_max_batch": 50, "shutdown_grace_s": 5.0,
+        "reconcile_interval_s": 3600.0, "commit_max_batch": 50, "commit_interval_s": 0.0, "shutdown_grace_s": 5.0,
         "max_body_bytes": 524288, "max_batch_size": 10, "auth_enabled": True, "jwt_secret": GOOD_JWT,
         "jwt_ttl_s": 900.0, "users_file": users, "admin_username": "root", "admin_password": "Vx8-long-enough",
         "rate_limit_per_min": 600, "rate_limit_burst": 50, "tls_enabled": True, "tls_cert_file": pem["cert"],
@@ -286,6 +286,7 @@ BAD = {
     "WORKER_TTL": ("1h", "from 50ms to 10m"),
     "RECONCILE_INTERVAL": ("soon", "a duration"),
     "COMMIT_MAX_BATCH": ("0", "from 1 to 100000"),
+    "COMMIT_INTERVAL": ("2s", "from 0s to 1s"),
     "SHUTDOWN_GRACE": ("2h", "from 0s to 1h"),
     "MAX_BODY_SIZE": ("2GiB", "from 1KiB to 1GiB"),
     "MAX_BATCH_SIZE": ("10001", "from 1 to 10000"),
