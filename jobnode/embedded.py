@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 from typing import IO, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -374,6 +375,14 @@ def _exchange(port: int, request: bytes, reply_bytes: int) -> bytes:
         return b""
 
 
+def with_uri_options(uri: str, **options: str) -> str:
+    """`uri` (mongodb://) with these query options added, or replacing ones of the same name."""
+    parts = urlsplit(uri)
+    query = dict(parse_qsl(parts.query))
+    query.update(options)
+    return urlunsplit(parts._replace(path=parts.path or "/", query=urlencode(query)))
+
+
 class EmbeddedMongo(_EmbeddedServer):
     """A private SecantusDB (MongoDB wire protocol) with a bounded oplog."""
 
@@ -397,7 +406,14 @@ class EmbeddedMongo(_EmbeddedServer):
 
     @property
     def url(self) -> str:
-        return f"mongodb://127.0.0.1:{self._port}"
+        """Its URI, with retryable writes off: SecantusDB 0.7 keeps a record of every retryable
+        write for 30 minutes and scans all of them (up to 10,000, and sorts them once full)
+        on each new one. A journaled insert went from 0.9 ms to 11-15 ms after 10,000 of
+        them (docs/benchmark.md, seventh round); without retryable writes it stayed at
+        0.8 ms. `JobStore.insert_many` resends an insert whose reply was lost, which is safe
+        since jobnode mints the ids (see there); the other writes are idempotent and done
+        again by whoever asked for them."""
+        return with_uri_options(f"mongodb://127.0.0.1:{self._port}", retryWrites="false")
 
     @property
     def storage_path(self) -> Path:

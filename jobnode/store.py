@@ -113,17 +113,42 @@ class JobStore:
 
     @mongo_boundary
     async def insert_many(self, jobs: Sequence[Job]) -> list[Exception | None]:
-        """Insert jobs in one round trip; per job, None or the exception that refused it."""
+        """Insert jobs in one round trip; per job, None or the exception that refused it.
+
+        A job already stored under its own id counts as inserted: ids are minted by
+        `Job.new` (uuid4), so only an earlier attempt of this same write can have stored it
+        (a retry whose first reply was lost, the driver's or ours). That makes it safe to
+        send the write once more when its connection failed and the driver does not retry
+        writes itself (retryWrites=false, as on the embedded SecantusDB: see
+        `EmbeddedMongo.url`). Without that, a job the client was told had failed would sit
+        in MongoDB and run once the reconciler found it."""
+        documents = [job.to_document() for job in jobs]
+        try:
+            return await self._insert(jobs, documents)
+        except mongo_errors.AutoReconnect as exc:
+            if self.db.client.options.retry_writes or isinstance(exc, mongo_errors.ServerSelectionTimeoutError):
+                raise  # the driver has retried already, or the write never left
+            return await self._insert(jobs, documents)
+
+    async def _insert(self, jobs: Sequence[Job], documents: list[dict[str, Any]]) -> list[Exception | None]:
         outcome: list[Exception | None] = [None] * len(jobs)
         try:
-            await self.jobs.insert_many([job.to_document() for job in jobs], ordered=False)
+            await self.jobs.insert_many(documents, ordered=False)
         except mongo_errors.BulkWriteError as exc:
+            clashes: dict[str, int] = {}
             for err in exc.details.get("writeErrors", []):
-                index = err["index"]
-                if err.get("code") == DUPLICATE_KEY and jobs[index].idempotency_key:
+                index, duplicate = err["index"], err.get("code") == DUPLICATE_KEY
+                if duplicate:
+                    clashes[jobs[index].id] = index
+                if duplicate and jobs[index].idempotency_key:
                     outcome[index] = DuplicateIdempotencyKey(jobs[index].idempotency_key)
                 else:
                     outcome[index] = RuntimeError(err.get("errmsg", "insert refused"))
+            # The server may name the _id or the idempotency key index for a job it holds
+            # already (SecantusDB names the key): whether the job's own id is stored decides.
+            if clashes:
+                async for doc in self.jobs.find({"_id": {"$in": list(clashes)}}, {"_id": 1}):
+                    outcome[clashes[doc["_id"]]] = None
         return outcome
 
     @mongo_boundary

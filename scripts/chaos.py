@@ -116,7 +116,7 @@ def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, python
         **os.environ,
         **read_env_file(REPO / "configs" / CONFIG_FILES[args.algorithm]),
         "REDIS_ADDR": redis_url,
-        "MONGODB_URI": f"{mongo_url}/?appName={APP_NAME}",
+        "MONGODB_URI": with_uri_options(mongo_url, appName=APP_NAME),
         "REDIS_KEY_PREFIX": PREFIX,
         "MONGODB_DATABASE": DATABASE,
         "PYTHONPATH": pythonpath,

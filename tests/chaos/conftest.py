@@ -82,7 +82,7 @@ class ChaosRun:
         """Start the cluster; `redis_url`/`mongo_url` replace what the nodes use (a proxy, say)."""
         node_mongo = mongo_url or self.mongo_url
         backends = {"REDIS_ADDR": redis_url or self.redis_url,
-                    "MONGODB_URI": f"{node_mongo.rstrip('/')}/?appName={self.app_name}",
+                    "MONGODB_URI": with_uri_options(node_mongo, appName=self.app_name),
                     "REDIS_KEY_PREFIX": self.prefix, "MONGODB_DATABASE": self.db_name}
         merged = {**config_env(algorithm), **env}
         self.timing = LeaseTiming(ttl_s=parse_duration_s(merged["JOB_LEASE_TTL"]),
