@@ -269,9 +269,13 @@ def _stop_nodes(nodes: list[NodeProcess], stop: "_StopRequests") -> None:
     deadline = time.monotonic() + NODE_STOP_GRACE_S
     while any(node.exit_code is None for node in running):
         if time.monotonic() >= deadline or stop.count >= 2:
+            # Say which it was: a second signal (a repeated Ctrl-C, or a supervisor such as
+            # `timeout` passing one on) is easily taken for a node that hung.
+            why = ("a second stop request came" if stop.count >= 2
+                   else f"it did not stop within {NODE_STOP_GRACE_S:g}s")
             for node in running:
                 if node.exit_code is None:
-                    _say(f"{node.plan.id} did not stop in time; killing it")
+                    _say(f"killing {node.plan.id}: {why}")
                     _signal(node.process, signal.SIGKILL)
             break
         time.sleep(0.1)

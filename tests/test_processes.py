@@ -45,6 +45,8 @@ async def test_dev_starts_an_embedded_node_that_runs_jobs_and_stops_cleanly(tmp_
             assert done["status"] == "completed" and done["result"] == {"from": "dev"}
         process.send_signal(signal.SIGINT)
         assert await _exits(process, 60) == 0
+        said = (tmp_path / "dev.log").read_text()
+        assert "stopping 1 node(s)" in said and "killing" not in said  # the node stopped by itself
         # Everything it started is gone with it.
         for pid in [n["pid"] for n in cluster["nodes"]]:
             await wait_until(lambda pid=pid: not _alive(pid), timeout_s=10, message=f"node {pid} outlived dev")
