@@ -48,7 +48,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from jobnode.config import parse_duration_s, read_env_file  # noqa: E402
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range  # noqa: E402
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range, with_uri_options  # noqa: E402
 from jobnode.procfs import rss_mib  # noqa: E402
 from tests.chaos.load import LoadGenerator  # noqa: E402
 from tests.chaos.recording import install_plugin, monotonic_s  # noqa: E402

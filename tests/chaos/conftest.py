@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from jobnode.config import parse_duration_s
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis
+from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, with_uri_options
 from tests.chaos.load import LoadGenerator
 from tests.chaos.recording import install_plugin, monotonic_s
 from tests.cluster_harness import Cluster, config_env
