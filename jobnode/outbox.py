@@ -11,10 +11,10 @@ Entries for the same job in one batch collapse into the newest, so a short job w
 
 A writer that has caught up (its last batch was not full) waits `interval_s`
 (`COMMIT_INTERVAL`) before it reads again, so that at a moderate rate the changes gather
-into a few batches a second instead of one transaction and journal barrier per job. On
-SecantusDB those per-job writes took the server from the submit inserts that
-acknowledgements wait for: at 200 jobs/s the inserts' p99 went from about 10 ms to
-20-100 ms (docs/benchmark.md, seventh round). The pause delays only the durable record:
+into a few batches a second instead of one transaction and journal barrier per job.
+SecantusDB serialises a collection's writes, so the submit inserts that acknowledgements
+wait for queued behind those per-job writes: at 200 jobs/s the store's insert p99 was
+21-99 ms with them and 11-13 ms with the pause (docs/benchmark.md, seventh round). The pause delays only the durable record:
 reads merge the newer Redis state, and the outbox is in Redis (AOF) meanwhile. Under full
 load batches come full and the writer never pauses.
 
