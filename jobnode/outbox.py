@@ -125,7 +125,7 @@ class OutboxWriter:
                     backlog = await self.claim_abandoned() or backlog
                 count = await self.drain_once("0" if backlog else ">")
                 backlog = backlog and count > 0
-                if 0 < count < self.max_batch and self.interval_s > 0:
+                if 0 < count < self.max_batch:
                     await asyncio.sleep(self.interval_s)  # caught up: let the next batch gather
             except (Unavailable, WriteConflicts) as exc:
                 log.warning("outbox.write_failed", error=str(exc))

@@ -24,8 +24,9 @@ from jobnode.outbox import to_snapshot
 from jobnode.service import SUBMIT_WRITES_IN_FLIGHT
 from jobnode.store import JOB_INDEXES, JobStore
 
-BATCH = Settings().commit_max_batch  # the largest batch a node writes, by default
-COMMIT_INTERVAL_S = Settings().commit_interval_s  # an outbox writer's pause once caught up
+_NODE_DEFAULTS = Settings()
+BATCH = _NODE_DEFAULTS.commit_max_batch  # the largest batch a node writes
+COMMIT_INTERVAL_S = _NODE_DEFAULTS.commit_interval_s  # an outbox writer's pause once caught up
 
 
 def completion_entry(job: Job, rev: int) -> dict[str, str]:

@@ -27,7 +27,7 @@ ACKED_BEFORE_KILL = 400  # batches: enough commits that a lost tail would show
 
 
 async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(private_mongo):
-    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=3_000, retryWrites=False)
+    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=3_000)  # the URL turns retries off
     store = JobStore(client["durability"])
     jobs = [Job.new(JobSpec(type="echo")) for _ in range(WRITERS * JOBS_PER_WRITER)]
     assert await store.insert_many(jobs) == [None] * len(jobs)
