@@ -83,6 +83,19 @@ def test_targets_compare_each_figure_in_its_own_direction(tmp_path):
     assert isinstance(bench.args, argparse.Namespace)
 
 
+def test_a_profiled_drain_says_its_throughput_targets_were_disturbed(tmp_path):
+    bench = Bench(build_parser().parse_args(["--profile", str(tmp_path / "prof")]), tmp_path)
+    bench.report.update({"drain": {"pipeline": {"jobs_per_s": 2000.0}},
+                         "latency": {"submit_to_complete_ms": {"p99": 9.0}}})
+    targets = bench.targets()
+    assert "measured under --profile" in targets["drain_pipeline_jobs_per_s"]["disturbed"]
+    assert "disturbed" in targets["drain_durable_share_of_lifecycle_ceiling"]
+    assert "disturbed" not in targets["latency_p99_ms_at_200_per_s"]  # measured after the profilers stop
+    unprofiled = Bench(build_parser().parse_args([]), tmp_path)
+    unprofiled.report.update({"drain": {"pipeline": {"jobs_per_s": 2000.0}}})
+    assert "disturbed" not in unprofiled.targets()["drain_pipeline_jobs_per_s"]
+
+
 def test_memory_growth_compares_the_first_and_the_last_minute():
     flat_then_up = [(t, 70.0) for t in range(0, 60, 5)] + [(t, 80.0) for t in range(540, 601, 5)]
     report = growth(flat_then_up)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jobnode.bench.cluster import progress
+from jobnode.procfs import cpu_s
 
 RATE_HZ = 100
 TOP = 5
@@ -39,6 +40,7 @@ class Profiler:
         self.recorders: dict[str, subprocess.Popen[bytes]] = {}
         self.started = 0.0
         self.seconds = 0.0
+        self.recorder_cpu_s = 0.0
         self.error: str | None = None
 
     def start(self) -> None:
@@ -57,6 +59,8 @@ class Profiler:
 
     def stop(self) -> None:
         self.seconds = time.monotonic() - self.started
+        # py-spy shares the machine with what it watches: its own CPU says how much it took.
+        self.recorder_cpu_s = sum(cpu_s(r.pid) or 0.0 for r in self.recorders.values())
         for recorder in self.recorders.values():
             if recorder.poll() is None:
                 recorder.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -70,7 +74,9 @@ class Profiler:
         if self.error:
             return {"error": self.error}
         reports: dict[str, Any] = {"seconds": round(self.seconds, 2), "rate_hz": RATE_HZ,
-                                   "files": str(self.out_dir)}
+                                   "files": str(self.out_dir),
+                                   "py_spy_cpu_share": round(self.recorder_cpu_s / self.seconds, 3)
+                                   if self.seconds else None}
         for name in self.targets:
             path = self.out_dir / f"{name}.txt"
             reports[name] = top_costs(path, self.seconds) if path.exists() else {
