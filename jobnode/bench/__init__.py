@@ -52,7 +52,7 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            "raft_failover_median_ms": 300, "node_rss_mib_during_drain": 150,
            # "No growth" with room for allocator noise: the last minute against the first.
            "steady_rss_growth_mib": 10}
-# py-spy (two recorders on two cores) and the Redis slow log at a 0 µs threshold slow the drain
+# py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch: 20,000-job drains on one node gave 4,193 and 4,288 jobs/s unwatched, 2,050 and 2,912 watched.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
 PROFILING_NOTE = "measured under --profile, which slows the drain: take the target figures from a run without it"
