@@ -14,9 +14,9 @@ A writer that has caught up (its last batch was not full) waits `interval_s`
 into a few batches a second instead of one transaction and journal barrier per job.
 SecantusDB serialises a collection's writes, so the submit inserts that acknowledgements
 wait for queued behind those per-job writes: at 200 jobs/s the store's insert p99 was
-21-99 ms with them and 11-13 ms with the pause (docs/benchmark.md, seventh round). The pause delays only the durable record:
-reads merge the newer Redis state, and the outbox is in Redis (AOF) meanwhile. Under full
-load batches come full and the writer never pauses.
+21-99 ms with them and 11-13 ms with the pause (docs/benchmark.md, seventh round). The
+pause delays only the durable record: reads merge the newer Redis state, and the outbox is
+in Redis (AOF) meanwhile. Under full load batches come full and the writer never pauses.
 
 A writer killed inside a MongoDB transaction leaves it open on the server, and the
 documents it touched refuse every other write for a minute (the server's transaction
