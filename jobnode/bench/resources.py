@@ -6,7 +6,10 @@ Linux-only; elsewhere the figures are None.
 
 `ResourceSampler` samples every node in the background while a workload runs; the CPU
 samples tell whether a node was the limit of a drain (a share near 1.0 of one core: the
-node's single event loop was busy all the time). The steady run offers a fixed rate,
+node's single event loop was busy all the time). It can also follow the CPU of other
+processes (the embedded servers, the bench itself) and always follows the whole machine's
+(`machine`: cores busy, whoever used them; `steal`: cores the hypervisor gave to other
+guests), so a report shows when the box, not one process, was the limit. The steady run offers a fixed rate,
 open loop, for a chosen time and compares the first and the last minute: a leak shows as growth that keeps going, where warm-up (imports, pools, caches)
 levels off within the first minute.
 """
@@ -20,21 +23,25 @@ from typing import Any
 
 from jobnode.bench.cluster import progress
 from jobnode.bench.workloads import NOOP, ClusterLoad
-from jobnode.procfs import cpu_s, rss_mib
+from jobnode.procfs import cpu_s, machine_times, rss_mib
 
 SAMPLE_EVERY_S = 0.25
 STEADY_SAMPLE_EVERY_S = 5.0
 WINDOW_S = 60.0  # the first and the last minute of a steady run are compared
+MACHINE, STEAL = "machine", "steal"  # the whole machine's entries among the CPU shares
 
 
 class ResourceSampler:
     """Samples every node's memory and CPU time in the background; `mark` names a moment."""
 
-    def __init__(self, pids: Mapping[str, int], every_s: float = SAMPLE_EVERY_S) -> None:
+    def __init__(self, pids: Mapping[str, int], every_s: float = SAMPLE_EVERY_S, *,
+                 cpu_only: Mapping[str, int] | None = None) -> None:
+        """`pids`: processes whose memory and CPU are sampled; `cpu_only`: processes whose CPU alone is."""
         self.pids = dict(pids)
+        self.cpu_pids = {**(cpu_only or {}), **self.pids}
         self.every_s = every_s
         self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in self.pids}
-        self.cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in self.pids}
+        self.cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in [*self.cpu_pids, MACHINE, STEAL]}
         self.marks: dict[str, dict[str, float | None]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -53,17 +60,23 @@ class ResourceSampler:
     def sample(self) -> None:
         now = time.monotonic()
         for name, pid in self.pids.items():
-            value, used = rss_mib(pid), cpu_s(pid)
+            value = rss_mib(pid)
             if value is not None:
                 self.samples[name].append((now, value))
+        for name, pid in self.cpu_pids.items():
+            used = cpu_s(pid)
             if used is not None:
                 self.cpu[name].append((now, used))
+        machine = machine_times()
+        if machine is not None:
+            self.cpu[MACHINE].append((now, machine.busy_s))
+            self.cpu[STEAL].append((now, machine.steal_s))
 
     def peak(self) -> dict[str, float | None]:
         return {name: max((v for _, v in s), default=None) for name, s in self.samples.items()}
 
     def cpu_share(self, begin: float, end: float) -> dict[str, float | None]:
-        """Each node's CPU time between two monotonic times, as a share of one core."""
+        """CPU seconds per wall second between two monotonic times: each process's, the machine's."""
         return {name: busy_share(samples, begin, end) for name, samples in self.cpu.items()}
 
     async def _run(self) -> None:
