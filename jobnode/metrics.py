@@ -56,6 +56,12 @@ JOB_WAIT_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
                       300.0, 900.0, 3600.0)
 # API requests: a read is a millisecond or two, a submit waits for a group commit.
 HTTP_DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A submit's two writes: fine steps below 20 ms, where a journaled insert and a Redis script
+# sit and where a slow store shows first, so the two can be told apart (docs/benchmark.md).
+SUBMIT_WRITE_BUCKETS_S = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.0125,
+                          0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# jobnode_submit_write_duration_seconds{stage}: the MongoDB insert, then the Redis enqueue.
+SUBMIT_WRITE_STAGES = ("store_insert", "queue_enqueue")
 
 # jobnode_queue_depth{state}: what each state means in Redis (see jobnode.queue).
 QUEUE_STATES = {"pending": "ready", "processing": "processing", "delayed": "delayed", "dead": "dead_letter"}
@@ -103,6 +109,10 @@ class NodeMetrics:
         self.wait = Histogram("jobnode_job_wait_duration_seconds",
                               "From submission (or scheduled time) to the first attempt's start",
                               buckets=JOB_WAIT_BUCKETS_S, registry=r)
+        self.submit_write = Histogram("jobnode_submit_write_duration_seconds",
+                                      "One submit batch's write, by stage: the MongoDB insert, then the Redis "
+                                      "enqueue (a batch holds the submissions that arrived together)", ["stage"],
+                                      buckets=SUBMIT_WRITE_BUCKETS_S, registry=r)
 
     def _define_http(self) -> None:
         self.http_requests = Counter("jobnode_http_requests", "API requests by route template and status",
@@ -124,6 +134,7 @@ class NodeMetrics:
             for job_type in self.job_types
         }
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._submit_write = {stage: self.submit_write.labels(stage) for stage in SUBMIT_WRITE_STAGES}
 
     # -- facts reported by the node's parts ------------------------------------------------
 
@@ -131,6 +142,10 @@ class NodeMetrics:
         series = self._by_type.get(job_type)
         if series is not None:
             series.submitted.inc(count)
+
+    def submit_written(self, stage: str, duration_s: float) -> None:
+        """One submit batch's `store_insert` or `queue_enqueue` took `duration_s`."""
+        self._submit_write[stage].observe(duration_s)
 
     def attempt_started(self, wait_s: float | None) -> None:
         """A job started; `wait_s` is given for first attempts only (submit→start)."""

@@ -13,6 +13,7 @@ the Redis state when it is newer (higher rev).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +100,17 @@ class JobService:
         return submitted
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
+        began_s = time.perf_counter()
         outcomes = await self.store.insert_many(jobs)
+        inserted_s = time.perf_counter()
+        self.metrics.submit_written("store_insert", inserted_s - began_s)
         stored = [job for job, err in zip(jobs, outcomes) if err is None]
         try:
             await self.queue.enqueue(stored)
         except Unavailable:
             await self._take_back(stored)
             raise
+        self.metrics.submit_written("queue_enqueue", time.perf_counter() - inserted_s)
         return [err if err is not None else job for job, err in zip(jobs, outcomes)]
 
     async def _take_back(self, jobs: list[Job]) -> None:

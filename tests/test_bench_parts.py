@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
 
-from jobnode.bench import Bench, build_parser, main, node_python_path, sizes
+from jobnode.bench import Bench, build_parser, main, node_python_path, sizes, stages
 from jobnode.bench.ceiling import lifecycle_ceiling
 from jobnode.bench.machine import cpu_over_run
 from jobnode.bench.resources import MACHINE, STEAL, ResourceSampler, busy_share, growth
 from jobnode.procfs import MachineTimes, cpu_s, machine_times, rss_mib
 from jobnode.bench.profile import top_costs
 from jobnode.bench.workloads import percentiles_ms
+from jobnode.metrics import NodeMetrics
 from tests.waiting import wait_until
 
 
@@ -145,3 +147,26 @@ def test_the_machine_cpu_over_a_run_is_a_share_of_all_its_cpu_time():
     assert cpu_over_run(start, None) is None and cpu_over_run(end, start) is None
     now = machine_times()
     assert now is not None and 0 <= now.steal_s <= now.busy_s <= now.total_s
+
+
+def test_the_submit_path_split_comes_from_a_nodes_own_histograms():
+    metrics = NodeMetrics({"echo"})
+    before = stages.parse(metrics.exposition().decode())
+    for _ in range(98):
+        metrics.submit_written("store_insert", 0.0025)  # in the (2, 3] ms bucket
+    metrics.submit_written("store_insert", 0.04)  # (30, 50]
+    metrics.submit_written("store_insert", 9.0)  # beyond the last finite bound
+    metrics.submit_written("queue_enqueue", 0.0007)
+    metrics.http_request("POST", "/api/v1/jobs", 201, 0.004)
+    metrics.http_request("GET", "/api/v1/jobs", 200, 2.0)  # another route: not part of the split
+    split = stages.between(before, stages.parse(metrics.exposition().decode()))
+
+    insert = split["store_insert"]
+    assert insert["count"] == 100
+    assert insert["p50"]["bucket_ms"] == [2.0, 3.0] and 2.0 < insert["p50"]["ms"] <= 3.0
+    assert insert["p99"]["bucket_ms"] == [30.0, 50.0]
+    assert split["queue_enqueue"]["count"] == 1 and split["queue_enqueue"]["p99"]["bucket_ms"] == [0.5, 1.0]
+    assert split["http_submit_handler"]["count"] == 1
+    # The slowest write lies past every finite bound: the estimate says only "above 5 s".
+    assert stages.quantile({0.005: 0.0, 5.0: 0.0, float("inf"): 1.0}, 0.99) == (5.0, 5.0, float("inf"))
+    json.dumps(split, allow_nan=False)  # the report stays valid JSON

@@ -69,6 +69,11 @@ def test_the_report_has_every_section_with_sane_values(report):
     latency = report["latency"]
     assert ordered_percentiles(latency["submit_to_complete_ms"], latency["jobs"])
     assert latency["submit_to_complete_ms"]["p50"] >= latency["submit_ack_ms"]["p50"] - 1
+    # The nodes' own split of the same submits (the warm-up job is one more batch).
+    node_stages = latency["node_stages"]
+    for stage in ("store_insert", "queue_enqueue", "http_submit_handler"):
+        assert node_stages[stage]["count"] >= latency["jobs"] // 10, stage
+        assert node_stages[stage]["p50"]["ms"] > 0, stage
 
     memory = drain["rss_mib"]
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]

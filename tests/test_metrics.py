@@ -78,6 +78,10 @@ async def test_a_node_serves_the_spec_metrics_fed_by_real_jobs(start_node):
     assert value(samples, "jobnode_job_processing_duration_seconds_count", type="echo") == 3
     assert value(samples, "jobnode_job_wait_duration_seconds_count") == 3
     assert value(samples, "jobnode_job_retries_total", type="echo") == 0
+    # Three submits, one after another: each was its own batch, inserted and then enqueued.
+    for stage in ("store_insert", "queue_enqueue"):
+        assert value(samples, "jobnode_submit_write_duration_seconds_count", stage=stage) == 3, stage
+        assert value(samples, "jobnode_submit_write_duration_seconds_sum", stage=stage) > 0, stage
     assert value(samples, "jobnode_workers_total") == 2
     assert value(samples, "jobnode_workers_active") is not None
     assert value(samples, "jobnode_is_leader") == 1  # a lone node leads

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jobnode.bench import stages
 from jobnode.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from jobnode.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from jobnode.bench.failover import config_for, run_failover
@@ -218,10 +219,20 @@ class Bench:
             if profiler:
                 self.report["profile"] = profiler.report()
         if self.wanted("latency"):
-            self.report["latency"] = await run_latency(load, rate_per_s=a.rate, duration_s=s["latency_s"])
+            self.report["latency"] = await self.latency(load, cluster)
         if a.steady_seconds > 0:
             self.report["steady"] = await run_steady(load, self.node_pids(cluster), rate_per_s=a.rate,
                                                      duration_s=a.steady_seconds)
+
+    async def latency(self, load: ClusterLoad, cluster: DevCluster) -> dict[str, Any]:
+        """The fixed-rate workload, with the nodes' own split of the submit path over it."""
+        before = await stages.scrape(cluster.metrics_urls)
+        report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+        after = await stages.scrape(cluster.metrics_urls) if before is not None else None
+        if before is not None and after is not None:
+            report["node_stages"] = {**stages.between(before, after),
+                                     "estimated_from": "the nodes' histogram buckets (jobnode.bench.stages)"}
+        return report
 
     @staticmethod
     def node_pids(cluster: DevCluster) -> dict[str, int]:

@@ -155,6 +155,10 @@ class DevCluster:
         return [node["url"] for node in self.description["nodes"]]
 
     @property
+    def metrics_urls(self) -> list[str]:
+        return [node["metrics_url"] for node in self.description["nodes"]]
+
+    @property
     def node_pids(self) -> list[int]:
         return [node["pid"] for node in self.description["nodes"]]
 
