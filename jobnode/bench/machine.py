@@ -3,8 +3,8 @@
 Hardware and package versions make a run reproducible; the load, the speed check and the
 machine's CPU over the run say whether two runs of the same code had the same machine. On
 this project's shared 2-core host the same drain on the same code gave 4,288 jobs/s one
-afternoon and 2,054 that evening, with no steal to speak of (docs/benchmark.md, ninth
-round): a figure is only comparable with another next to its speed check.
+afternoon and 2,286 the next day, with no steal to speak of (docs/benchmark.md, eighth and
+ninth rounds): a figure is only comparable with another next to its speed check.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class MachineWatch:
         self.info["load_average_at_end"] = list(os.getloadavg())
         self.info["cpu_over_run"] = cpu_over_run(self._times_at_start, machine_times())
         self.info["speed_check_ms"]["at_end"] = speed_check_ms()
-        self.info["speed_check_ms"]["loop"] = f"sum of range({SPEED_CHECK_LOOPS:_}) in pure Python, median of {SPEED_CHECK_TRIES}"
+        self.info["speed_check_ms"]["loop"] = (f"sum of range({SPEED_CHECK_LOOPS:_}) in pure Python, "
+                                               f"median of {SPEED_CHECK_TRIES}")
         return self.info
 
 

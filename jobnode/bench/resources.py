@@ -9,9 +9,11 @@ samples tell whether a node was the limit of a drain (a share near 1.0 of one co
 node's single event loop was busy all the time). It can also follow the CPU of other
 processes (the embedded servers, the bench itself) and always follows the whole machine's
 (`machine`: cores busy, whoever used them; `steal`: cores the hypervisor gave to other
-guests), so a report shows when the box, not one process, was the limit. The steady run offers a fixed rate,
-open loop, for a chosen time and compares the first and the last minute: a leak shows as growth that keeps going, where warm-up (imports, pools, caches)
-levels off within the first minute.
+guests), so a report shows when the box, not one process, was the limit.
+
+The steady run offers a fixed rate, open loop, for a chosen time and compares the first and
+the last minute: a leak shows as growth that keeps going, where warm-up (imports, pools,
+caches) levels off within the first minute.
 """
 
 from __future__ import annotations
