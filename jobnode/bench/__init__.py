@@ -229,7 +229,7 @@ class Bench:
         before = await stages.scrape(cluster.metrics_urls)
         report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
         after = await stages.scrape(cluster.metrics_urls) if before is not None else None
-        if before is not None and after is not None:
+        if after is not None:  # None also when `before` was
             report["node_stages"] = {**stages.between(before, after),
                                      "estimated_from": "the nodes' histogram buckets (jobnode.bench.stages)"}
         return report
