@@ -2,6 +2,6 @@
 
 import sys
 
-from jobnode.cli import main
+from jobnode.cli.commands import main
 
 sys.exit(main())

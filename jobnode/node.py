@@ -5,7 +5,7 @@ MongoDB), then the services on top of them (job service, outbox writer, leadersh
 dispatcher, reconciler, workers). Handlers reach them through the typed keys in
 `jobnode.api.appkeys`, never through globals.
 
-The election (jobnode.elector driving election/) decides who should lead and tells
+The election (jobnode.cluster.elector driving election/) decides who should lead and tells
 `Leadership`, which takes the fenced lease in Redis; only the lease holder dispatches.
 A lone node elects itself.
 """
@@ -22,7 +22,7 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode import ratelimit
+from jobnode.api import ratelimit
 from jobnode.api import auth_routes, cluster_routes, jobs_routes, system_routes
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
@@ -44,14 +44,14 @@ from jobnode.api.appkeys import (
 from jobnode.api.errors import error_middleware
 from jobnode.api.http_metrics import http_metrics_middleware
 from jobnode.api.request_ids import request_id_middleware
-from jobnode.config import ConfigError, Settings, mask_url_password
-from jobnode.errors import JobnodeError
-from jobnode.metrics import NodeMetrics
-from jobnode.metrics_endpoint import MetricsEndpoint
-from jobnode.processors import ProcessorRegistry, build_registry
-from jobnode.services import NodeServices
-from jobnode.stats import Throughput
-from jobnode.tls import TlsContexts, peer_certificate_middleware
+from jobnode.core.settings import ConfigError, Settings, mask_url_password
+from jobnode.core.errors import JobnodeError
+from jobnode.observability.metrics import NodeMetrics
+from jobnode.observability.metrics_endpoint import MetricsEndpoint
+from jobnode.processors.registry import ProcessorRegistry, build_registry
+from jobnode.assembly import NodeServices
+from jobnode.observability.throughput import Throughput
+from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
 
 log = structlog.get_logger(__name__)
 

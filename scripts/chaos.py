@@ -20,7 +20,7 @@ Partitions between nodes are not among them: `jobnode dev` nodes talk to each ot
 directly, so there is no link to cut (tests/chaos/test_process_faults.py covers them).
 
 At the end it stops the load, waits for the cluster to settle, and prints one JSON object:
-the checker's summary (tests/history.py), the faults with their times, and each node's
+the checker's summary (tools/chaos/history.py), the faults with their times, and each node's
 resident memory at the start and the end. Exit status 0 when every property held.
 Needs a checkout of the repository with jobnode installed (scripts/test does that).
 """
@@ -47,14 +47,14 @@ import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from jobnode.config import parse_duration_s, read_env_file  # noqa: E402
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range, with_uri_options  # noqa: E402
-from jobnode.procfs import rss_mib  # noqa: E402
-from tests.chaos.load import LoadGenerator  # noqa: E402
-from tests.chaos.recording import install_plugin, monotonic_s  # noqa: E402
-from tests.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
-from tests.history import disagreements, outcome_failures  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
+from jobnode.core.settings import parse_duration_s, read_env_file  # noqa: E402
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range, with_uri_options  # noqa: E402
+from tools.procfs import rss_mib  # noqa: E402
+from tools.chaos.load import LoadGenerator  # noqa: E402
+from tools.chaos.recording import install_plugin, monotonic_s  # noqa: E402
+from tools.chaos.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
+from tools.chaos.history import disagreements, outcome_failures  # noqa: E402
+from tools.chaos.tcp_proxy import TcpProxy  # noqa: E402
 
 CONFIG_FILES = {"bully": "bully-2.env", "raft": "raft-3.env", "gossip": "gossip-3.env"}
 FAULTS = ("kill_leader", "kill_follower", "pause_leader", "restart_redis", "cut_redis", "pause_mongodb",

@@ -61,7 +61,7 @@ PROBE_COLLECTION = "jobnode_connectivity_probe"
 def settings_from_env_file():
     """KEY=value pairs of ./.env, read the way a node reads them (when jobnode is installed)."""
     try:
-        from jobnode.config import read_env_file
+        from jobnode.core.settings import read_env_file
     except ImportError:
         return {}
     try:

@@ -15,7 +15,7 @@ reaches Redis, which is exactly where fencing has to stop it.
 Tests and helpers use the nodes' own API ports; only peer traffic crosses the gates.
 
 With `tls=True` every node serves https with a certificate from a development CA
-(jobnode.certs) and peers use mutual TLS. A gate then cannot read the sender header of an
+(jobnode.dev.certs) and peers use mutual TLS. A gate then cannot read the sender header of an
 encrypted connection, so it cuts whole gates only: `isolate()` works, a cut of one
 sender's links does not (no test needs it over TLS).
 """
@@ -37,12 +37,12 @@ from typing import IO, Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from jobnode.certs import DevCerts, write_dev_certs
+from jobnode.dev.certs import DevCerts, write_dev_certs
 from jobnode.client import AsyncClient, ClientError
-from jobnode.config import VARIABLES, read_env_file
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port, log_tail
-from jobnode.peer_auth import NODE_HEADER
-from tests.tcp_proxy import TcpProxy, http_header_identity
+from jobnode.core.settings import VARIABLES, read_env_file
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, free_port, log_tail
+from jobnode.auth.peer_signatures import NODE_HEADER
+from tools.chaos.tcp_proxy import TcpProxy, http_header_identity
 from tests.waiting import wait_until
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"

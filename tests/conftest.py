@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis
 from tests.timeout_report import describe_tasks, probe_servers
 
 _TEST_LOOP: list[asyncio.AbstractEventLoop] = []

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from jobnode.config import Settings
+from jobnode.core.settings import Settings
 from jobnode.node import build_app
-from jobnode.processors import ProcessorRegistry, build_registry
+from jobnode.processors.registry import ProcessorRegistry, build_registry
 
 # Fast clocks so retries, leases and reaping happen within a test's patience.
 TEST_ENV = {

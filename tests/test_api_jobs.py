@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from jobnode.processors import PermanentError
+from jobnode.processors.registry import PermanentError
 from tests.harness import registry_with, start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from jobnode.api.access import ACCESS_ATTRIBUTE, access_of
 from jobnode.auth.roles import ADMIN, ROLES, USER, WORKER
-from jobnode.config import Settings
+from jobnode.core.settings import Settings
 from jobnode.node import build_app
 from tests.auth_fixtures import (
     ADMIN_NAME,

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from jobnode import cli
+from jobnode.cli import commands as cli
 from jobnode.auth.passwords import verify_password
 from jobnode.auth.users import read_users_file
 from jobnode.client import AsyncClient, AuthError, PermissionDenied

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobnode.client import AsyncClient, AuthError, ConnectionFailed
-from jobnode.embedded import free_port
+from jobnode.dev.embedded import free_port
 from tests.waiting import wait_until
 
 

@@ -14,7 +14,7 @@ from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC, USER_ACCESS
 from jobnode.auth.throttle import LoginThrottle, ThrottleLimits
 from jobnode.auth.tokens import InvalidToken, TokenSigner, key_id
 from jobnode.auth.users import User, UsersFile, UsersFileError, parse_users, read_users_file, write_user
-from jobnode.errors import RateLimited
+from jobnode.core.errors import RateLimited
 from tests.auth_fixtures import FAST_LOG2_N, JWT_SECRET, forged
 
 # --- passwords ---------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ import os
 import shutil
 import sys
 
-from jobnode.bench import Bench, build_parser, main, node_python_path, sizes, stages
-from jobnode.bench.ceiling import lifecycle_ceiling
-from jobnode.bench.machine import cpu_over_run
-from jobnode.bench.resources import MACHINE, STEAL, ResourceSampler, busy_share, growth
-from jobnode.procfs import MachineTimes, cpu_s, machine_times, rss_mib
-from jobnode.bench.profile import top_costs
-from jobnode.bench.workloads import percentiles_ms
-from jobnode.metrics import NodeMetrics
+from tools.bench import Bench, build_parser, main, node_python_path, sizes, stages
+from tools.bench.ceiling import lifecycle_ceiling
+from tools.bench.machine import cpu_over_run
+from tools.bench.resources import MACHINE, STEAL, ResourceSampler, busy_share, growth
+from tools.procfs import MachineTimes, cpu_s, machine_times, rss_mib
+from tools.bench.profile import top_costs
+from tools.bench.workloads import percentiles_ms
+from jobnode.observability.metrics import NodeMetrics
 from tests.waiting import wait_until
 
 

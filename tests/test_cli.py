@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from jobnode import cli
-from jobnode.cli import Progress, format_table, main
+from jobnode.cli import commands as cli
+from jobnode.cli.commands import Progress, format_table, main
 from jobnode.client import AsyncClient
 from test_client import TOKEN, USERS, closed_port, server  # noqa: F401  (server is a fixture)
 

@@ -21,10 +21,10 @@ import pytest
 from aiohttp import web
 
 from jobnode.client import AsyncClient, ClientError
-from jobnode.errors import NotLeader
-from jobnode.queue import JobQueue
+from jobnode.core.errors import NotLeader
+from jobnode.storage.redis.queue import JobQueue
 from tests.cluster_harness import Cluster, start_cluster  # noqa: F401  (the fixture)
-from tests.tcp_proxy import FROM_TARGET, TcpProxy, http_header_identity
+from tools.chaos.tcp_proxy import FROM_TARGET, TcpProxy, http_header_identity
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from jobnode.config import VARIABLES, ConfigError, Settings, parse_duration_s, read_env_file
+from jobnode.core.settings import VARIABLES, ConfigError, Settings, parse_duration_s, read_env_file
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTERS = {"bully": 2, "raft": 3, "gossip": 3}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobnode.config import (
+from jobnode.core.settings import (
     VARIABLES,
     ConfigError,
     EnvFileError,
@@ -24,7 +24,7 @@ from jobnode.config import (
     parse_size_bytes,
     read_env_file,
 )
-from jobnode.jobs import JobDefaults
+from jobnode.core.job import JobDefaults
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_JWT = "Qm7f2Lx9Zr4mW8vK1nB6tY0hJ5dG3cPa"  # 32 bytes, random-looking

@@ -12,8 +12,8 @@ import pytest
 import redis
 from pymongo import WriteConcern
 
-from jobnode import embedded
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, free_port
+from jobnode.dev import embedded
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, free_port
 from tests.waiting import wait_until
 
 

@@ -35,9 +35,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, free_port
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, free_port
 from jobnode.node import build_app
-from jobnode.processors import ProcessorRegistry
+from jobnode.processors.registry import ProcessorRegistry
 from tests.harness import make_settings
 
 EXAMPLES_PER_RUN = 20  # per operation and mode: a few hundred requests in all

@@ -13,7 +13,7 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient
 
-from jobnode.peers import ELECTION_PATH
+from jobnode.cluster.peers import ELECTION_PATH
 from tests.harness import start_node  # noqa: F401  (fixture)
 
 UNKNOWN_ID = "0" * 32

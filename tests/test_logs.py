@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import structlog
 
-from jobnode.config import Settings
-from jobnode.logs import configure_logging, get_logger
+from jobnode.core.settings import Settings
+from jobnode.observability.logs import configure_logging, get_logger
 
 JWT = "Qm7f2Lx9Zr4mW8vK1nB6tY0hJ5dG3cPa"
 REDIS_PW = "r3dis-pw-9911"
@@ -109,7 +109,7 @@ def test_reconfiguring_replaces_the_handler() -> None:
 
 def test_bound_values_and_exceptions_are_rendered() -> None:
     stream = configure()
-    log = get_logger("jobnode.worker", worker_id="w-3")
+    log = get_logger("jobnode.pipeline.workers", worker_id="w-3")
     try:
         raise RuntimeError("processor blew up")
     except RuntimeError:

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jobnode.api.request_ids import REQUEST_ID_HEADER, accepted_request_id, request_id_middleware
-from jobnode.logs import configure_logging, get_logger
+from jobnode.observability.logs import configure_logging, get_logger
 from tests.harness import make_settings, running_node
 from tests.waiting import wait_until
 

@@ -10,12 +10,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from jobnode.embedded import free_port
-from jobnode.metrics import NodeMetrics
-from jobnode.metrics_endpoint import MetricsEndpoint
+from jobnode.dev.embedded import free_port
+from jobnode.observability.metrics import NodeMetrics
+from jobnode.observability.metrics_endpoint import MetricsEndpoint
 from jobnode.node import StartupError
-from jobnode.processors import PermanentError
-from jobnode.queue import JobQueue
+from jobnode.processors.registry import PermanentError
+from jobnode.storage.redis.queue import JobQueue
 from tests.harness import make_settings, registry_with, running_node, start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 

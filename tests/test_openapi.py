@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 
 from jobnode.api.openapi import openapi_document
-from jobnode.config import Settings
-from jobnode.jobs import (
+from jobnode.core.settings import Settings
+from jobnode.core.job import (
     MAX_IDEMPOTENCY_KEY_LEN,
     MAX_PRIORITY,
     MAX_RETRIES_LIMIT,

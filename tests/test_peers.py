@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestServer
 
 import election
 from election.messages import BullyElection
-from jobnode.elector import RaftStateFile
-from jobnode.errors import Unauthorized
-from jobnode.peer_auth import SIGNATURE_HEADER, Verifier, sign
-from jobnode.peers import ELECTION_PATH, QUEUE_SIZE, PeerTransport
+from jobnode.cluster.elector import RaftStateFile
+from jobnode.core.errors import Unauthorized
+from jobnode.auth.peer_signatures import SIGNATURE_HEADER, Verifier, sign
+from jobnode.cluster.peers import ELECTION_PATH, QUEUE_SIZE, PeerTransport
 from tests.harness import start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from jobnode.client import AsyncClient
-from jobnode.embedded import free_port
+from jobnode.dev.embedded import free_port
 from tests.waiting import wait_until
 
 

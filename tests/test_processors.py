@@ -19,11 +19,11 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from jobnode import processors
-from jobnode.builtin_processors import MAX_RESPONSE_BODY_BYTES, EmailProcessor, HttpProcessor, SmtpConfig
-from jobnode.errors import NotFound
-from jobnode.jobs import Job, JobSpec
-from jobnode.processors import (
+from jobnode.processors import registry as processors
+from jobnode.processors.builtin import MAX_RESPONSE_BODY_BYTES, EmailProcessor, HttpProcessor, SmtpConfig
+from jobnode.core.errors import NotFound
+from jobnode.core.job import Job, JobSpec
+from jobnode.processors.registry import (
     FunctionProcessor,
     PermanentError,
     ProcessorRegistry,
@@ -150,7 +150,7 @@ async def test_duplicate_registration_replaces_with_warning_and_close_reaches_bo
 
     registry = ProcessorRegistry()
     registry.add(Closing("first"))
-    with caplog.at_level(logging.WARNING, logger="jobnode.processors"):
+    with caplog.at_level(logging.WARNING, logger="jobnode.processors.registry"):
         registry.add(Closing("second"))
     assert await registry.get("dup").process(make_job("dup", {})) == "second"
     assert any("replaced" in r.getMessage() and "'dup'" in r.getMessage() for r in caplog.records)
@@ -217,7 +217,7 @@ async def test_build_registry_has_builtins_and_code_registration_wins(code_regis
 
 
 async def test_build_registry_accepts_real_settings_when_config_exists():
-    config = pytest.importorskip("jobnode.config")
+    config = pytest.importorskip("jobnode.core.settings")
     registry = build_registry(config.Settings.from_env({}, env_file=None))
     try:
         result = await registry.get("email").process(

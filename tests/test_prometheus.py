@@ -29,7 +29,7 @@ import yaml
 
 from jobnode.api.request_ids import REQUEST_ID_HEADER
 from jobnode.client import AsyncClient
-from jobnode.embedded import free_port
+from jobnode.dev.embedded import free_port
 from tests.test_metrics import Samples, parse, value
 from tests.test_metrics_monitoring import ALERTS, alert_rules, dashboard_expressions, metric_names
 from tests.waiting import wait_until

@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from jobnode.errors import NotLeader
-from jobnode.jobs import Job, JobSpec
-from jobnode.leases import LeaderLease
-from jobnode.queue import JobQueue, Report
+from jobnode.core.errors import NotLeader
+from jobnode.core.job import Job, JobSpec
+from jobnode.storage.redis.lease import LeaderLease
+from jobnode.storage.redis.queue import JobQueue, Report
 from tests.waiting import wait_until
 
 LEASE_MS = 60_000

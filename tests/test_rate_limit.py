@@ -9,9 +9,9 @@ from redis.asyncio import Redis
 from jobnode.api.access import PRINCIPAL
 from jobnode.api.appkeys import RATE_LIMITER
 from jobnode.auth.roles import Principal
-from jobnode.embedded import free_port
-from jobnode.peers import ELECTION_PATH
-from jobnode.ratelimit import RateLimiter, client_key
+from jobnode.dev.embedded import free_port
+from jobnode.cluster.peers import ELECTION_PATH
+from jobnode.api.ratelimit import RateLimiter, client_key
 from tests.harness import start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from pymongo import AsyncMongoClient
 
-from jobnode.background import cancel_all
-from jobnode.embedded import EmbeddedRedis
-from jobnode.jobs import Job, JobSpec, utcnow
-from jobnode.outbox import OutboxWriter, collapse
-from jobnode.queue import JobQueue
-from jobnode.reconciler import Reconciler
-from jobnode.store import JobStore, Snapshot
+from jobnode.core.background import cancel_all
+from jobnode.dev.embedded import EmbeddedRedis
+from jobnode.core.job import Job, JobSpec, utcnow
+from jobnode.pipeline.outbox import OutboxWriter, collapse
+from jobnode.storage.redis.queue import JobQueue
+from jobnode.pipeline.reconciler import Reconciler
+from jobnode.storage.mongo.jobs import JobStore, Snapshot
 from tests.harness import make_settings, running_node, start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -212,7 +212,7 @@ async def test_graceful_shutdown_hands_back_and_another_node_finishes(redis_serv
 
 
 async def _lead(queue: JobQueue) -> int:
-    from jobnode.leases import LeaderLease
+    from jobnode.storage.redis.lease import LeaderLease
 
     return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "n", ttl_s=60).acquire()
 

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from jobnode.api.errors import from_exception
-from jobnode.commits import GroupCommit
-from jobnode.errors import Overloaded
-from jobnode.retry import RetryPolicy
+from jobnode.pipeline.commits import GroupCommit
+from jobnode.core.errors import Overloaded
+from jobnode.pipeline.retry import RetryPolicy
 from tests.waiting import wait_until
 
 

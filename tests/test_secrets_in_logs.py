@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from jobnode.config import ConfigError, Settings
-from jobnode.logs import configure_logging
+from jobnode.core.settings import ConfigError, Settings
+from jobnode.observability.logs import configure_logging
 from tests.auth_fixtures import (
     ADMIN_NAME,
     ADMIN_PASSWORD,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from jobnode.jobs import Job, JobSpec
-from jobnode.store import JobStore, Snapshot
+from jobnode.core.job import Job, JobSpec
+from jobnode.storage.mongo.jobs import JobStore, Snapshot
 
 
 async def stored_jobs(store: JobStore, count: int) -> list[Job]:

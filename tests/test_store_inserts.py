@@ -6,10 +6,10 @@ import asyncio
 
 from pymongo import AsyncMongoClient
 
-from jobnode.embedded import EmbeddedMongo, with_uri_options
-from jobnode.jobs import Job, JobSpec
-from jobnode.store import DuplicateIdempotencyKey, JobStore
-from tests.tcp_proxy import FROM_TARGET, TcpProxy
+from jobnode.dev.embedded import EmbeddedMongo, with_uri_options
+from jobnode.core.job import Job, JobSpec
+from jobnode.storage.mongo.jobs import DuplicateIdempotencyKey, JobStore
+from tools.chaos.tcp_proxy import FROM_TARGET, TcpProxy
 from tests.waiting import wait_until
 
 

@@ -22,16 +22,16 @@ from cryptography.hazmat.primitives import serialization
 import election
 from election.messages import BullyElection
 from jobnode.api.appkeys import TLS
-from jobnode.certs import DevCerts, write_dev_certs
-from jobnode.cli import main as cli_main
+from jobnode.dev.certs import DevCerts, write_dev_certs
+from jobnode.cli.commands import main as cli_main
 from jobnode.client import AsyncClient, ConnectionFailed
-from jobnode.config import VARIABLES, ConfigError, Settings
-from jobnode.embedded import free_port
+from jobnode.core.settings import VARIABLES, ConfigError, Settings
+from jobnode.dev.embedded import free_port
 from jobnode.node import build_app
-from jobnode.errors import Unauthorized
-from jobnode.peer_auth import Verifier, _mac, sign
-from jobnode.peers import ELECTION_PATH
-from jobnode.tls import peer_client_context
+from jobnode.core.errors import Unauthorized
+from jobnode.auth.peer_signatures import Verifier, _mac, sign
+from jobnode.cluster.peers import ELECTION_PATH
+from jobnode.auth.tls import peer_client_context
 from tests.harness import make_settings
 
 SECRET = "shared-cluster-secret-for-tls"

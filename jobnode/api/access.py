@@ -21,7 +21,7 @@ from aiohttp import web
 
 from jobnode.api.appkeys import AUTHENTICATOR, SETTINGS
 from jobnode.auth.roles import ADMIN_ACCESS, Access, Principal
-from jobnode.errors import Forbidden
+from jobnode.core.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)

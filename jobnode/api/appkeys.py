@@ -10,19 +10,19 @@ from redis.asyncio import Redis
 
 if TYPE_CHECKING:
     from jobnode.auth.login import Authenticator
-    from jobnode.cluster_store import ClusterStore
-    from jobnode.elector import Elector
-    from jobnode.peer_auth import Verifier
-    from jobnode.config import Settings
-    from jobnode.leadership import Leadership
-    from jobnode.metrics import NodeMetrics
-    from jobnode.processors import ProcessorRegistry
-    from jobnode.queue import JobQueue
-    from jobnode.ratelimit import RateLimiter
-    from jobnode.service import JobService
-    from jobnode.stats import Throughput
-    from jobnode.tls import TlsContexts
-    from jobnode.worker import WorkerPool
+    from jobnode.storage.mongo.cluster import ClusterStore
+    from jobnode.cluster.elector import Elector
+    from jobnode.auth.peer_signatures import Verifier
+    from jobnode.core.settings import Settings
+    from jobnode.cluster.leadership import Leadership
+    from jobnode.observability.metrics import NodeMetrics
+    from jobnode.processors.registry import ProcessorRegistry
+    from jobnode.storage.redis.queue import JobQueue
+    from jobnode.api.ratelimit import RateLimiter
+    from jobnode.services.jobs import JobService
+    from jobnode.observability.throughput import Throughput
+    from jobnode.auth.tls import TlsContexts
+    from jobnode.pipeline.workers import WorkerPool
 
 SETTINGS = web.AppKey("settings", "Settings")
 REDIS = web.AppKey("redis", Redis)

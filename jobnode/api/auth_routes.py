@@ -16,7 +16,7 @@ from jobnode.auth.roles import PUBLIC
 from jobnode.auth.throttle import LoginThrottle
 from jobnode.auth.tokens import TokenSigner
 from jobnode.auth.users import UserCollection, UserDirectory, UsersFile, UsersFileError
-from jobnode.errors import JobnodeError, NotFound, ValidationError
+from jobnode.core.errors import JobnodeError, NotFound, ValidationError
 
 log = structlog.get_logger(__name__)
 

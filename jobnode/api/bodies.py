@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import hdrs, web
 
-from jobnode.errors import UnsupportedMediaType, ValidationError
+from jobnode.core.errors import UnsupportedMediaType, ValidationError
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -15,11 +15,11 @@ from jobnode.api.access import access
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PEER_ACCESS, PUBLIC
 from jobnode.api.appkeys import CLUSTER_STORE, ELECTOR, LEADERSHIP, PEER_VERIFIER, SETTINGS
 from jobnode.api.bodies import int_query
-from jobnode.cluster import DOWN_AFTER_S
-from jobnode.errors import NotFound, ValidationError
-from jobnode.jobs import isoformat, utcnow
-from jobnode.peers import ELECTION_PATH
-from jobnode.quorum import PeerContact
+from jobnode.cluster.recorder import DOWN_AFTER_S
+from jobnode.core.errors import NotFound, ValidationError
+from jobnode.core.job import isoformat, utcnow
+from jobnode.cluster.peers import ELECTION_PATH
+from jobnode.cluster.quorum import PeerContact
 
 routes = web.RouteTableDef()
 

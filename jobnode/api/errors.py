@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import hdrs, web
 
-from jobnode import errors
+from jobnode.core import errors
 from jobnode.api.appkeys import SETTINGS
 
 log = structlog.get_logger(__name__)

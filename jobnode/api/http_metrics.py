@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from jobnode.api.appkeys import METRICS
-from jobnode.metrics import UNMATCHED_ROUTE
+from jobnode.observability.metrics import UNMATCHED_ROUTE
 
 # nginx's convention for "the client went away before the answer": not a server error.
 CLIENT_GONE_STATUS = 499

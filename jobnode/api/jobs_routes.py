@@ -11,8 +11,8 @@ from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
 from jobnode.api.appkeys import SERVICE, SETTINGS
 from jobnode.api.bodies import int_query, job_id_param, read_json
 from jobnode.api.request_ids import request_id_of
-from jobnode.errors import ValidationError
-from jobnode.jobs import MAX_TYPE_LEN, STATUSES, parse_submission
+from jobnode.core.errors import ValidationError
+from jobnode.core.job import MAX_TYPE_LEN, STATUSES, parse_submission
 
 routes = web.RouteTableDef()
 

@@ -11,7 +11,7 @@ from jobnode.api.access import access_of
 from jobnode.api.appkeys import PROCESSORS, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.auth.roles import ROLES
-from jobnode.jobs import (
+from jobnode.core.job import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_IDEMPOTENCY_KEY_LEN,
     MAX_PAYLOAD_DEPTH,

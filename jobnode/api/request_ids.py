@@ -5,7 +5,7 @@ proxy's or a client's id ties their logs to ours) and generated otherwise; it is
 in the response's `X-Request-Id`, error responses included. While the request is served
 the id (and the `{job_id}` of the route, if any) is bound in structlog's context, and a
 submitted job keeps the id of the request that submitted it, so the worker that runs it,
-on any node, logs the same id (see `jobnode.worker`).
+on any node, logs the same id (see `jobnode.pipeline.workers`).
 
 An id that is too long or holds characters outside a conservative set is replaced, not
 refused: a request id must never be the reason a request fails, and a header value that

@@ -13,7 +13,7 @@ from jobnode.api.appkeys import (
 )
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC
 from jobnode.api.openapi import openapi_document
-from jobnode.jobs import from_epoch_ms, isoformat
+from jobnode.core.job import from_epoch_ms, isoformat
 
 routes = web.RouteTableDef()
 

@@ -12,7 +12,7 @@ from jobnode.auth.roles import Principal
 from jobnode.auth.throttle import LoginThrottle
 from jobnode.auth.tokens import IssuedToken, InvalidToken, TokenSigner
 from jobnode.auth.users import UserDirectory
-from jobnode.errors import Unauthorized
+from jobnode.core.errors import Unauthorized
 
 log = structlog.get_logger(__name__)
 

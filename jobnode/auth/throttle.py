@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from jobnode.errors import RateLimited, Unavailable
+from jobnode.core.errors import RateLimited, Unavailable
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import jwt
 
 from jobnode.auth.roles import ROLES, Principal
-from jobnode.errors import Unauthorized
+from jobnode.core.errors import Unauthorized
 
 ALGORITHM = "HS256"
 ISSUER = "jobnode"

@@ -29,8 +29,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.auth.passwords import PasswordHasher, PasswordHashError, check_hash_format
 from jobnode.auth.roles import ADMIN, ROLES
-from jobnode.errors import JobnodeError
-from jobnode.store import mongo_boundary
+from jobnode.core.errors import JobnodeError
+from jobnode.storage.mongo.jobs import mongo_boundary
 
 log = structlog.get_logger(__name__)
 

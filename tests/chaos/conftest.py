@@ -20,12 +20,12 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from jobnode.config import parse_duration_s
-from jobnode.embedded import EmbeddedMongo, EmbeddedRedis, with_uri_options
-from tests.chaos.load import LoadGenerator
-from tests.chaos.recording import install_plugin, monotonic_s
+from jobnode.core.settings import parse_duration_s
+from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, with_uri_options
+from tools.chaos.load import LoadGenerator
+from tools.chaos.recording import install_plugin, monotonic_s
 from tests.cluster_harness import Cluster, config_env
-from tests.history import (
+from tools.chaos.history import (
     EndState, Faults, LeaseTiming, Report, StateWatcher, check, disagreements, outcome_failures, read_end_state,
     read_runs,
 )

@@ -14,8 +14,8 @@ import statistics
 import aiohttp
 import pytest
 
-from tests.chaos.recording import TYPE, monotonic_s, payload
-from tests.history import read_runs
+from tools.chaos.recording import TYPE, monotonic_s, payload
+from tools.chaos.history import read_runs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

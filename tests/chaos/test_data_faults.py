@@ -3,7 +3,7 @@
 The guarantees under test: a submission answered 2xx is durable and completes; while a
 data server is out of reach submissions are refused (503), not acknowledged falsely and not
 left hanging; workers pause and resume by themselves; MongoDB catches up (batched writes
-are retried) once it is back. Each test ends with the history check (tests/history.py).
+are retried) once it is back. Each test ends with the history check (tools/chaos/history.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import signal
 
 import pytest
 
-from tests.chaos.recording import monotonic_s
-from tests.tcp_proxy import TcpProxy
+from tools.chaos.recording import monotonic_s
+from tools.chaos.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 

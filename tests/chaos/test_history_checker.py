@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tests.history import (
+from tools.chaos.history import (
     EndState, Faults, LeaseTiming, Run, Sample, check, disagreements, overlaps, read_runs, regressions,
 )
-from tests.chaos.recording import HistoryProcessor, payload
-from jobnode.jobs import Job, JobSpec
+from tools.chaos.recording import HistoryProcessor, payload
+from jobnode.core.job import Job, JobSpec
 
 TIMING = LeaseTiming(ttl_s=3.0, worker_ttl_s=1.0, heartbeat_s=0.2)
 

@@ -16,8 +16,8 @@ import json
 import aiohttp
 import pytest
 
-from jobnode.procfs import rss_mib
-from tests.chaos.recording import TYPE, payload
+from tools.procfs import rss_mib
+from tools.chaos.recording import TYPE, payload
 
 pytestmark = pytest.mark.slow
 

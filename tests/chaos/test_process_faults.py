@@ -1,4 +1,4 @@
-"""Chaos: node processes killed, paused and cut off under steady load, checked by tests/history.py.
+"""Chaos: node processes killed, paused and cut off under steady load, checked by tools/chaos/history.py.
 
 Each test starts 3 real node processes on loopback, submits `history` jobs at a steady rate
 through the nodes that are up, injects one kind of fault, and ends with the history check
@@ -13,10 +13,10 @@ import asyncio
 
 import pytest
 
-from jobnode.errors import NotLeader
-from jobnode.queue import JobQueue
+from jobnode.core.errors import NotLeader
+from jobnode.storage.redis.queue import JobQueue
 from tests.chaos.conftest import ChaosRun
-from tests.history import read_runs
+from tools.chaos.history import read_runs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

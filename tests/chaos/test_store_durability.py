@@ -14,8 +14,8 @@ import asyncio
 import pytest
 from pymongo import AsyncMongoClient
 
-from jobnode.jobs import Job, JobSpec
-from jobnode.store import JobStore, Snapshot
+from jobnode.core.job import Job, JobSpec
+from jobnode.storage.mongo.jobs import JobStore, Snapshot
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow

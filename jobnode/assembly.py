@@ -1,0 +1,164 @@
+"""Everything a node runs on top of its Redis and MongoDB connections, built, started and stopped in order."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+from dataclasses import dataclass, field
+
+import structlog
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from jobnode.core.background import cancel_all, supervise
+from jobnode.cluster.recorder import ClusterRecorder
+from jobnode.storage.mongo.cluster import ClusterStore
+from jobnode.core.settings import Settings
+from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
+from jobnode.cluster.elector import Elector
+from jobnode.cluster.leadership import Leadership
+from jobnode.storage.redis.lease import LeaderLease
+from jobnode.observability.metrics import NodeMetrics
+from jobnode.pipeline.outbox import OutboxWriter
+from jobnode.auth.peer_signatures import Verifier
+from jobnode.cluster.peers import PeerTransport
+from jobnode.processors.registry import ProcessorRegistry
+from jobnode.storage.redis.queue import JobQueue
+from jobnode.cluster.quorum import PeerContact
+from jobnode.pipeline.reconciler import Reconciler
+from jobnode.pipeline.retry import RetryPolicy
+from jobnode.services.jobs import JobService
+from jobnode.storage.mongo.jobs import JobStore
+from jobnode.pipeline.workers import PoolSettings, WorkerPool
+
+log = structlog.get_logger(__name__)
+
+OUTBOX_FLUSH_AT_STOP_S = 5.0
+
+
+@dataclass
+class NodeServices:
+    """The node's moving parts; `stop()` is safe after a start that failed half-way."""
+
+    settings: Settings
+    store: JobStore
+    queue: JobQueue
+    registry: ProcessorRegistry
+    jobs: JobService
+    leadership: Leadership
+    pool: WorkerPool
+    outbox: OutboxWriter
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    cluster_store: ClusterStore
+    transport: PeerTransport
+    verifier: Verifier
+    elector: Elector
+    recorder: ClusterRecorder
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis, mongo: AsyncMongoClient,
+              registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
+              peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
+        db = mongo[settings.mongodb_database]
+        store, queue = JobStore(db), JobQueue(redis, settings.redis_key_prefix)
+        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
+        leadership = Leadership(lease)
+        metrics = metrics or NodeMetrics(registry.types())
+        pool = WorkerPool(pool_settings(settings), queue, registry, metrics)
+        # Without a configured secret nobody can reach the peer route (a lone node needs none).
+        secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
+        contact = PeerContact.for_cluster(
+            [url for node, url in settings.peers.items() if node != settings.node_id],
+            settings.election_timeout_s, settings.election_interval_s)
+        transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings),
+                                  ssl_context=peer_ssl, on_reached=contact.reached)
+        elector = Elector(settings, transport, leadership, contact)
+        cluster_store = ClusterStore(db)
+        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
+        elector.on_leader_change = recorder.on_leader_change
+        metrics.watch(pool, leadership, elector)
+        return cls(
+            settings=settings, store=store, queue=queue, registry=registry,
+            jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,
+                            metrics=metrics),
+            leadership=leadership, pool=pool,
+            outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch,
+                                interval_s=settings.commit_interval_s),
+            dispatcher=Dispatcher(queue, leadership, dispatch_settings(settings)),
+            reconciler=Reconciler(store, queue, grace_s=settings.reconcile_interval_s),
+            cluster_store=cluster_store, transport=transport, verifier=Verifier(secret),
+            elector=elector, recorder=recorder,
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.store.ensure_indexes()
+        await self.cluster_store.ensure_indexes()
+        self.jobs.start()
+        await self.transport.start()
+        self.tasks = [
+            supervise("leadership", self.leadership.run),
+            supervise("outbox", self.outbox.run),
+            supervise("dispatcher", self.dispatcher.run),
+            supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
+        ]
+        await self.pool.start()
+        await self.elector.start()  # last: the node takes part in elections once it can do the work
+        self.tasks.append(supervise("cluster", self.recorder.run))
+        log.info("node.ready", node_id=s.node_id, workers=s.worker_count, processors=self.registry.types(),
+                 strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
+
+    async def stop(self) -> None:
+        # Hand the lead over first (raft transfers it, and the lease is released for the
+        # next leader), then let running jobs finish, then write what is left to MongoDB.
+        steps = [
+            ("election", self.elector.stop()),
+            ("lease", self.leadership.resign()),
+            ("workers", self.pool.stop(self.settings.shutdown_grace_s)),
+            ("submits", self.jobs.stop()),
+            ("tasks", cancel_all(self.tasks)),
+            ("outbox", self.outbox.flush(timeout_s=OUTBOX_FLUSH_AT_STOP_S)),
+            ("peers", self.transport.stop()),
+            ("processors", self.registry.close()),
+        ]
+        for name, step in steps:
+            try:
+                await step
+            except Exception:  # one failed step (Redis down, say) must not skip the rest
+                log.exception("node.stop_step_failed", step=name)
+        log.info("node.stopped", node_id=self.settings.node_id)
+
+
+def peer_timeout_s(settings: Settings) -> float:
+    # Long enough for a loaded peer to answer, short enough that a dead one never delays
+    # the next message to it by much more than an election timeout.
+    return max(0.2, min(2.0, settings.election_timeout_s))
+
+
+def pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(
+        node_id=settings.node_id,
+        worker_count=settings.worker_count,
+        capacity=1 + settings.worker_prefetch,
+        lease_ttl_s=settings.job_lease_ttl_s,
+        heartbeat_interval_s=settings.worker_heartbeat_interval_s,
+        retry=RetryPolicy(
+            policy=settings.retry_policy,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            multiplier=settings.retry_multiplier,
+            jitter_factor=settings.retry_jitter_factor,
+        ),
+    )
+
+
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    return DispatchSettings(
+        strategy=settings.load_balancer_strategy,
+        job_lease_ms=int(settings.job_lease_ttl_s * 1000),
+        worker_ttl_ms=int(settings.worker_ttl_s * 1000),
+        low_priority_share=settings.low_priority_share,
+    )

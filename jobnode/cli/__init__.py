@@ -1,0 +1,1 @@
+"""The `jobnode` command line."""

@@ -1,0 +1,191 @@
+"""Drives this node's election state machine: clock ticks, peer messages, disk, and leadership.
+
+The algorithms in `election/` are pure: they take `now` and messages and hand back what to
+write, send and report. This module is the I/O around them:
+  - a tick loop calls `on_tick` every `tick_interval_s` of the machine's config;
+  - a peer route hands in decoded messages through `deliver`;
+  - raft's term and vote are written to DATA_DIR/raft-state.json and fsynced BEFORE any
+    message of the same output leaves (a vote on the wire that a restart could forget
+    would let this node vote twice in one term);
+  - after every step, `Leadership` is told whether the machine names this node leader and
+    whether `PeerContact` says a majority of its peers is reachable (which decides who keeps
+    the fenced lease when two nodes both believe they lead).
+
+One lock serialises step, persist and send, so outputs are applied in the order the
+machine produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+import election
+from jobnode.core.background import cancel_all
+from jobnode.core.settings import Settings
+from jobnode.core.job import utcnow
+from jobnode.cluster.leadership import Leadership
+from jobnode.cluster.peers import PeerTransport
+from jobnode.cluster.quorum import PeerContact
+
+log = structlog.get_logger(__name__)
+
+STATE_FILE = "raft-state.json"
+
+LeaderCallback = Callable[["LeaderChange"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class LeaderChange:
+    """One change of this node's view of the leader."""
+
+    leader: str | None
+    previous: str | None
+    term: int
+    at: datetime
+
+
+@dataclass
+class ElectionView:
+    """What this node believes about the cluster right now (read by the API)."""
+
+    leader: str | None = None
+    term: int = 0
+    since: datetime | None = None
+    changes: int = 0
+    members: dict[str, election.Member] = field(default_factory=dict)
+
+
+def machine_config(settings: Settings) -> Any:
+    """The election config for the chosen algorithm, from the node's settings."""
+    peers = {node: url for node, url in settings.peers.items() if node != settings.node_id}
+    cls = {"bully": election.BullyConfig, "raft": election.RaftConfig, "gossip": election.GossipConfig}
+    return cls[settings.election_algorithm](
+        node_id=settings.node_id,
+        address=settings.advertise_url,
+        priority=settings.node_priority,
+        peers=peers,
+        election_timeout_s=settings.election_timeout_s,
+        heartbeat_interval_s=settings.election_interval_s,
+    )
+
+
+class RaftStateFile:
+    """Raft's term and vote on disk: replaced atomically and fsynced."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / STATE_FILE
+
+    def load(self) -> election.RaftPersistentState | None:
+        if not self.path.exists():
+            return None
+        return election.RaftPersistentState.from_dict(json.loads(self.path.read_text()))
+
+    def save(self, state: election.RaftPersistentState) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with open(temp, "wb") as f:
+            f.write(orjson.dumps(state.to_dict()))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself must survive a power cut
+        finally:
+            os.close(dir_fd)
+
+
+class Elector:
+    """Feeds the election machine and applies what it returns."""
+
+    def __init__(self, settings: Settings, transport: PeerTransport, leadership: Leadership,
+                 contact: PeerContact, on_leader_change: LeaderCallback | None = None) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.leadership = leadership
+        self.contact = contact
+        self.on_leader_change = on_leader_change
+        self.algorithm = settings.election_algorithm
+        self.state_file = RaftStateFile(Path(settings.data_dir))
+        self.view = ElectionView()
+        self.machine: election.Machine | None = None
+        self._lock = asyncio.Lock()
+        self._ticks: asyncio.Task[None] | None = None
+        self._recording: set[asyncio.Task[None]] = set()
+        self.received = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.settings.node_id
+
+    @property
+    def role(self) -> str:
+        return self.machine.role if self.machine else "starting"
+
+    async def start(self) -> None:
+        config = machine_config(self.settings)
+        persisted = self.state_file.load() if self.algorithm == "raft" else None
+        rng = random.Random(os.urandom(16))  # the machine's only source of randomness
+        self.machine = election.create(self.algorithm, config, rng, persisted)
+        log.info("election.starting", algorithm=self.algorithm, peers=sorted(config.peers),
+                 restored_term=persisted.term if persisted else None)
+        await self._step(lambda now: self.machine.start(now))
+        self._ticks = asyncio.create_task(self._tick_loop(config.tick_interval_s), name="election-ticks")
+
+    async def stop(self) -> None:
+        """Leave gracefully (raft hands leadership over), then stop ticking."""
+        if self.machine is not None:
+            await self._step(lambda now: self.machine.leave(now))
+        await cancel_all([t for t in (self._ticks, *self._recording) if t is not None])
+
+    async def deliver(self, message: Any) -> None:
+        self.received += 1
+        self.contact.reached(message.src_address, asyncio.get_running_loop().time())
+        await self._step(lambda now: self.machine.on_message(message, now))
+
+    async def _tick_loop(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._step(lambda now: self.machine.on_tick(now))
+
+    async def _step(self, call: Callable[[float], election.Output]) -> None:
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            out = call(now)
+            if out.persist is not None:
+                await asyncio.to_thread(self.state_file.save, out.persist)
+            for message in out.messages:
+                if message.dst_address:
+                    self.transport.send(message.dst_address, orjson.dumps(election.encode(message)))
+            for event in out.events:
+                await self._record(event)
+            self.view.members = dict(self.machine.members)
+            # Raft elects at most one leader per term, so its term may pre-empt an older
+            # leader's lease; bully and gossip make no such promise.
+            term = self.view.term if self.algorithm == "raft" else None
+            self.leadership.want(self.view.leader == self.node_id, self.contact.has_majority(now), term)
+
+    async def _record(self, event: election.Event) -> None:
+        if not isinstance(event, election.LeaderChanged):
+            log.info("election.member", change=type(event).__name__, node=event.node_id)
+            return
+        change = LeaderChange(event.leader, self.view.leader, event.term, utcnow())
+        self.view.leader, self.view.term, self.view.since = event.leader, event.term, change.at
+        self.view.changes += 1
+        log.info("election.leader_changed", leader=event.leader, previous=change.previous, term=event.term)
+        if self.on_leader_change is not None:
+            # Recording (MongoDB) must not hold up the protocol: it runs on its own.
+            task = asyncio.create_task(self.on_leader_change(change), name="record-leader")
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)

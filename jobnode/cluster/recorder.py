@@ -1,0 +1,105 @@
+"""This node's part in the cluster's shared record: its `nodes` entry, leader changes, snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from jobnode import __version__
+from jobnode.storage.mongo.cluster import ClusterStore
+from jobnode.core.settings import Settings
+from jobnode.cluster.elector import Elector, LeaderChange
+from jobnode.core.errors import Unavailable
+from jobnode.core.job import utcnow
+from jobnode.cluster.leadership import Leadership
+from jobnode.storage.redis.queue import JobQueue
+from jobnode.pipeline.workers import WorkerPool
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0
+SNAPSHOT_EVERY = 30  # heartbeats: one metrics snapshot a minute per node
+DOWN_AFTER_S = 3 * HEARTBEAT_INTERVAL_S
+LEASE_WAITS = 10  # lease lifetimes a new leader's history entry waits for the lease
+
+
+class ClusterRecorder:
+    """Writes this node's heartbeat, its leader changes and metric snapshots to MongoDB."""
+
+    def __init__(self, store: ClusterStore, settings: Settings, elector: Elector, leadership: Leadership,
+                 pool: WorkerPool, queue: JobQueue) -> None:
+        self.store = store
+        self.settings = settings
+        self.elector = elector
+        self.leadership = leadership
+        self.pool = pool
+        self.queue = queue
+        self.started_at = utcnow()
+        # A new leader may wait out its predecessor's lease (bully, gossip) before it holds its own.
+        self.lease_wait_s = LEASE_WAITS * settings.leader_lease_ttl_s
+
+    def node_document(self) -> dict[str, Any]:
+        view = self.elector.view
+        return {
+            "address": self.settings.advertise_url,
+            "algorithm": self.settings.election_algorithm,
+            "role": self.elector.role,
+            "term": view.term,
+            "leader_id": view.leader,
+            "holds_lease": self.leadership.is_leader,
+            "worker_count": self.settings.worker_count,
+            "workers_busy": self.pool.busy,
+            "priority": self.settings.node_priority,
+            "version": __version__,
+            "started_at": self.started_at,
+            "last_heartbeat": utcnow(),
+        }
+
+    async def run(self) -> None:
+        beats = 0
+        while True:
+            try:
+                await self.store.heartbeat(self.settings.node_id, self.node_document())
+                if beats % SNAPSHOT_EVERY == 0:
+                    await self._snapshot()
+            except Unavailable as exc:
+                log.warning("cluster.heartbeat_failed", error=str(exc))
+            beats += 1
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+    async def on_leader_change(self, change: LeaderChange) -> None:
+        """The new leader writes the history entry, so each change is recorded once.
+
+        It writes it once it holds the leader lease, stamped then and with the fencing
+        token: while views converge (gossip at start, say) two nodes may each believe for a
+        moment that they lead, and stamping the belief put the one that lost in front of
+        the one that leads. A node that never gets the lease never led, and records nothing.
+        """
+        if change.leader != self.settings.node_id:
+            return
+        try:
+            token = await asyncio.wait_for(self.leadership.wait_until_leader(), self.lease_wait_s)
+        except TimeoutError:
+            log.info("cluster.election_not_recorded", term=change.term, reason="never held the leader lease")
+            return
+        doc = {
+            "at": utcnow(),
+            "elected_at": change.at,
+            "fencing_token": token,
+            "term": change.term,
+            "leader": change.leader,
+            "previous": change.previous,
+            "algorithm": self.settings.election_algorithm,
+            "reason": "first leader seen by this node" if change.previous is None else f"{change.previous} lost the lead",
+        }
+        try:
+            await self.store.record_leader_change(doc)
+        except Unavailable as exc:
+            log.warning("cluster.election_not_recorded", error=str(exc), term=change.term)
+
+    async def _snapshot(self) -> None:
+        depths = await self.queue.depths()
+        await self.store.snapshot({"at": utcnow(), "node_id": self.settings.node_id,
+                                   "is_leader": self.leadership.is_leader, **depths})

@@ -1,0 +1,282 @@
+"""The worker pool: WORKER_COUNT workers on this node running the jobs assigned to them.
+
+Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
+it (take.lua checks the job is still its own and starts the lease), runs the processor
+under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
+longer ours, and in the same call starts the worker's next job if its inbox has one).
+Reports go through one group commit per node: the outcomes of every worker that finished
+while the previous call was in flight travel together, so short jobs cost a fraction of a
+round trip each and a lone job's report still leaves at once. One heartbeat task per node
+keeps the workers registered and their leases renewed; when Redis says a job is no longer
+ours (cancelled, or reclaimed after this node was presumed dead) the worker stops running it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+import structlog
+from structlog.contextvars import bind_contextvars
+
+from jobnode.core.background import cancel_all
+from jobnode.pipeline.commits import GroupCommit
+from jobnode.core.errors import Unavailable
+from jobnode.core.job import RUNNING, Job, utcnow
+from jobnode.observability.logs import debug_enabled
+from jobnode.observability.metrics import NodeMetrics
+from jobnode.processors.registry import PermanentError, ProcessorRegistry, UnknownProcessorType
+from jobnode.storage.redis.queue import JobQueue, Report, TakenJob
+from jobnode.pipeline.retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+INBOX_POLL_S = 0.5  # how long a blocked wait lasts before re-checking for shutdown
+MAX_ERROR_CHARS = 2000
+REDIS_DOWN_PAUSE_S = 0.5
+
+
+@dataclass
+class PoolSettings:
+    """What the pool needs from the node's settings."""
+
+    node_id: str
+    worker_count: int
+    capacity: int
+    lease_ttl_s: float
+    heartbeat_interval_s: float
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_ttl_s * 1000)
+
+
+@dataclass
+class Worker:
+    """One worker slot and what it is doing now."""
+
+    id: str
+    current_job: str | None = None
+    job_task: asyncio.Task[Any] | None = None
+    # The whole of one job here, from take to reported outcome: shutdown waits for this,
+    # not only for the processor, or a finished job's outcome could be cut off mid-report.
+    execution: asyncio.Task[None] | None = None
+    processed: int = 0
+    failed: int = 0
+
+
+class WorkerPool:
+    """Runs the workers and the heartbeat of one node."""
+
+    def __init__(self, settings: PoolSettings, queue: JobQueue, registry: ProcessorRegistry,
+                 metrics: NodeMetrics | None = None) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.registry = registry
+        self.metrics = metrics or NodeMetrics(registry.types())
+        self.workers = [Worker(f"{settings.node_id}/w{i}") for i in range(1, settings.worker_count + 1)]
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+        self._reports: GroupCommit[Report, tuple[bool, TakenJob | None]] = GroupCommit(
+            queue.finish_many, max_batch=max(1, settings.worker_count))
+
+    async def start(self) -> None:
+        if not self.workers:
+            return
+        await self.queue.register(self.settings.node_id, self.settings.capacity, [w.id for w in self.workers])
+        self._reports.start()
+        self._tasks = [asyncio.create_task(self._run_worker(w), name=w.id) for w in self.workers]
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+
+    async def stop(self, grace_s: float) -> int:
+        """Stop taking jobs, let running ones finish within the grace, hand back the rest."""
+        self._stopping.set()
+        executions = [w.execution for w in self.workers if w.execution and not w.execution.done()]
+        if executions:
+            log.info("workers.draining", running=len(executions), grace_s=grace_s)
+            await asyncio.wait(executions, timeout=grace_s)
+        for worker in self.workers:
+            if worker.job_task and not worker.job_task.done():
+                worker.job_task.cancel()  # past the grace: the job goes back by handback
+        # An outcome already on its way gets its report deadline (the lease) to arrive.
+        unfinished = [e for e in executions if not e.done()]
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=self.settings.lease_ttl_s)
+        await cancel_all(self._tasks)
+        if not self.workers:
+            return 0
+        await self._reports.stop()
+        returned = await self.queue.handback([w.id for w in self.workers])
+        log.info("workers.stopped", handed_back=returned)
+        return returned
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w.current_job)
+
+    async def _run_worker(self, worker: Worker) -> None:
+        job: TakenJob | None = None  # the next job, when reporting the last one already took it
+        while not self._stopping.is_set():
+            try:
+                if job is None:
+                    job = await self._wait_for_job(worker)
+                if job is not None:
+                    worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
+                    job = None  # started: whatever happens next, never start it again here
+                    job = await asyncio.shield(worker.execution)
+            except Unavailable as exc:
+                log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
+                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+        # A job taken by the last report while stopping stays the worker's: handback returns it.
+
+    async def _wait_for_job(self, worker: Worker) -> TakenJob | None:
+        """Start the next job in the inbox, waiting for one up to INBOX_POLL_S."""
+        job = await self.queue.take(worker.id, self.settings.lease_ms)
+        if job is not None:
+            return job
+        job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
+        if job_id is None:
+            return None
+        if self._stopping.is_set():  # popped during shutdown: put it back for handback to find
+            await self.queue.redis.lpush(self.queue.key("inbox", worker.id), job_id)
+            return None
+        return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+
+    async def _execute(self, worker: Worker, taken: TakenJob) -> TakenJob | None:
+        """Run one job and report it; returns the worker's next job if the report took one."""
+        worker.current_job = taken.id
+        # Only a first attempt measures submit→start: a retry's wait is mostly its back-off.
+        self.metrics.attempt_started(taken.wait_s if taken.attempts == 1 else None)
+        started = asyncio.get_running_loop().time()
+        worker.job_task = asyncio.create_task(self._process(taken, worker.id), name=f"job:{taken.id}")
+        try:
+            outcome = await asyncio.shield(worker.job_task)
+        except asyncio.CancelledError:
+            if not worker.job_task.cancelled():
+                raise  # the worker itself is being stopped
+            outcome = None  # the job was taken away from us (cancelled or reclaimed)
+        finally:
+            worker.current_job = None
+        if outcome is None:
+            return None
+        kind, body = outcome
+        duration_s = asyncio.get_running_loop().time() - started
+        if kind == "completed":
+            worker.processed += 1
+            report = Report(worker.id, taken.id, "completed", result=body)
+        else:
+            worker.failed += 1
+            delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
+            report = Report(worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
+        accepted, next_job = await self._report(report)
+        if accepted:
+            self._count(taken, kind, duration_s)
+        return next_job
+
+    def _count(self, taken: TakenJob, kind: str, duration_s: float) -> None:
+        # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
+        # finish.lua dead-letters a "retry" whose attempts are used up; count it as it will end.
+        exhausted = kind == "retry" and taken.attempts > taken.max_retries
+        self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
+
+    async def _report(self, report: Report) -> tuple[bool, TakenJob | None]:
+        """Deliver an outcome, riding out a short Redis outage instead of losing the work.
+
+        Past the lease the job has been (or will be) handed to another worker, so an
+        outcome that still cannot be delivered is dropped and the job runs again. The report
+        also takes the worker's next job, unless the pool is stopping.
+        Returns whether Redis accepted the outcome, and the next job if one was taken.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.lease_ttl_s
+        while True:
+            if not self._reports.running:  # stopped past every grace: handback returns the job
+                return False, None
+            try:
+                next_lease_ms = 0 if self._stopping.is_set() else self.settings.lease_ms
+                return await self._reports.submit(replace(report, next_lease_ms=next_lease_ms))
+            except Unavailable as exc:
+                if loop.time() >= deadline:
+                    log.warning("job.outcome_lost", job_id=report.job_id, error=str(exc),
+                                note="the job will run again")
+                    return False, None
+                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+
+    async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
+        """Run the processor; returns (outcome, result or error text)."""
+        # This task's own context: every line logged while the job runs, the processor's
+        # included, names the job and the request that submitted it.
+        bind_contextvars(job_id=taken.id, request_id=taken.request_id, job_type=taken.type,
+                         attempt=taken.attempts, worker=worker_id)
+        try:
+            processor = self.registry.get(taken.type)
+        except UnknownProcessorType:
+            return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
+        debug = debug_enabled(__name__)
+        if debug:
+            log.debug("job.started", wait_s=taken.wait_s)
+        try:
+            async with asyncio.timeout(taken.timeout_s):  # in this task: wait_for would start another
+                result = await processor.process(_as_job(taken, self.settings.node_id, worker_id))
+            encoded = orjson.dumps(result)
+            if debug:
+                log.debug("job.completed")
+            return "completed", encoded
+        except PermanentError as exc:
+            log.info("job.failed_permanently", error=str(exc))
+            return "failed", _error_text(f"{type(exc).__name__}: {exc}")
+        except TimeoutError:
+            log.info("job.timed_out", timeout_s=taken.timeout_s)
+            return "retry", _error_text(f"timed out after {taken.timeout_s:g}s")
+        except TypeError as exc:
+            if "JSON" in str(exc) or "serializ" in str(exc):
+                return "failed", _error_text(f"result is not JSON-serializable: {exc}")
+            return "retry", _error_text(f"TypeError: {exc}")
+        except Exception as exc:  # any processor failure is the job's failure, never the worker's
+            log.info("job.attempt_failed", error=str(exc))
+            return "retry", _error_text(f"{type(exc).__name__}: {exc}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                running = {w.id: w.current_job for w in self.workers}
+                lost, missing = await self.queue.heartbeat(self.settings.lease_ms, running)
+                for worker in self.workers:
+                    if worker.current_job in lost and worker.job_task:
+                        log.info("job.lost", job_id=worker.current_job, worker=worker.id)
+                        worker.job_task.cancel()
+                if missing:
+                    log.warning("workers.reregistering", workers=missing)
+                    await self.queue.register(self.settings.node_id, self.settings.capacity, missing)
+            except Unavailable as exc:
+                log.warning("heartbeat.redis_unavailable", error=str(exc))
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+
+def _as_job(taken: TakenJob, node_id: str, worker_id: str) -> Job:
+    """The job as its processor sees it, including where it runs (for processors that log or record it)."""
+    now = utcnow()
+    return Job(
+        id=taken.id,
+        type=taken.type,
+        priority=taken.priority,
+        payload=taken.payload,
+        status=RUNNING,
+        max_retries=taken.max_retries,
+        timeout_s=taken.timeout_s,
+        created_at=now,
+        updated_at=now,
+        attempts=taken.attempts,
+        started_at=now,
+        node_id=node_id,
+        worker_id=worker_id,
+    )
+
+
+def _error_text(message: str) -> bytes:
+    return message[:MAX_ERROR_CHARS].encode()

@@ -1,0 +1,277 @@
+"""Processors: the code that runs a job of a given type, and the registry that finds it.
+
+A processor is anything with a `type` name and `async def process(job) -> result` (a JSON-able
+value). Processors come from three places, merged by `build_registry(settings)` in this order,
+a later source replacing an earlier one of the same name (with a warning in the log):
+
+1. the built-ins of `jobnode.processors.builtin` (echo, sleep, http, email);
+2. entry points of the group `jobnode.processors` in installed distributions;
+3. code registration through `register_processor` (explicit code wins over installed plugins).
+
+Failure contract: raising `PermanentError` means "retrying cannot help" and the job fails at once;
+any other exception (including `RetryableError`, which just says so explicitly) and a timeout are
+retried under the node's retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from jobnode.core.errors import NotFound
+from jobnode.core.job import MAX_TYPE_LEN, Job
+
+ENTRY_POINT_GROUP = "jobnode.processors"
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ProcessFn = Callable[[Job], Awaitable[Any]]
+
+
+@runtime_checkable
+class Processor(Protocol):
+    """What the worker pool calls to run a job; `type` is the job type it serves.
+
+    A processor may also define `async def close()`, awaited by `ProcessorRegistry.close()` at
+    shutdown to release connections it holds.
+    """
+
+    type: str
+
+    async def process(self, job: Job) -> Any: ...
+
+
+class PermanentError(Exception):
+    """A failure that retrying cannot fix (bad payload, a 4xx answer): the job fails without retries.
+
+    `field` names the offending payload field when there is one, e.g. "payload.url".
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RetryableError(Exception):
+    """A failure worth retrying (connection refused, 5xx); any non-permanent exception behaves alike."""
+
+
+class UnknownProcessorType(NotFound, KeyError):
+    """No processor is registered for the job type asked for (also a KeyError: it is a failed lookup)."""
+
+    def __init__(self, type_name: str, registered: list[str]) -> None:
+        super().__init__(
+            f"no processor for job type {type_name!r}; registered types: {', '.join(registered) or '(none)'}",
+            details={"type": type_name, "registered_types": registered},
+        )
+        self.type_name = type_name
+
+    def __str__(self) -> str:  # KeyError's own __str__ would show the message quoted
+        return self.message
+
+
+class FunctionProcessor:
+    """Adapts a bare `async def fn(job)` into a Processor named `type`."""
+
+    def __init__(self, type_name: str, fn: ProcessFn) -> None:
+        self.type = type_name
+        self.fn = fn
+
+    async def process(self, job: Job) -> Any:
+        return await self.fn(job)
+
+    def __repr__(self) -> str:
+        return f"FunctionProcessor({self.type!r}, {getattr(self.fn, '__qualname__', self.fn)!r})"
+
+
+class ProcessorRegistry:
+    """Job type name → Processor.
+
+    Registering a name that is already taken replaces the old processor and logs a warning
+    (so a plugin or application can deliberately override a built-in); the replaced processor
+    is still closed by `close()`.
+    """
+
+    def __init__(self) -> None:
+        self._processors: dict[str, Processor] = {}
+        self._retired: list[Processor] = []
+        # Entry points that could not be loaded, name → reason, for diagnostics.
+        self.load_errors: dict[str, str] = {}
+
+    def register(self, type_name: str, target: Any) -> Processor:
+        """Register a Processor instance, a Processor class (instantiated with no arguments)
+        or an async function under `type_name`. Raises TypeError/ValueError for anything else."""
+        processor = as_processor(type_name, target)
+        self.add(processor)
+        return processor
+
+    def add(self, processor: Processor) -> None:
+        """Register a ready-made processor under its own `type`."""
+        _check_type_name(processor.type)
+        old = self._processors.get(processor.type)
+        if old is not None and old is not processor:
+            log.warning(
+                "processor for job type %r replaced: %r -> %r", processor.type, old, processor
+            )
+            self._retired.append(old)
+        self._processors[processor.type] = processor
+
+    def update(self, other: ProcessorRegistry) -> None:
+        """Register every processor of `other` here (same replacement rule as `add`)."""
+        for processor in other._processors.values():
+            self.add(processor)
+
+    def get(self, type_name: str) -> Processor:
+        try:
+            return self._processors[type_name]
+        except KeyError:
+            raise UnknownProcessorType(type_name, self.types()) from None
+
+    def types(self) -> list[str]:
+        return sorted(self._processors)
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._processors
+
+    def __len__(self) -> int:
+        return len(self._processors)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Register the processors that installed distributions declare in `group`.
+
+        The entry point's name is the job type. A broken entry point (import error, wrong kind of
+        object, constructor failure, name mismatch) is logged, recorded in `load_errors` and skipped:
+        one bad plugin must not keep the node from starting. Returns the names registered.
+        """
+        loaded = []
+        for entry_point in importlib.metadata.entry_points(group=group):
+            try:
+                self.register(entry_point.name, entry_point.load())
+            except Exception as exc:  # a plugin may fail in any way; see docstring
+                reason = f"{type(exc).__name__}: {exc}"
+                self.load_errors[entry_point.name] = reason
+                log.error(
+                    "skipping processor entry point %r (%s) from %s: %s",
+                    entry_point.name,
+                    entry_point.value,
+                    _distribution_name(entry_point),
+                    reason,
+                    exc_info=exc,
+                )
+            else:
+                loaded.append(entry_point.name)
+        return loaded
+
+    async def close(self) -> None:
+        """Release what processors hold (HTTP sessions and the like); errors are logged, not raised."""
+        seen: set[int] = set()
+        for processor in [*self._processors.values(), *self._retired]:
+            close = getattr(processor, "close", None)
+            if id(processor) in seen or close is None:
+                continue
+            seen.add(id(processor))
+            try:
+                await close()
+            except Exception:
+                log.exception("closing processor %r failed", processor)
+
+
+def as_processor(type_name: str, target: Any) -> Processor:
+    """Turn what a user registered (instance, class or async function) into a Processor."""
+    _check_type_name(type_name)
+    if inspect.isclass(target):
+        target = target()
+    process = getattr(target, "process", None)
+    if process is not None:
+        if not inspect.iscoroutinefunction(process):
+            raise TypeError(f"processor {type_name!r}: {target!r}.process must be an async method")
+        own_type = getattr(target, "type", None)
+        if own_type != type_name:
+            raise ValueError(
+                f"processor {target!r} has type {own_type!r} but is registered as {type_name!r}; "
+                "they must match"
+            )
+        return target
+    if inspect.iscoroutinefunction(target):
+        return FunctionProcessor(type_name, target)
+    if callable(target):
+        raise TypeError(
+            f"processor {type_name!r}: {target!r} is a plain function; it must be `async def fn(job)` "
+            "(wrap blocking work in `await run_in_thread(...)`)"
+        )
+    raise TypeError(
+        f"processor {type_name!r}: {target!r} is not a processor "
+        "(expected an object or class with `async def process(job)`, or an async function)"
+    )
+
+
+def _check_type_name(type_name: Any) -> None:
+    if (
+        not isinstance(type_name, str)
+        or not type_name
+        or len(type_name) > MAX_TYPE_LEN
+        or any(ch.isspace() or not ch.isprintable() for ch in type_name)
+    ):
+        raise ValueError(
+            f"processor type name {type_name!r} must be a non-empty string of at most "
+            f"{MAX_TYPE_LEN} printable characters without whitespace"
+        )
+
+
+def _distribution_name(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    return dist.name if dist is not None else "an unknown distribution"
+
+
+default_registry = ProcessorRegistry()
+"""Where `register_processor` puts code-registered processors; `build_registry` copies them."""
+
+
+def register_processor(type_name: str, target: Any = None) -> Any:
+    """Register a processor in code, into `default_registry`.
+
+    Either `register_processor("resize", fn_or_class_or_instance)`, or as a decorator on an async
+    function or a processor class: `@register_processor("resize")`. The decorator returns what it
+    decorates unchanged.
+    """
+    if target is not None:
+        default_registry.register(type_name, target)
+        return target
+
+    def decorate(obj: T) -> T:
+        default_registry.register(type_name, obj)
+        return obj
+
+    return decorate
+
+
+def build_registry(settings: Any) -> ProcessorRegistry:
+    """The node's registry: built-ins, then entry points, then code-registered processors.
+
+    Reads only the `smtp_*` fields of `settings` (for the email built-in).
+    """
+    # Imported here: builtin_processors imports this module for PermanentError and friends.
+    from jobnode.processors.builtin import builtin_processors
+
+    registry = ProcessorRegistry()
+    for processor in builtin_processors(settings):
+        registry.add(processor)
+    registry.load_entry_points()
+    registry.update(default_registry)
+    return registry
+
+
+async def run_in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking or CPU-bound `fn(*args, **kwargs)` in the default thread pool without blocking the loop.
+
+    Two caveats a processor author should know. Cancelling the awaiting job (a timeout, a cancel)
+    stops the wait but not the thread: `fn` runs to its end, so give blocking I/O its own timeout.
+    Pure-Python CPU work still holds the GIL in a thread; for heavy computation submit to a
+    `concurrent.futures.ProcessPoolExecutor` through `loop.run_in_executor` instead.
+    """
+    return await asyncio.to_thread(fn, *args, **kwargs)

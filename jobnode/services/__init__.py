@@ -1,0 +1,5 @@
+"""Services: what the API may ask of a node. Routes call these and nothing below them.
+
+`jobs` submits, reads and steers jobs; `cluster` answers who leads and which nodes are
+up; `system` reports the node's health, workers and stats.
+"""

@@ -1,0 +1,204 @@
+"""The job service: what the API can do with jobs, on top of the store and the queue.
+
+Submission order is what makes "acknowledged means never lost" hold: the job is written
+to MongoDB (group commit), then queued in Redis, then acknowledged. If Redis refuses, the
+insert is taken back and the caller gets 503; if that fails too, the reconciler will
+queue the job later, so it is still not lost.
+
+Reads merge both sides: MongoDB is the record, but the latest state of a job in flight is
+in Redis (its changes reach MongoDB through the outbox a moment later), so a read shows
+the Redis state when it is newer (higher rev).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from jobnode.pipeline.commits import GroupCommit
+from jobnode.core.errors import Conflict, NotFound, Unavailable
+from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, from_epoch_ms, utcnow
+from jobnode.observability.logs import debug_enabled
+from jobnode.observability.metrics import NodeMetrics
+from jobnode.storage.redis.queue import JobQueue
+from jobnode.storage.mongo.jobs import DuplicateIdempotencyKey, JobStore, Snapshot
+
+log = structlog.get_logger(__name__)
+
+STATS_CACHE_S = 1.0
+# Bounded admission: at most this many write batches' worth of submissions wait per node;
+# beyond it a submission is refused at once with 503 + Retry-After (see commits.py).
+WAITING_BATCHES = 4
+# Submit writes (insert, then enqueue) that may be in flight at once: a submission arriving
+# during one leaves at once instead of waiting it out (commits.py; docs/benchmark.md, fifth round).
+SUBMIT_WRITES_IN_FLIGHT = 4
+RETRYABLE = (FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: Job
+    created: bool  # False: an earlier job with the same idempotency key
+
+
+class JobService:
+    """Submit, read, cancel, retry and delete jobs."""
+
+    def __init__(self, store: JobStore, queue: JobQueue, *, known_types: Collection[str], max_batch: int,
+                 metrics: NodeMetrics | None = None) -> None:
+        self.store = store
+        self.queue = queue
+        self.known_types = known_types
+        self.metrics = metrics or NodeMetrics(known_types)
+        self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
+                                                          max_waiting=WAITING_BATCHES * max_batch,
+                                                          max_inflight=SUBMIT_WRITES_IN_FLIGHT)
+        self._counts: tuple[float, dict[str, int]] | None = None
+
+    def start(self) -> None:
+        self._commits.start()
+
+    async def stop(self) -> None:
+        await self._commits.stop()
+
+    async def submit(self, spec: JobSpec, *, submitted_by: str | None = None, owner: str | None = None,
+                     request_id: str | None = None) -> Submitted:
+        return (await self.submit_many([spec], submitted_by=submitted_by, owner=owner, request_id=request_id))[0]
+
+    async def submit_many(self, specs: Sequence[JobSpec], *, submitted_by: str | None = None,
+                          owner: str | None = None, request_id: str | None = None) -> list[Submitted]:
+        """Make the jobs durable and queued; returns once every one of them is.
+
+        `owner` (a non-admin caller) may not be handed another submitter's job through a reused
+        idempotency key: that is a 409 which shows nothing of the other job. `request_id` (the
+        API request's) travels with each job into its worker's log lines.
+        """
+        jobs = [Job.new(spec, submitted_by=submitted_by, request_id=request_id) for spec in specs]
+        outcomes = await self._commits.submit_many(jobs)
+        submitted = []
+        for job, outcome in zip(jobs, outcomes):
+            if isinstance(outcome, DuplicateIdempotencyKey):
+                first = await self.store.get_by_idempotency_key(outcome.args[0])
+                if first is None:  # the first holder was deleted meanwhile
+                    raise Conflict("a job with this idempotency key was just deleted; submit again")
+                if not _visible(first, owner):
+                    raise Conflict("this idempotency key is already used by another submitter; choose another key")
+                submitted.append(Submitted(await self._with_live_state(first), created=False))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                submitted.append(Submitted(job, created=True))
+                self.metrics.job_submitted(job.type)
+                if debug_enabled(__name__):
+                    log.debug("job.submitted", job_id=job.id, job_type=job.type, priority=job.priority)
+        return submitted
+
+    async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
+        began_s = time.perf_counter()
+        outcomes = await self.store.insert_many(jobs)
+        inserted_s = time.perf_counter()
+        self.metrics.submit_written("store_insert", inserted_s - began_s)
+        stored = [job for job, err in zip(jobs, outcomes) if err is None]
+        try:
+            await self.queue.enqueue(stored)
+        except Unavailable:
+            await self._take_back(stored)
+            raise
+        self.metrics.submit_written("queue_enqueue", time.perf_counter() - inserted_s)
+        return [err if err is not None else job for job, err in zip(jobs, outcomes)]
+
+    async def _take_back(self, jobs: list[Job]) -> None:
+        try:
+            await self.store.delete_unqueued([job.id for job in jobs])
+        except Unavailable:
+            log.error("submit.take_back_failed", jobs=len(jobs), note="the reconciler will queue them")
+
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job:
+        """The job; with `owner`, only if that subject submitted it (else the same 404 as a missing job)."""
+        job = await self.store.get(job_id)
+        if job is None or not _visible(job, owner):
+            raise NotFound(f"no job with id {job_id!r}")
+        return await self._with_live_state(job)
+
+    async def list(
+        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None, owner: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        return await self.store.list(status=status, type_=type_, limit=limit, cursor=cursor, submitted_by=owner)
+
+    async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        job = await self.get(job_id, owner=owner)
+        if job.status == CANCELLED:
+            return job  # cancelling twice is not an error: clients may retry a cancel safely
+        if job.is_terminal:
+            raise Conflict(f"job {job_id} is already {job.status}", details={"status": job.status})
+        outcome = await self.queue.cancel(job_id)
+        if outcome is None:
+            # Redis does not hold it (stranded before the reconciler got to it): record directly.
+            now = utcnow()
+            fields = {"status": CANCELLED, "finished_at": now, "updated_at": now}
+            await self.store.apply([Snapshot(job_id, job.rev + 1, fields)])
+        elif not outcome[1] and outcome[0] != CANCELLED:
+            raise Conflict(f"job {job_id} is already {outcome[0]}", details={"status": outcome[0]})
+        return await self.get(job_id)
+
+    async def retry(self, job_id: str) -> Job:
+        job = await self.get(job_id)
+        if job.status not in RETRYABLE:
+            raise Conflict(
+                f"only failed or cancelled jobs can be retried; job {job_id} is {job.status}",
+                details={"status": job.status},
+            )
+        if await self.queue.retry(job) == "busy":
+            raise Conflict(f"job {job_id} is running again already")
+        return await self.get(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        job = await self.get(job_id)
+        if not job.is_terminal:
+            await self.queue.cancel(job_id)
+        await self.queue.delete(job_id)
+        await self.store.delete(job_id)
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per status from MongoDB, cached briefly: stats pages poll it."""
+        now = asyncio.get_running_loop().time()
+        if self._counts is None or now - self._counts[0] > STATS_CACHE_S:
+            self._counts = (now, await self.store.count_by_status())
+        return self._counts[1]
+
+    async def _with_live_state(self, job: Job) -> Job:
+        live = await self.queue.live_state(job.id)
+        if not live or int(live.get("rev", -1)) <= job.rev:
+            return job
+        return merge_live_state(job, live)
+
+
+def _visible(job: Job, owner: str | None) -> bool:
+    # Jobs submitted while auth was off have no submitter: only admins see those.
+    return owner is None or job.submitted_by == owner
+
+
+def merge_live_state(job: Job, live: dict[str, str]) -> Job:
+    """The job with the newer runtime fields Redis holds."""
+
+    def time(name: str) -> Any:
+        return from_epoch_ms(int(live[name])) if live.get(name) else None
+
+    job.status = live["status"]
+    job.rev = int(live["rev"])
+    job.attempts = int(live.get("attempts") or 0)
+    job.worker_id = live.get("worker") or None
+    job.node_id = live.get("node") or None
+    job.started_at = time("started_ms")
+    job.finished_at = time("finished_ms")
+    job.updated_at = time("updated_ms") or job.updated_at
+    job.result = orjson.loads(live["result"]) if live.get("result") else None
+    job.error = live.get("error") or None
+    job.errors = orjson.loads(live.get("errors") or "[]")
+    return job

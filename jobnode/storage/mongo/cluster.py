@@ -1,0 +1,59 @@
+"""The cluster's durable state in MongoDB: nodes, the leader-change history, metric snapshots.
+
+  nodes      one document per node (its own id as _id), rewritten by that node every few
+             seconds: address, algorithm, role, term, leader, workers, last heartbeat.
+  elections  one document per leader change, written by the node that became leader.
+             Index {at desc}: the history is read newest first.
+  metrics    a periodic snapshot of each node's counters. Index {at} with a TTL, so the
+             collection never grows without bound.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from jobnode.storage.mongo.jobs import mongo_boundary
+
+METRICS_TTL_S = 7 * 24 * 3600
+
+
+class ClusterStore:
+    """Reads and writes the nodes, elections and metrics collections."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.nodes = db["nodes"]
+        self.elections = db["elections"]
+        self.metrics = db["metrics"]
+
+    @mongo_boundary
+    async def ensure_indexes(self) -> None:
+        await self.elections.create_indexes([IndexModel([("at", DESCENDING)], name="at")])
+        await self.metrics.create_indexes(
+            [IndexModel([("at", DESCENDING)], name="at_ttl", expireAfterSeconds=METRICS_TTL_S)]
+        )
+
+    @mongo_boundary
+    async def heartbeat(self, node_id: str, fields: dict[str, Any]) -> None:
+        await self.nodes.update_one({"_id": node_id}, {"$set": fields}, upsert=True)
+
+    @mongo_boundary
+    async def all_nodes(self) -> list[dict[str, Any]]:
+        return [doc async for doc in self.nodes.find().sort("_id")]
+
+    @mongo_boundary
+    async def record_leader_change(self, doc: dict[str, Any]) -> None:
+        await self.elections.insert_one(doc)
+
+    @mongo_boundary
+    async def leader_changes(self, *, limit: int, before: datetime | None = None) -> list[dict[str, Any]]:
+        query = {"at": {"$lt": before}} if before else {}
+        found = self.elections.find(query, {"_id": 0}).sort("at", DESCENDING).limit(limit)
+        return [doc async for doc in found]
+
+    @mongo_boundary
+    async def snapshot(self, doc: dict[str, Any]) -> None:
+        await self.metrics.insert_one(doc)

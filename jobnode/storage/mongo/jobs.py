@@ -1,0 +1,351 @@
+"""The MongoDB store: the durable record of jobs (and, later, nodes, elections and metrics).
+
+Indexes are paid on every insert (on the embedded SecantusDB one secondary index roughly
+halves insert throughput), so `jobs` has only those a query needs:
+  status_created   {status, created_at desc}: list by status newest first, stats counts,
+                   and the reconciler's scan of unfinished jobs.
+  type_created     {type, created_at desc}: list by type newest first.
+  created          {created_at desc}: list everything newest first (the default view).
+  idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
+                   it): the database itself refuses a second job with the same key.
+  submitter_created {submitted_by, created_at desc}, partial (only jobs with a submitter,
+                   so with auth off inserts skip it): a user's own jobs, newest first.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne, WriteConcern
+from bson.binary import UUID_SUBTYPE, Binary
+from pymongo import errors as mongo_errors
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from jobnode.core.errors import Unavailable, ValidationError
+from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DUPLICATE_KEY = 11000
+ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
+TRANSACTION_ATTEMPTS = 3
+# Journaled writes: an acknowledged write survives a kill -9 of the database server
+# (without j, SecantusDB and mongod can lose the last ~100 ms of writes).
+JOURNALED = WriteConcern(w=1, j=True)
+
+# One document, written journaled after each transaction: see JobStore._journal_barrier.
+BARRIER_COLLECTION = "journal_barrier"
+BARRIER_ID = "transactions"
+
+JOB_INDEXES = [
+    IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
+    IndexModel([("type", ASCENDING), ("created_at", DESCENDING)], name="type_created"),
+    IndexModel([("created_at", DESCENDING)], name="created"),
+    IndexModel(
+        [("idempotency_key", ASCENDING)],
+        name="idempotency_key",
+        unique=True,
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel(
+        [("submitted_by", ASCENDING), ("created_at", DESCENDING)],
+        name="submitter_created",
+        partialFilterExpression={"submitted_by": {"$type": "string"}},
+    ),
+]
+
+
+def mongo_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn MongoDB driver errors that mean "cannot reach it" into Unavailable."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout) as exc:
+            raise Unavailable(f"mongodb is unreachable: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job's mutable fields as of one state change, on their way to MongoDB."""
+
+    id: str
+    rev: int
+    fields: dict[str, Any]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.fields.get("status") in TERMINAL
+
+
+class DuplicateIdempotencyKey(Exception):
+    """Another job already carries this idempotency key."""
+
+
+class WriteConflicts(Exception):
+    """A batch kept conflicting with another session's open transaction; try it again later."""
+
+
+class JobStore:
+    """Reads and writes job records; every write that changes state is guarded by rev."""
+
+    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None) -> None:
+        """`transactions`: None uses them for batches if the server has them, False never."""
+        self.db = db
+        self.jobs = db.get_collection("jobs", write_concern=JOURNALED)
+        self.barrier = db.get_collection(BARRIER_COLLECTION, write_concern=JOURNALED)
+        self.transactions = transactions  # None until the first batch found out
+
+    @mongo_boundary
+    async def ensure_indexes(self) -> None:
+        await self.jobs.create_indexes(JOB_INDEXES)
+
+    @mongo_boundary
+    async def insert_many(self, jobs: Sequence[Job]) -> list[Exception | None]:
+        """Insert jobs in one round trip; per job, None or the exception that refused it.
+
+        A job already stored under its own id counts as inserted: ids are minted by
+        `Job.new` (uuid4), so only an earlier attempt of this same write can have stored it
+        (a retry whose first reply was lost, the driver's or ours). That makes it safe to
+        send the write once more when its connection failed and the driver does not retry
+        writes itself (retryWrites=false, as on the embedded SecantusDB: see
+        `EmbeddedMongo.url`). Without that, a job the client was told had failed would sit
+        in MongoDB and run once the reconciler found it."""
+        documents = [job.to_document() for job in jobs]
+        try:
+            return await self._insert(jobs, documents)
+        except mongo_errors.AutoReconnect as exc:
+            if self.db.client.options.retry_writes or isinstance(exc, mongo_errors.ServerSelectionTimeoutError):
+                raise  # the driver has retried already, or the write never left
+            return await self._insert(jobs, documents)
+
+    async def _insert(self, jobs: Sequence[Job], documents: list[dict[str, Any]]) -> list[Exception | None]:
+        outcome: list[Exception | None] = [None] * len(jobs)
+        try:
+            await self.jobs.insert_many(documents, ordered=False)
+        except mongo_errors.BulkWriteError as exc:
+            clashes: dict[str, int] = {}
+            for err in exc.details.get("writeErrors", []):
+                index, duplicate = err["index"], err.get("code") == DUPLICATE_KEY
+                if duplicate:
+                    clashes[jobs[index].id] = index
+                if duplicate and jobs[index].idempotency_key:
+                    outcome[index] = DuplicateIdempotencyKey(jobs[index].idempotency_key)
+                else:
+                    outcome[index] = RuntimeError(err.get("errmsg", "insert refused"))
+            # The server may name the _id or the idempotency key index for a job it holds
+            # already (SecantusDB names the key): whether the job's own id is stored decides.
+            if clashes:
+                async for doc in self.jobs.find({"_id": {"$in": list(clashes)}}, {"_id": 1}):
+                    outcome[clashes[doc["_id"]]] = None
+        return outcome
+
+    @mongo_boundary
+    async def get(self, job_id: str) -> Job | None:
+        doc = await self.jobs.find_one({"_id": job_id})
+        return Job.from_document(doc) if doc else None
+
+    @mongo_boundary
+    async def get_by_idempotency_key(self, key: str) -> Job | None:
+        doc = await self.jobs.find_one({"idempotency_key": key})
+        return Job.from_document(doc) if doc else None
+
+    @mongo_boundary
+    async def list(
+        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None,
+        submitted_by: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first; the cursor is opaque to clients (created_at and id of the last)."""
+        query: dict[str, Any] = {}
+        if submitted_by is not None:
+            query["submitted_by"] = submitted_by
+        if status:
+            query["status"] = status
+        if type_:
+            query["type"] = type_
+        if cursor:
+            created_at, last_id = decode_cursor(cursor)
+            query["$or"] = [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": last_id}},
+            ]
+        found = self.jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+        jobs = [Job.from_document(doc) async for doc in found]
+        next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
+        return jobs[:limit], next_cursor
+
+    def start_session(self) -> AsyncClientSession:
+        """A session for a writer to keep; its `session_id` can later end its transactions."""
+        return self.db.client.start_session()
+
+    @mongo_boundary
+    async def kill_sessions(self, session_ids: Sequence[bytes]) -> None:
+        """Abort the open transactions of these sessions (their owners died mid-write).
+
+        A client killed inside a transaction leaves it open, holding every document it
+        touched, until the server gives up on it (transactionLifetimeLimitSeconds, 60 s on
+        mongod and on SecantusDB); until then every other write to those documents conflicts."""
+        if session_ids:
+            ids = [{"id": Binary(raw, UUID_SUBTYPE)} for raw in session_ids]
+            await self.db.client.admin.command({"killSessions": ids})
+
+    @mongo_boundary
+    async def apply(self, snapshots: Sequence[Snapshot], session: AsyncClientSession | None = None) -> int:
+        """Write state changes, each only if it is newer than what MongoDB holds (never upsert).
+
+        A batch goes in one multi-document transaction where the server has them: outside one,
+        SecantusDB commits every update of a bulk_write on its own, and those commits were
+        half of its time in the benchmark's drain (see docs/benchmark.md). When this returns
+        the batch is journaled, like the collection's own writes (see `_journal_barrier`:
+        SecantusDB needs one more write for that). A server without transactions
+        (a standalone mongod) gets the plain bulk_write, decided at the first batch.
+
+        Even a single change goes in a transaction: a plain write to a document that a dead
+        writer's open transaction holds waits inside the server until that transaction ends,
+        where a transaction's conflict comes back at once (as WriteConflicts) and lets the
+        writer find and kill the dead session. A long-lived writer passes its own `session`
+        (see `kill_sessions`)."""
+        if not snapshots:
+            return 0
+        ops = [_guarded_update(s) for s in snapshots]
+        if self.transactions is not False:
+            try:
+                modified = await self._apply_in_transaction(ops, session)
+            except (mongo_errors.ConfigurationError, mongo_errors.InvalidOperation,
+                    mongo_errors.OperationFailure) as exc:
+                if not _transactions_unsupported(exc) or self.transactions:
+                    raise
+                self.transactions = False
+            else:
+                self.transactions = True
+                await self._journal_barrier()
+                return modified
+        result = await self.jobs.bulk_write(ops, ordered=False)
+        return result.modified_count
+
+    async def _apply_in_transaction(self, ops: list[UpdateOne], session: AsyncClientSession | None) -> int:
+        if session is None:
+            async with self.db.client.start_session() as temporary:
+                return await self._apply_in_transaction(ops, temporary)
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with await session.start_transaction(write_concern=JOURNALED):
+                    result = await self.jobs.bulk_write(ops, ordered=False, session=session)
+                return result.modified_count
+            except mongo_errors.ConnectionFailure:
+                raise  # Unavailable at the boundary: the caller retries the batch later
+            except mongo_errors.PyMongoError as exc:
+                # A write conflict with another writer: the whole batch again, a few times
+                # (not pymongo's with_transaction, which keeps at it for two minutes).
+                if not exc.has_error_label("TransientTransactionError"):
+                    raise
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise WriteConflicts(
+                        f"{len(ops)} changes met another session's transaction {attempt} times "
+                        f"({exc.code}: {exc.__class__.__name__})") from exc
+        raise AssertionError("unreachable")
+
+    async def _journal_barrier(self) -> None:
+        """Make the transactions committed so far survive a crash of the server.
+
+        SecantusDB 0.7 commits a multi-document transaction without syncing its journal,
+        whatever the write concern says: killed with SIGKILL a moment later, it came back
+        without 3-6% of the acknowledged commits (tests/chaos/test_store_durability.py, and
+        docs/benchmark.md, sixth round). Its journal is one sequential log, so one journaled
+        single write after the commit syncs everything before it too. Only after that may
+        the outbox let Redis forget a finished job. On mongod, which honours j on the
+        commit, this is one small extra write per batch."""
+        await self.barrier.update_one({"_id": BARRIER_ID}, {"$inc": {"commits": 1}}, upsert=True)
+
+    @mongo_boundary
+    async def delete(self, job_id: str) -> bool:
+        return (await self.jobs.delete_one({"_id": job_id})).deleted_count == 1
+
+    @mongo_boundary
+    async def delete_unqueued(self, job_ids: Sequence[str]) -> None:
+        """Take back inserts whose enqueue failed, unless something already moved them on."""
+        await self.jobs.delete_many({"_id": {"$in": list(job_ids)}, "rev": 0, "status": "pending"})
+
+    @mongo_boundary
+    async def count_by_status(self) -> dict[str, int]:
+        counts = {}
+        for status in STATUSES:
+            counts[status] = await self.jobs.count_documents({"status": status})
+        return counts
+
+    async def unfinished_ids(self, *, updated_before: datetime, batch: int) -> AsyncIterator[list[str]]:
+        """Ids of the unfinished jobs not touched since `updated_before`, `batch` at a time.
+
+        One cursor for the whole scan, ids only, in the server's order. Paging with sort and
+        limit made the server match the whole backlog again for every page: quadratic in it,
+        and on SecantusDB a 20,000-job backlog scanned that way took the store's CPU from
+        the outbox writers (durable drain 1,480 -> 540 jobs/s, docs/benchmark.md, fifth
+        round). A job that changes during the scan may be missed or seen twice; neither
+        matters, because a stranded job is one nobody writes (so it stays put in any index
+        the scan walks) and enqueue is idempotent.
+        """
+        query: dict[str, Any] = {
+            "status": {"$in": [s for s in STATUSES if s not in TERMINAL]},
+            "updated_at": {"$lt": updated_before},
+        }
+        cursor = self.jobs.find(query, {"_id": 1}, batch_size=batch)
+        ids: list[str] = []
+        try:
+            async for doc in cursor:
+                ids.append(doc["_id"])
+                if len(ids) >= batch:
+                    yield ids
+                    ids = []
+        except (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout) as exc:
+            raise Unavailable(f"mongodb is unreachable: {exc}") from exc
+        finally:
+            await cursor.close()
+        if ids:
+            yield ids
+
+
+def _guarded_update(snapshot: Snapshot) -> UpdateOne:
+    """Apply the snapshot's fields only if the stored rev is older (an update pipeline).
+
+    The rev test sits in the update, not in the filter: the filter names `_id` alone, which
+    SecantusDB serves as a point lookup, where `{_id, rev: {$lt}}` goes through its index
+    planner first and made every update about 1.6 times as slow (docs/benchmark.md,
+    "Third round"). `$literal` keeps a result's own `$` keys from being read as operators."""
+    fields = {**snapshot.fields, "rev": snapshot.rev}
+    newer = {"$lt": ["$rev", snapshot.rev]}
+    merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}
+    return UpdateOne({"_id": snapshot.id}, [{"$replaceWith": {"$cond": [newer, merged, "$$ROOT"]}}])
+
+
+def _transactions_unsupported(exc: Exception) -> bool:
+    """The server (or the driver, for this topology) refuses transactions altogether."""
+    if isinstance(exc, mongo_errors.OperationFailure):
+        return exc.code == ILLEGAL_OPERATION
+    return "transaction" in str(exc).lower()
+
+
+def encode_cursor(job: Job) -> str:
+    raw = orjson.dumps([int(job.created_at.timestamp() * 1000), job.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_ms, job_id = orjson.loads(raw)
+        if type(created_ms) is not int or not isinstance(job_id, str):
+            raise ValueError("bad cursor shape")
+        return from_epoch_ms(created_ms), job_id  # type: ignore[return-value]
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise ValidationError("cursor", "is not a cursor this server issued") from None

@@ -1,0 +1,347 @@
+"""The job queue in Redis: typed calls around the Lua scripts that move jobs between states.
+
+Keys (all under the configured prefix P):
+  P:job:{id}        hash   the job's runtime state (status, rev, attempts, worker, payload…)
+  P:ready, P:fifo   zsets  ready jobs by (priority desc, sequence) and by sequence alone
+  P:delayed         zset   scheduled and retrying jobs by due time (server ms)
+  P:leases          zset   assigned/running jobs by lease expiry (server ms)
+  P:inbox:{worker}  list   jobs assigned to a worker, in order
+  P:wjobs:{worker}  set    every job a worker holds (so a dead worker's jobs can be found)
+  P:workers, P:capacity, P:load  hashes  worker -> node, capacity, assigned+running
+  P:free, P:free_rr zsets  workers with free capacity (by free slots; by name)
+  P:seen            zset   worker heartbeats (server ms)
+  P:dead            zset   the dead-letter set: failed jobs by time
+  P:outbox          stream state changes waiting to be written to MongoDB
+  P:leader, P:fence        the fenced leader lease (see leases.py)
+  P:leader:last, :previous  its last holder, and the one a takeover found (pauses its workers)
+  P:wake            list   a one-token doorbell for the dispatcher
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from jobnode.core.errors import NotLeader, Unavailable
+from jobnode.core.job import Job, to_epoch_ms
+from jobnode.storage.redis.scripts import Scripts
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn Redis driver errors into jobnode's typed errors at the queue's edge."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except redis_errors.ResponseError as exc:
+            if "NOT_LEADER" in str(exc):
+                raise NotLeader("this node does not hold the leader lease") from None
+            raise
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise Unavailable(f"redis is unreachable: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    """What a worker needs to run a job it has just started."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    attempts: int
+    max_retries: int
+    timeout_s: float
+    priority: int
+    wait_s: float | None = None  # queued (or due) until this start, by the Redis clock
+    request_id: str | None = None  # of the API request that submitted the job
+
+
+@dataclass(frozen=True)
+class Report:
+    """A worker's outcome for one job, and whether to start its next job in the same call."""
+
+    worker: str
+    job_id: str
+    outcome: str  # completed | retry | failed
+    result: bytes = b""
+    error: str = ""
+    delay_ms: int = 0  # before a retry
+    next_lease_ms: int = 0  # 0: take no next job
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    assigned: int
+    ready: int
+    free_workers: int
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    dead_workers: list[str]
+    requeued: int
+
+
+class JobQueue:
+    """Every Redis operation on jobs, workers and the outbox, each one atomic."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.scripts = Scripts(redis)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @redis_boundary
+    async def enqueue(self, jobs: Sequence[Job]) -> int:
+        """Queue jobs MongoDB already holds; jobs Redis already has are left alone."""
+        if not jobs:
+            return 0
+        args: list[Any] = [self.prefix]
+        for job in jobs:
+            args += [
+                job.id,
+                job.type,
+                job.priority,
+                orjson.dumps(job.payload),
+                job.max_retries,
+                int(job.timeout_s * 1000),
+                job.attempts,
+                job.rev,
+                to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0,
+                orjson.dumps(job.errors),
+                job.request_id or "",
+            ]
+        return int(await self.scripts.enqueue(args=args))
+
+    @redis_boundary
+    async def dispatch(
+        self, node_id: str, token: int, *, max_jobs: int, strategy: str, lease_ms: int, share_every: int
+    ) -> DispatchResult:
+        seed = random.randrange(1, 2**31 - 1)
+        args = [self.prefix, node_id, token, max_jobs, strategy, lease_ms, share_every, seed]
+        assigned, ready, free = await self.scripts.dispatch(args=args)
+        return DispatchResult(int(assigned), int(ready), int(free))
+
+    @redis_boundary
+    async def reap(self, node_id: str, token: int, *, worker_ttl_ms: int, max_jobs: int = 1000) -> ReapResult:
+        dead, moved = await self.scripts.reap(args=[self.prefix, node_id, token, worker_ttl_ms, max_jobs])
+        return ReapResult([_text(w) for w in dead], int(moved))
+
+    @redis_boundary
+    async def register(self, node_id: str, capacity: int, workers: Sequence[str]) -> None:
+        await self.scripts.register(args=[self.prefix, node_id, capacity, *workers])
+
+    @redis_boundary
+    async def heartbeat(
+        self, lease_ms: int, running: Mapping[str, str | None]
+    ) -> tuple[list[str], list[str]]:
+        """Renew leases; returns (jobs no longer ours, workers that must re-register)."""
+        args: list[Any] = [self.prefix, lease_ms]
+        for worker, job_id in running.items():
+            args += [worker, job_id or ""]
+        lost, missing = await self.scripts.heartbeat(args=args)
+        return [_text(j) for j in lost], [_text(w) for w in missing]
+
+    @redis_boundary
+    async def handback(self, workers: Sequence[str]) -> int:
+        return int(await self.scripts.handback(args=[self.prefix, *workers]))
+
+    @redis_boundary
+    async def take(self, worker: str, lease_ms: int, job_id: str | None = None) -> TakenJob | None:
+        row = await self.scripts.take(args=[self.prefix, worker, lease_ms, job_id or ""])
+        return _taken(row) if row else None
+
+    @redis_boundary
+    async def wait_inbox(self, worker: str, timeout_s: float) -> str | None:
+        """Block until the worker's inbox has a job; returns its id, already popped."""
+        item = await self.redis.blpop([self.key("inbox", worker)], timeout=timeout_s)
+        return _text(item[1]) if item else None
+
+    async def finish(  # finish_many maps Redis errors
+        self,
+        worker: str,
+        job_id: str,
+        outcome: str,
+        *,
+        result: bytes = b"",
+        error: str = "",
+        delay_ms: int = 0,
+    ) -> bool:
+        """Report `completed`, `retry` or `failed`; False if the job was no longer ours."""
+        [(accepted, _)] = await self.finish_many([Report(worker, job_id, outcome, result, error, delay_ms)])
+        return accepted
+
+    @redis_boundary
+    async def finish_many(self, reports: Sequence[Report]) -> list[tuple[bool, TakenJob | None]]:
+        """Deliver many workers' reports in one call (finish.lua).
+
+        Per report: whether it was accepted, and the worker's next job if the report asked
+        for one (`next_lease_ms` > 0) and its inbox held one."""
+        args: list[Any] = [self.prefix, len(reports)]
+        for r in reports:
+            args += [r.worker, r.job_id, r.outcome, r.result, r.error, r.delay_ms, r.next_lease_ms]
+        rows = await self.scripts.finish(args=args)
+        return [(bool(row[0]), _taken(row[1:]) if len(row) > 1 else None) for row in rows]
+
+    @redis_boundary
+    async def cancel(self, job_id: str) -> tuple[str, bool] | None:
+        row = await self.scripts.cancel(args=[self.prefix, job_id])
+        if row is None:
+            return None
+        return _text(row[0]), bool(int(row[1]))
+
+    @redis_boundary
+    async def retry(self, job: Job) -> str:
+        args = [
+            self.prefix,
+            job.id,
+            job.type,
+            job.priority,
+            orjson.dumps(job.payload),
+            job.max_retries,
+            int(job.timeout_s * 1000),
+            job.rev,
+            orjson.dumps(job.errors),
+        ]
+        return _text(await self.scripts.retry(args=args))
+
+    @redis_boundary
+    async def forget(self, revs: Iterable[tuple[str, int]]) -> int:
+        args: list[Any] = [self.prefix]
+        for job_id, rev in revs:
+            args += [job_id, rev]
+        return int(await self.scripts.forget(args=args)) if len(args) > 1 else 0
+
+    @redis_boundary
+    async def delete(self, job_id: str) -> None:
+        """Remove a job's runtime record (after it was cancelled)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("job", job_id))
+            pipe.zrem(self.key("dead"), job_id)
+            await pipe.execute()
+
+    @redis_boundary
+    async def live_state(self, job_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.key("job", job_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    @redis_boundary
+    async def missing(self, job_ids: Sequence[str]) -> list[str]:
+        """The ids among these that Redis does not hold."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(self.key("job", job_id))
+            found = await pipe.execute()
+        return [job_id for job_id, present in zip(job_ids, found) if not present]
+
+    @redis_boundary
+    async def wait_wake(self, timeout_s: float) -> None:
+        await self.redis.blpop([self.key("wake")], timeout=timeout_s)
+
+    @redis_boundary
+    async def depths(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.key("ready"))
+            pipe.zcard(self.key("delayed"))
+            pipe.zcard(self.key("leases"))
+            pipe.zcard(self.key("dead"))
+            pipe.xlen(self.key("outbox"))
+            pipe.get(self.key("count", "completed"))
+            pipe.get(self.key("count", "failed"))
+            pipe.get(self.key("count", "retried"))
+            ready, delayed, leased, dead, outbox, completed, failed, retried = await pipe.execute()
+        return {
+            "ready": ready,
+            "delayed": delayed,
+            "processing": leased,
+            "dead_letter": dead,
+            "outbox": outbox,
+            "completed_total": int(completed or 0),
+            "failed_total": int(failed or 0),
+            "retried_total": int(retried or 0),
+        }
+
+    @redis_boundary
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every registered worker with its node, capacity, load and counters."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key("workers"))
+            pipe.hgetall(self.key("capacity"))
+            pipe.hgetall(self.key("load"))
+            pipe.zrange(self.key("seen"), 0, -1, withscores=True)
+            pipe.hgetall(self.key("worker_stats"))
+            nodes, capacity, load, seen, stats = await pipe.execute()
+        seen_ms = {_text(w): score for w, score in seen}
+        counters = {_text(k): int(v) for k, v in stats.items()}
+        running = await self._running_jobs([_text(w) for w in nodes])
+        rows = []
+        for raw_id, node in sorted(nodes.items()):
+            worker = _text(raw_id)
+            rows.append(
+                {
+                    "id": worker,
+                    "node_id": _text(node),
+                    "capacity": int(capacity.get(raw_id, 0)),
+                    "load": int(load.get(raw_id, 0)),
+                    "last_heartbeat_ms": seen_ms.get(worker),
+                    "current_job": running.get(worker),
+                    "processed": counters.get(f"{worker}:processed", 0),
+                    "failed": counters.get(f"{worker}:failed", 0),
+                }
+            )
+        return rows
+
+
+    async def _running_jobs(self, workers: Sequence[str]) -> dict[str, str]:
+        """worker -> the job it is running now (a worker runs one at a time)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.smembers(self.key("wjobs", worker))
+            held = [[_text(j) for j in members] for members in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for jobs in held:
+                for job_id in jobs:
+                    pipe.hget(self.key("job", job_id), "status")
+            statuses = iter(await pipe.execute())
+        running = {}
+        for worker, jobs in zip(workers, held):
+            for job_id in jobs:
+                if _text(next(statuses) or b"") == "running":
+                    running[worker] = job_id
+        return running
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _taken(row: Sequence[Any]) -> TakenJob:
+    """A job as take_next (lib.lua) returns it."""
+    job_id, type_, payload, attempts, max_retries, timeout_ms, priority, wait_ms, request_id = (
+        _text(v) for v in row)
+    return TakenJob(
+        id=job_id,
+        type=type_,
+        payload=orjson.loads(payload),
+        attempts=int(attempts),
+        max_retries=int(max_retries),
+        timeout_s=int(timeout_ms) / 1000,
+        priority=int(priority),
+        wait_s=int(wait_ms) / 1000 if int(wait_ms) >= 0 else None,
+        request_id=request_id or None,
+    )

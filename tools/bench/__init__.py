@@ -1,0 +1,382 @@
+"""The jobnode benchmark (`scripts/bench.py`, `jobnode bench`): one run, one JSON object on stdout.
+
+A run starts its own Redis and SecantusDB (unless --redis-url/--mongodb-uri are given),
+measures the store's own ceiling for job documents, starts a `jobnode dev` cluster and
+runs the workloads through its HTTP API (submit, drain, latency, counting MongoDB writes
+and sampling the nodes' memory on the way; with --steady-seconds also a long steady run for
+memory growth), optionally the same drain and latency through arq, then kills the leader of
+fresh raft clusters K times (failover). Progress goes to stderr. docs/benchmark.md says
+how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tools.bench import stages
+from tools.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
+from tools.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
+from tools.bench.failover import config_for, run_failover
+from tools.bench.machine import MachineWatch
+from tools.bench.resources import ResourceSampler, run_steady
+from tools.bench.profile import Profiler
+from tools.bench.redis_work import ScriptTimes, redis_mark, redis_work
+from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
+from tools.bench.writes import mark, writes_between
+
+SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover")
+COMPARE = ("arq", "celery-mongo")
+PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
+# Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
+SIZES = {
+    "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
+             "latency_s": 30.0, "failover_runs": 5},
+    "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
+              "latency_s": 3.0, "failover_runs": 1},
+}
+TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
+           "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
+           "raft_failover_median_ms": 300, "node_rss_mib_during_drain": 150,
+           # "No growth" with room for allocator noise: the last minute against the first.
+           "steady_rss_growth_mib": 10}
+# py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
+# they watch: 20,000-job drains on one node gave 4,193 and 4,288 jobs/s unwatched, 2,050 and 2,912 watched.
+DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
+PROFILING_NOTE = "measured under --profile, which slows the drain: take the target figures from a run without it"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small sizes: finishes in about 2 minutes")
+    add("--nodes", type=int, default=1, help="nodes of the workload cluster (default 1)")
+    add("--algorithm", choices=("bully", "raft", "gossip"), default="raft", help="its election algorithm")
+    add("--workers", type=int, default=10, help="workers per node (default 10, WORKER_COUNT's default)")
+    add("--redis-url", help="use this Redis instead of an embedded one")
+    add("--mongodb-uri", help="use this MongoDB instead of an embedded SecantusDB")
+    add("--compare", action="append", choices=COMPARE, default=[], help="also run the workloads through a peer")
+    add("--celery-concurrency", type=int, default=2, help="prefork processes of the Celery worker (default 2)")
+    add("--node-python", default=sys.executable,
+        help="the Python the cluster's nodes run on (default: this one). The peers need the bench extra "
+             "(redis-py < 6); with this the nodes can run on jobnode's own install in the same run")
+    add("--skip", action="append", choices=SECTIONS, default=[], help="leave a section out (repeatable)")
+    add("--ceiling-jobs", type=int, help="documents for store_ceiling")
+    add("--single-jobs", type=int, help="jobs submitted one per request")
+    add("--concurrency", type=int, default=32, help="single submits in flight (default 32)")
+    add("--batch-jobs", type=int, help="jobs submitted in batches of 500")
+    add("--batch-concurrency", type=int, default=2, help="batch requests in flight (default 2)")
+    add("--drain-jobs", type=int, help="jobs of the drain")
+    add("--rate", type=float, default=200.0, help="offered jobs/s of the latency workload (default 200)")
+    add("--latency-seconds", type=float, help="how long the latency workload offers load")
+    add("--steady-seconds", type=float, default=0.0,
+        help="also a steady run this long at --rate, for memory growth (600 for the 10-minute check)")
+    add("--failover-runs", type=int, help="K: leader kills, each on a fresh cluster (median reported)")
+    add("--failover-nodes", type=int, default=3, help="nodes of each failover cluster (default 3)")
+    add("--failover-algorithm", choices=("bully", "raft", "gossip"), default="raft")
+    add("--failover-rate", type=float, default=20.0, help="jobs/s submitted during a failover (default 20)")
+    add("--profile", type=Path, metavar="DIR", help="py-spy the node(s) and SecantusDB during the drain")
+    add("--work-dir", type=Path, help="where servers and clusters keep their files (default: a temp dir)")
+    add("--timeout", type=float, default=600.0, help="limit of each wait, seconds (default 600)")
+    add("--startup-timeout", type=float, default=120.0, help="limit for a cluster to start, seconds")
+    return parser
+
+
+def sizes(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = dict(SIZES["quick" if args.quick else "full"])
+    overrides = {"ceiling_jobs": args.ceiling_jobs, "single_jobs": args.single_jobs,
+                 "batch_jobs": args.batch_jobs, "drain_jobs": args.drain_jobs,
+                 "latency_s": args.latency_seconds, "failover_runs": args.failover_runs}
+    chosen.update({name: value for name, value in overrides.items() if value is not None})
+    return chosen
+
+
+def node_settings(environment: dict[str, str]) -> dict[str, Any]:
+    """Every node setting the cluster ran with, as the node itself resolves them (secrets hidden)."""
+    from jobnode.core.settings import Settings
+
+    settings = Settings.from_env({**environment, "NODE_ID": "node-1"}, env_file=None)
+    shown = {}
+    for name, value in dataclasses.asdict(settings).items():
+        if any(word in name for word in ("secret", "password")):
+            value = "***" if value else value
+        elif isinstance(value, str) and "://" in value:
+            value = redact(value)
+        shown[name] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+    return shown
+
+
+class Bench:
+    """One benchmark run: its options, its servers, and the report it builds."""
+
+    def __init__(self, args: argparse.Namespace, work_dir: Path) -> None:
+        self.args = args
+        self.work_dir = work_dir
+        self.sizes = sizes(args)
+        self.machine = MachineWatch(args.node_python)
+        self.report: dict[str, Any] = {"benchmark": "jobnode", "command": sys.argv, "machine": self.machine.info}
+
+    def wanted(self, section: str) -> bool:
+        return section not in self.args.skip
+
+    async def run(self) -> dict[str, Any]:
+        began = time.monotonic()
+        oplog = 20 * (self.sizes["drain_jobs"] + self.sizes["batch_jobs"]) + 100_000
+        servers = DataServers.start(self.work_dir, self.args.redis_url, self.args.mongodb_uri, oplog)
+        try:
+            self.report["servers"] = {"redis": redact(servers.redis_url), "mongodb": redact(servers.mongodb_uri),
+                                      "embedded": not (self.args.redis_url or self.args.mongodb_uri)}
+            if self.wanted("store_ceiling"):
+                progress(f"store_ceiling: {self.sizes['ceiling_jobs']} job documents")
+                self.report["store_ceiling"] = await measure_store_ceiling(
+                    servers.mongodb_uri, f"bench_ceiling_{os.getpid()}", self.sizes["ceiling_jobs"],
+                    rate_per_s=self.args.rate, latency_s=self.sizes["latency_s"])
+            await self.run_cluster_workloads(servers)
+            await self.run_comparisons(servers)
+            if self.wanted("failover"):
+                self.run_failovers(servers)
+        finally:
+            servers.stop()
+        self.finish_report(time.monotonic() - began)
+        return self.report
+
+    async def run_cluster_workloads(self, servers: DataServers) -> None:
+        if not any(self.wanted(s) for s in ("submit", "drain", "latency")):
+            return
+        a, s = self.args, self.sizes
+        plan = ClusterPlan("workload", a.nodes, a.algorithm, a.workers, python=a.node_python)
+        cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
+        self.report["settings"] = {"bench": {**vars(a), **s, "profile": str(a.profile) if a.profile else None,
+                                             "work_dir": str(self.work_dir)},
+                                   "cluster_environment": {k: redact(v) for k, v in cluster.environment.items()},
+                                   "node": node_settings(cluster.environment)}
+        load = ClusterLoad(cluster.urls, servers.mongodb_uri, cluster.database, servers.redis_url,
+                           cluster.environment["REDIS_KEY_PREFIX"], timeout_s=a.timeout)
+        try:
+            await self.run_workloads(load, servers, cluster)
+        finally:
+            await load.close()
+            cluster.stop()
+
+    async def run_workloads(self, load: ClusterLoad, servers: DataServers, cluster: DevCluster) -> None:
+        a, s = self.args, self.sizes
+        if self.wanted("submit"):
+            self.report["submit"] = await run_submit(load, single=s["single_jobs"], concurrency=a.concurrency,
+                                                     batch_jobs=s["batch_jobs"], batch_concurrency=a.batch_concurrency)
+        if self.wanted("drain"):
+            batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
+            profiler = self.profiler(servers, cluster)
+            before, redis_before = await mark(load.mongo), await redis_mark(load.redis)
+            script_times = ScriptTimes(load.redis) if profiler else None
+            if script_times:
+                await script_times.start()
+            memory = ResourceSampler(self.node_pids(cluster), every_s=0.05,
+                                     cpu_only={**servers.pids, "bench": os.getpid()})
+            memory.mark("before_queueing")
+            memory.start()
+            started_at: list[float] = []
+
+            def at_start() -> None:
+                started_at.append(time.monotonic())
+                memory.mark("queued")
+                if profiler:
+                    profiler.start()
+
+            def at_end() -> None:
+                if profiler:
+                    profiler.stop()
+                memory.mark("drained")
+
+            try:
+                self.report["drain"] = await run_drain(
+                    load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
+                    expected_submit_per_s=batch_rate, while_draining=(at_start, at_end))
+            finally:
+                await memory.stop()
+            drain = self.report["drain"]
+            drain["rss_mib"] = {**memory.marks, "peak": memory.peak(), "workers_per_node": a.workers}
+            if started_at:
+                begin = started_at[0]
+                drain["cpu_share"] = {
+                    "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
+                    "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
+            self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
+            if script_times:
+                self.report["drain"]["redis"]["by_command"] = await script_times.stop(s["drain_jobs"])
+            self.report["writes_per_job"] = await writes_between(load.mongo, before, await mark(load.mongo),
+                                                                 cluster.database, s["drain_jobs"])
+            if profiler:
+                self.report["profile"] = profiler.report()
+        if self.wanted("latency"):
+            self.report["latency"] = await self.latency(load, cluster)
+        if a.steady_seconds > 0:
+            self.report["steady"] = await run_steady(load, self.node_pids(cluster), rate_per_s=a.rate,
+                                                     duration_s=a.steady_seconds)
+
+    async def latency(self, load: ClusterLoad, cluster: DevCluster) -> dict[str, Any]:
+        """The fixed-rate workload, with the nodes' own split of the submit path over it."""
+        before = await stages.scrape(cluster.metrics_urls)
+        report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+        after = await stages.scrape(cluster.metrics_urls) if before is not None else None
+        if after is not None:  # None also when `before` was
+            report["node_stages"] = {**stages.between(before, after),
+                                     "estimated_from": "the nodes' histogram buckets (tools.bench.stages)"}
+        return report
+
+    @staticmethod
+    def node_pids(cluster: DevCluster) -> dict[str, int]:
+        return {f"node-{i}": pid for i, pid in enumerate(cluster.node_pids, start=1)}
+
+    def profiler(self, servers: DataServers, cluster: DevCluster) -> Profiler | None:
+        if not self.args.profile:
+            return None
+        targets = self.node_pids(cluster)
+        if servers.mongo_pid:
+            targets["mongodb"] = servers.mongo_pid
+        return Profiler(targets, self.args.profile)
+
+    async def run_comparisons(self, servers: DataServers) -> None:
+        compare: dict[str, Any] = {}
+        for peer in dict.fromkeys(self.args.compare):
+            if peer == "arq":
+                from tools.bench.arq_peer import run_arq
+
+                compare["arq"] = await run_arq(
+                    servers.redis_url, workers=self.args.workers * self.args.nodes, work_dir=self.work_dir,
+                    drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
+                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
+                compare["arq"]["ratios"] = self.ratios(compare["arq"])
+            else:
+                from tools.bench.celery_peer import run_celery
+
+                compare[peer] = await run_celery(
+                    servers.redis_url, servers.mongodb_uri, concurrency=self.args.celery_concurrency,
+                    work_dir=self.work_dir, drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
+                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
+                compare[peer]["ratios"] = self.ratios(compare[peer])
+        if compare:
+            self.report["compare"] = compare
+
+    def ratios(self, peer: dict[str, Any]) -> dict[str, float | None]:
+        """jobnode / peer for throughput (above 1: jobnode faster), peer / jobnode for latency (likewise)."""
+        ours_drain, ours_latency = self.report.get("drain", {}), self.report.get("latency", {})
+
+        def ratio(top: float | None, bottom: float | None) -> float | None:
+            return round(top / bottom, 3) if top and bottom else None
+
+        theirs_p = peer["drain"]["pipeline"]["jobs_per_s"]
+        ours_lat = ours_latency.get("submit_to_complete_ms", {})
+        theirs_lat = peer["latency"]["submit_to_complete_ms"]
+        return {
+            "drain_pipeline": ratio(ours_drain.get("pipeline", {}).get("jobs_per_s"), theirs_p),
+            "drain_durable_vs_their_pipeline": ratio(ours_drain.get("durable", {}).get("jobs_per_s"), theirs_p),
+            "drain_durable": ratio(ours_drain.get("durable", {}).get("jobs_per_s"),
+                                   (peer["drain"].get("durable") or {}).get("jobs_per_s")),
+            "latency_p50": ratio(theirs_lat["p50"], ours_lat.get("p50")),
+            "latency_p99": ratio(theirs_lat["p99"], ours_lat.get("p99")),
+        }
+
+    def run_failovers(self, servers: DataServers) -> None:
+        a = self.args
+        env_file = config_for(a.failover_algorithm, a.failover_nodes)
+        plan = ClusterPlan("failover", a.failover_nodes, a.failover_algorithm, a.workers, env_file=env_file,
+                           python=a.node_python)
+        self.report["failover"] = run_failover(plan, servers, self.work_dir, runs=self.sizes["failover_runs"],
+                                               rate_per_s=a.failover_rate, startup_timeout_s=a.startup_timeout)
+
+    def finish_report(self, seconds: float) -> None:
+        ceiling, writes = self.report.get("store_ceiling"), self.report.get("writes_per_job")
+        if ceiling and writes and writes.get("documents_per_job"):
+            per_job = writes["documents_per_job"]["jobs"]
+            ceiling["lifecycle_jobs_per_s"] = lifecycle_ceiling(ceiling, per_job["insert"], per_job["update"])
+            ceiling["lifecycle_basis"] = (f"1 / (inserts_per_job / insert rate + updates_per_job / update rate) "
+                                          f"with the drain's measured {per_job['insert']} inserts and "
+                                          f"{per_job['update']} updates per job")
+        self.report["targets"] = self.targets()
+        self.report["machine"] = self.machine.finish()
+        self.report["seconds"] = round(seconds, 1)
+
+    def targets(self) -> dict[str, Any]:
+        r = self.report
+        get = lambda *path: _dig(r, path)  # noqa: E731
+        lifecycle, insert = get("store_ceiling", "lifecycle_jobs_per_s"), get("store_ceiling", "insert_docs_per_s")
+        durable, batch = get("drain", "durable", "jobs_per_s"), get("submit", "batch", "jobs_per_s")
+        measured = {
+            "drain_pipeline_jobs_per_s": get("drain", "pipeline", "jobs_per_s"),
+            "drain_durable_share_of_lifecycle_ceiling": round(durable / lifecycle, 3) if durable and lifecycle else None,
+            "latency_p99_ms_at_200_per_s": get("latency", "submit_to_complete_ms", "p99") if self.args.rate == 200 else None,
+            "batch_submit_share_of_insert_ceiling": round(batch / insert, 3) if batch and insert else None,
+            "raft_failover_median_ms": get("failover", "first_dispatch_ms_median")
+            if self.args.failover_algorithm == "raft" else None,
+            "node_rss_mib_during_drain": _max_of((get("drain", "rss_mib", "peak") or {}).values()),
+            "steady_rss_growth_mib": _max_of(node.get("growth_mib") for node in (get("steady", "rss") or {}).values()),
+        }
+        lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
+                           "steady_rss_growth_mib"}
+        targets = {name: {"target": target, "measured": measured[name],
+                          "met": None if measured[name] is None else
+                          (measured[name] <= target if name in lower_is_better else measured[name] >= target)}
+                   for name, target in TARGETS.items()}
+        if self.args.profile and r.get("drain"):
+            for name in DISTURBED_BY_PROFILING:
+                targets[name]["disturbed"] = PROFILING_NOTE
+        return targets
+
+
+def _max_of(values: Any) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _dig(tree: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def node_python_path(name: str) -> str | None:
+    """`name` as an absolute path: a path is taken relative to here, a bare name looked up on PATH."""
+    found = shutil.which(name)  # None unless an executable file
+    return str(Path(found).absolute()) if found else None  # absolute, not resolved: a venv's link stays
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; prints the JSON report on stdout. Exit 0, or 1 if it could not finish."""
+    args = build_parser().parse_args(argv)
+    if args.nodes < 1 or args.workers < 1 or args.failover_nodes < 2:
+        print("bench: --nodes and --workers must be at least 1, --failover-nodes at least 2", file=sys.stderr)
+        return 2
+    for peer in args.compare:  # before minutes of work, not after
+        module = PEER_MODULES[peer]
+        if importlib.util.find_spec(module) is None:
+            print(f"bench: --compare {peer} needs {module}: pip install -e '.[bench]'", file=sys.stderr)
+            return 2
+    node_python = node_python_path(args.node_python)
+    if node_python is None:
+        print(f"bench: --node-python {args.node_python!r} is not an executable file", file=sys.stderr)
+        return 2
+    args.node_python = node_python  # absolute: the nodes start in their own data folders
+    with tempfile.TemporaryDirectory(prefix="jobnode-bench-") as temporary:
+        work_dir = (args.work_dir or Path(temporary)).resolve()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            report = asyncio.run(Bench(args, work_dir).run())
+        except (BenchError, TimeoutError) as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+    json.dump(report, sys.stdout, indent=2, default=str)
+    print()
+    return 0
