@@ -18,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY jobnode ./jobnode
 COPY election ./election
 RUN /opt/jobnode/bin/pip install . \
-    && /opt/jobnode/bin/python -c "import jobnode.cli.commands, election"
+    && /opt/jobnode/bin/python -c "import jobnode.cli.main, election"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 # A fixed numeric uid/gid: volumes can be prepared for it, and orchestrators that insist on a

@@ -131,8 +131,7 @@ class RaftConfig(_Common):
         # Ticks also quantize the randomized election timeouts: at heartbeat/2 (15 ms with a
         # 150 ms timeout) the two survivors of a leader's crash often woke on the same tick
         # and split the vote, which costs a second round. A tenth of the timeout keeps their
-        # deadlines apart: first dispatch after kill -9 went from 12 in 20 runs near 510 ms
-        # to 2 in 20 (docs/benchmark.md, fourth round).
+        # deadlines apart, so a split vote after a leader's crash becomes rare.
         return min(self.heartbeat_interval_s, self.election_timeout_s / 10)
 
 

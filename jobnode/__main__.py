@@ -2,6 +2,6 @@
 
 import sys
 
-from jobnode.cli.commands import main
+from jobnode.cli.main import main
 
 sys.exit(main())

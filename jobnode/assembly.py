@@ -1,4 +1,8 @@
-"""Everything a node runs on top of its Redis and MongoDB connections, built, started and stopped in order."""
+"""Everything a node runs on top of its Redis and MongoDB connections, built, started and stopped in order.
+
+The API reaches the node through the services built here (`jobs`, `cluster`, `system`,
+and the `rate_limiter` when RATE_LIMIT is set); the parts below them stay in this object.
+"""
 
 from __future__ import annotations
 
@@ -11,26 +15,30 @@ import structlog
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.core.background import cancel_all, supervise
-from jobnode.cluster.recorder import ClusterRecorder
-from jobnode.storage.mongo.cluster import ClusterStore
-from jobnode.core.settings import Settings
-from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
+from jobnode.auth.peer_signatures import Verifier
 from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership
-from jobnode.storage.redis.lease import LeaderLease
-from jobnode.observability.metrics import NodeMetrics
-from jobnode.pipeline.outbox import OutboxWriter
-from jobnode.auth.peer_signatures import Verifier
 from jobnode.cluster.peers import PeerTransport
-from jobnode.processors.registry import ProcessorRegistry
-from jobnode.storage.redis.queue import JobQueue
 from jobnode.cluster.quorum import PeerContact
+from jobnode.cluster.recorder import ClusterRecorder
+from jobnode.core.background import cancel_all, supervise
+from jobnode.core.settings import Settings
+from jobnode.observability.metrics import NodeMetrics, NodeReadings
+from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
+from jobnode.pipeline.outbox import OutboxWriter
 from jobnode.pipeline.reconciler import Reconciler
 from jobnode.pipeline.retry import RetryPolicy
-from jobnode.services.jobs import JobService
-from jobnode.storage.mongo.jobs import JobStore
 from jobnode.pipeline.workers import PoolSettings, WorkerPool
+from jobnode.processors.registry import ProcessorRegistry
+from jobnode.services.cluster import ClusterService
+from jobnode.services.jobs import JobService
+from jobnode.services.rate_limiter import RateLimiter
+from jobnode.services.system import SystemService
+from jobnode.storage.mongo.cluster import ClusterStore
+from jobnode.storage.mongo.jobs import JobStore
+from jobnode.storage.redis.lease import LeaderLease
+from jobnode.storage.redis.queue import JobQueue
+from jobnode.storage.redis.rate_buckets import RateBuckets
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +64,9 @@ class NodeServices:
     verifier: Verifier
     elector: Elector
     recorder: ClusterRecorder
+    cluster: ClusterService
+    system: SystemService
+    rate_limiter: RateLimiter | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,20 +88,28 @@ class NodeServices:
                                   ssl_context=peer_ssl, on_reached=contact.reached)
         elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
-        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, pool, queue)
+        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue)
         elector.on_leader_change = recorder.on_leader_change
-        metrics.watch(pool, leadership, elector)
+        metrics.watch(node_readings(pool, leadership, elector))
+        jobs = JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,
+                          metrics=metrics)
+        verifier = Verifier(secret)
+        rate_limiter = (RateLimiter(RateBuckets(redis, settings.redis_key_prefix), settings.rate_limit_per_min,
+                                    settings.rate_limit_burst)
+                        if settings.rate_limit_per_min > 0 else None)
+        probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         return cls(
-            settings=settings, store=store, queue=queue, registry=registry,
-            jobs=JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,
-                            metrics=metrics),
+            settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
             leadership=leadership, pool=pool,
             outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch,
                                 interval_s=settings.commit_interval_s),
             dispatcher=Dispatcher(queue, leadership, dispatch_settings(settings)),
             reconciler=Reconciler(store, queue, grace_s=settings.reconcile_interval_s),
-            cluster_store=cluster_store, transport=transport, verifier=Verifier(secret),
+            cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
+            cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
+            system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter),
+            rate_limiter=rate_limiter,
         )
 
     async def start(self) -> None:
@@ -130,6 +149,18 @@ class NodeServices:
             except Exception:  # one failed step (Redis down, say) must not skip the rest
                 log.exception("node.stop_step_failed", step=name)
         log.info("node.stopped", node_id=self.settings.node_id)
+
+
+def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector) -> NodeReadings:
+    """What the metrics' live gauges read at each scrape."""
+    return NodeReadings(
+        workers_busy=lambda: pool.busy,
+        workers_total=lambda: len(pool.workers),
+        is_leader=lambda: leadership.is_leader,
+        election_term=lambda: elector.view.term,
+        leader_changes=lambda: elector.view.changes,
+        member_states=lambda: [member.state for member in elector.view.members.values()],
+    )
 
 
 def peer_timeout_s(settings: Settings) -> float:

@@ -1,9 +1,10 @@
 """One jobnode node: the aiohttp application and everything it starts and stops.
 
 Resources start in `cleanup_ctx` order and stop in reverse: connections first (Redis,
-MongoDB), then the services on top of them (job service, outbox writer, leadership,
-dispatcher, reconciler, workers). Handlers reach them through the typed keys in
-`jobnode.api.appkeys`, never through globals.
+MongoDB), then the authenticator, then everything on top of them (`NodeServices`: job
+store and queue, outbox writer, leadership, dispatcher, reconciler, workers, elector).
+Handlers reach only the services, through the typed keys in `jobnode.api.appkeys`; the
+raw clients and the node's parts stay under this module's own keys, never in globals.
 
 The election (jobnode.cluster.elector driving election/) decides who should lead and tells
 `Leadership`, which takes the fenced lease in Redis; only the lease holder dispatches.
@@ -22,38 +23,40 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import ratelimit
-from jobnode.api import auth_routes, cluster_routes, jobs_routes, system_routes
+from jobnode.api import auth_routes, cluster_routes, jobs_routes, ratelimit, system_routes
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
-    CLUSTER_STORE,
-    ELECTOR,
-    PEER_VERIFIER,
-    LEADERSHIP,
+    AUTHENTICATOR,
+    CLUSTER_SERVICE,
+    JOB_SERVICE,
     METRICS,
-    MONGO,
-    POOL,
-    PROCESSORS,
-    QUEUE,
-    REDIS,
-    SERVICE,
+    RATE_LIMITER,
     SETTINGS,
-    THROUGHPUT,
+    SYSTEM_SERVICE,
     TLS,
 )
 from jobnode.api.errors import error_middleware
 from jobnode.api.http_metrics import http_metrics_middleware
 from jobnode.api.request_ids import request_id_middleware
-from jobnode.core.settings import ConfigError, Settings, mask_url_password
+from jobnode.assembly import NodeServices
+from jobnode.auth.setup import AuthSetupError, build_authenticator
+from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
 from jobnode.core.errors import JobnodeError
+from jobnode.core.settings import ConfigError, Settings, mask_url_password
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.observability.metrics_endpoint import MetricsEndpoint
-from jobnode.processors.registry import ProcessorRegistry, build_registry
-from jobnode.assembly import NodeServices
-from jobnode.observability.throughput import Throughput
-from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
+from jobnode.processors.catalog import build_registry
+from jobnode.processors.registry import ProcessorRegistry
+from jobnode.storage.redis.queue import JobQueue
+
+# The wiring's own keys: what the API must not reach.
+REDIS = web.AppKey("redis", Redis)
+MONGO = web.AppKey("mongo", AsyncMongoClient)
+PROCESSORS = web.AppKey("processors", ProcessorRegistry)
+NODE_SERVICES = web.AppKey("node_services", NodeServices)
 
 log = structlog.get_logger(__name__)
+
 
 class StartupError(JobnodeError):
     """The node cannot start (a dependency is unreachable); the message says which."""
@@ -72,13 +75,12 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     if contexts.mutual:
         app.middlewares.append(peer_certificate_middleware)
     app[PROCESSORS] = processors or build_registry(settings)
-    app[THROUGHPUT] = Throughput()
     app[METRICS] = NodeMetrics(app[PROCESSORS].types(), node_id=settings.node_id,
                                algorithm=settings.election_algorithm, strategy=settings.load_balancer_strategy)
     # Metrics first: a taken METRICS_PORT stops the node before it has started anything.
     app.cleanup_ctx.append(metrics_server)
     app.cleanup_ctx.append(connections)
-    app.cleanup_ctx.append(auth_routes.auth_resources)
+    app.cleanup_ctx.append(authenticator)
     app.cleanup_ctx.append(services)
     app.router.add_routes(jobs_routes.routes)
     app.router.add_routes(system_routes.routes)
@@ -123,11 +125,21 @@ async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: 
         raise StartupError(f"cannot reach {name} at {mask_url_password(url)}: {exc}") from None
 
 
+async def authenticator(app: web.Application) -> AsyncIterator[None]:
+    """With AUTH_ENABLED: load the users, bootstrap the admin, and make the authenticator."""
+    settings = app[SETTINGS]
+    if settings.auth_enabled:
+        app[AUTHENTICATOR] = await build_authenticator(settings, app[REDIS], app[MONGO][settings.mongodb_database])
+    yield
+
+
 async def services(app: web.Application) -> AsyncIterator[None]:
     node = NodeServices.build(app[SETTINGS], app[REDIS], app[MONGO], app[PROCESSORS], app[METRICS],
                               peer_ssl=app[TLS].peer_client)
-    app[QUEUE], app[SERVICE], app[LEADERSHIP], app[POOL] = node.queue, node.jobs, node.leadership, node.pool
-    app[CLUSTER_STORE], app[ELECTOR], app[PEER_VERIFIER] = node.cluster_store, node.elector, node.verifier
+    app[NODE_SERVICES] = node
+    app[JOB_SERVICE], app[CLUSTER_SERVICE], app[SYSTEM_SERVICE] = node.jobs, node.cluster, node.system
+    if node.rate_limiter is not None:
+        app[RATE_LIMITER] = node.rate_limiter
     try:
         await node.start()
         yield
@@ -141,7 +153,7 @@ async def metrics_server(app: web.Application) -> AsyncIterator[None]:
     if not settings.metrics_enabled:
         yield
         return
-    endpoint = MetricsEndpoint(app[METRICS], queue_of=lambda: app.get(QUEUE))
+    endpoint = MetricsEndpoint(app[METRICS], queue_of=lambda: _queue_of(app))
     runner = web.AppRunner(endpoint.app(), access_log=None)
     await runner.setup()
     try:
@@ -154,6 +166,12 @@ async def metrics_server(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await runner.cleanup()
+
+
+def _queue_of(app: web.Application) -> JobQueue | None:
+    # None until `services` has built the node: the metrics endpoint starts before it.
+    node = app.get(NODE_SERVICES)
+    return node.queue if node is not None else None
 
 
 async def serve(settings: Settings) -> None:
@@ -199,7 +217,7 @@ def run_node(settings: Settings) -> None:
         runner = asyncio.run
     try:
         runner(serve(settings))
-    except (StartupError, auth_routes.AuthSetupError) as exc:
+    except (StartupError, AuthSetupError) as exc:
         log.error("node.start_failed", error=exc.message)
         raise SystemExit(f"jobnode: cannot start: {exc.message}") from None
     except ConfigError as exc:  # settings that parse but do not load (a TLS file, say)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The jobnode benchmark: `scripts/bench.py [--quick] [--compare arq] ...` (the same as `jobnode bench`).
+"""The jobnode benchmark: `scripts/bench.py [--quick] [--compare arq] ...`.
 
 Prints one JSON object on stdout, progress on stderr; `--help` lists the options and
 docs/benchmark.md explains the figures. Needs jobnode installed (`pip install -e '.[bench]'`).

@@ -5,7 +5,7 @@
 
 It starts its own Redis (AOF on) behind a TCP gate it can cut, and its own SecantusDB with
 test commands on, then `jobnode dev` against them, with the `history` processor of
-tests/chaos/ loaded into every node. While the load generator submits jobs, every 20-40 s
+tools/chaos/recording.py loaded into every node. While the load generator submits jobs, every 20-40 s
 (after a 5 s warm-up) it injects one fault picked at random:
 
   kill_leader, kill_follower   kill -9 a node; it is started again 3 s later (same

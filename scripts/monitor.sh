@@ -40,7 +40,7 @@ if [[ -x "$ROOT/.venv/bin/jobnode" ]]; then
     JOBNODE=("$ROOT/.venv/bin/jobnode")
 elif command -v jobnode >/dev/null 2>&1; then
     JOBNODE=(jobnode)
-elif python3 -c 'import jobnode.cli.commands' >/dev/null 2>&1; then
+elif python3 -c 'import jobnode.cli.main' >/dev/null 2>&1; then
     JOBNODE=(python3 -m jobnode)
 else
     echo "monitor.sh: jobnode is not installed; run scripts/test once, or pip install -e ." >&2

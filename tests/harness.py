@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jobnode.core.settings import Settings
 from jobnode.node import build_app
-from jobnode.processors.registry import ProcessorRegistry, build_registry
+from jobnode.processors.catalog import build_registry
+from jobnode.processors.registry import ProcessorRegistry
 
 # Fast clocks so retries, leases and reaping happen within a test's patience.
 TEST_ENV = {

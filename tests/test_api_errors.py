@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from jobnode.api.appkeys import SETTINGS
-from jobnode.core.job import MAX_PAYLOAD_DEPTH
+from jobnode.core.submission import MAX_PAYLOAD_DEPTH
 from tests.harness import make_settings, running_node
 
 BATCH_LIMIT = 5

@@ -27,7 +27,7 @@ from tests.auth_fixtures import (
 from tests.harness import start_node  # noqa: F401  (fixture)
 
 JOB_ID = "0" * 32
-# Every route of the API with the role SPEC §5 gives it ("any" needs no token).
+# Every route of the API with the role it must require ("any" needs no token).
 EXPECTED_ACCESS = {
     ("POST", "/api/v1/jobs"): "user",
     ("POST", "/api/v1/jobs/batch"): "user",
@@ -58,7 +58,7 @@ def app_routes(app: web.Application) -> dict[tuple[str, str], object]:
             if r.method != "HEAD" and r.resource is not None}
 
 
-def test_every_route_declares_the_role_the_spec_gives_it():
+def test_every_route_declares_the_role_it_must_require():
     app = build_app(Settings.from_env({"METRICS_ENABLED": "false"}, env_file=None))
     routes = app_routes(app)
     assert set(routes) == set(EXPECTED_ACCESS), "a route was added or removed: give it a row here"
@@ -320,7 +320,7 @@ def test_the_openapi_document_states_each_operations_security():
 
 
 async def test_auth_on_without_any_user_refuses_to_start(start_node):
-    from jobnode.api.auth_routes import AuthSetupError
+    from jobnode.auth.setup import AuthSetupError
 
     env = {key: value for key, value in auth_env().items() if not key.startswith("ADMIN_")}
     with pytest.raises(AuthSetupError, match="nobody could log in"):
@@ -328,7 +328,7 @@ async def test_auth_on_without_any_user_refuses_to_start(start_node):
 
 
 async def test_a_broken_users_file_stops_the_start_with_its_reason(start_node, tmp_path):
-    from jobnode.api.auth_routes import AuthSetupError
+    from jobnode.auth.setup import AuthSetupError
 
     users_file = tmp_path / "users.json"
     users_file.write_text('{"users": {"alice": {"role": "user", "password": "hunter2"}}}')

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from jobnode.cli import commands as cli
+from jobnode.cli.main import main
 from jobnode.auth.passwords import verify_password
 from jobnode.auth.users import read_users_file
 from jobnode.client import AsyncClient, AuthError, PermissionDenied
@@ -27,7 +27,7 @@ def isolated_client_env(monkeypatch, tmp_path):
 
 def run_with_stdin(monkeypatch, capsys, text: str, *argv: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
-    code = cli.main(list(argv))
+    code = main(list(argv))
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, without_node_logs(out), err

@@ -12,8 +12,11 @@ import sys
 
 import pytest
 
-from jobnode.cli import commands as cli
-from jobnode.cli.commands import Progress, format_table, main
+from jobnode.cli import submit as submit_command
+from jobnode.cli.main import main
+from jobnode.cli.output import Progress, format_table
+from jobnode.cli.status import watch_status
+from jobnode.cli.tokens import load_token
 from jobnode.client import AsyncClient
 from test_client import TOKEN, USERS, closed_port, server  # noqa: F401  (server is a fixture)
 
@@ -87,7 +90,7 @@ def test_a_refused_submit_prints_code_message_and_details(server, capsys):
 
 
 def test_submit_count_batches_with_progress_and_a_throughput_line(server, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "BATCH_CHUNK", 3)
+    monkeypatch.setattr(submit_command, "BATCH_CHUNK", 3)
     code, out, err = run(capsys, "--url", server.url, "submit", "echo", "--count", "7", "--concurrency", "2")
     assert code == 0
     assert re.fullmatch(r"submitted 7 jobs in \d+\.\d\ds \(\d+\.\d jobs/s\)\n", out)
@@ -106,7 +109,7 @@ def test_submit_count_without_batching_keys_each_job(server, capsys):
 
 
 def test_submit_count_keys_every_job_so_a_failed_batch_is_resent_without_duplicates(server, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "BATCH_CHUNK", 3)
+    monkeypatch.setattr(submit_command, "BATCH_CHUNK", 3)
     server.fail_next("POST", "/api/v1/jobs/batch", 503)
     code, out, _ = run(capsys, "--url", server.url, "--json", "submit", "echo", "--count", "7")
     summary = json.loads(out)
@@ -118,7 +121,7 @@ def test_submit_count_keys_every_job_so_a_failed_batch_is_resent_without_duplica
 
 
 def test_submit_count_reports_how_far_it_got_when_the_server_fails(server, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "BATCH_CHUNK", 2)
+    monkeypatch.setattr(submit_command, "BATCH_CHUNK", 2)
     server.fail_next("POST", "/api/v1/jobs/batch", 400, body={"code": "too_bad", "message": "no more"})
     code, _, err = run(capsys, "--url", server.url, "submit", "echo", "--count", "6", "--concurrency", "1")
     assert code == 1
@@ -234,7 +237,7 @@ def test_status_without_a_nodes_route_shows_what_there_is(server, capsys):
 async def test_watch_keeps_going_through_errors(server, capsys):
     server.fail_next("GET", "/api/v1/stats", 503, times=1)
     async with AsyncClient(server.url, max_attempts=1) as client:
-        await cli.watch_status(client, 0.01, iterations=2)
+        await watch_status(client, 0.01, iterations=2)
     out = capsys.readouterr().out
     first, second = out.split(server.url)[1:]
     assert "error: code_503: canned 503" in first
@@ -256,7 +259,7 @@ def test_login_stores_a_private_token_used_by_later_commands(server, capsys, mon
     assert TOKEN not in out
     code, _, _ = run(capsys, "--url", server.url, "jobs")
     assert code == 0 and server.seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
-    assert cli.load_token("http://elsewhere:8080") is None  # never sent to another URL
+    assert load_token("http://elsewhere:8080") is None  # never sent to another URL
 
 
 def test_login_with_a_wrong_password_fails_cleanly(server, capsys, monkeypatch, tmp_path):

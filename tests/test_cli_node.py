@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobnode.cli.commands import main
+from jobnode.cli.main import main
 from harness import start_node, without_node_logs  # noqa: F401  (a fixture)
 from test_client import closed_port
 from waiting import wait_until

@@ -24,7 +24,7 @@ from jobnode.core.settings import (
     parse_size_bytes,
     read_env_file,
 )
-from jobnode.core.job import JobDefaults
+from jobnode.core.submission import JobDefaults
 
 REPO = Path(__file__).resolve().parents[1]
 GOOD_JWT = "Qm7f2Lx9Zr4mW8vK1nB6tY0hJ5dG3cPa"  # 32 bytes, random-looking
@@ -603,47 +603,83 @@ def test_mask_url_password() -> None:
 
 
 # --- .env.example and docs/configuration.md stay in step with the code ---
+# VARIABLES in jobnode/core/settings.py is the one list of what a node reads. The reference table in
+# docs/configuration.md and .env.example must list exactly those variables (no more, no fewer, each
+# once), with the defaults the code really uses, the code's own "allowed" phrase, and one meaning
+# that both files share word for word.
+
+# Variables whose default is computed from other settings; their documented default is a phrase.
+DERIVED_DEFAULTS = {"NODE_ID", "ADVERTISE_URL", "DATA_DIR"}
+VARIABLE_ROW = re.compile(r"\| `([A-Z][A-Z0-9_]*)` \|(.*)\|")
 
 
 def example_lines() -> dict[str, str]:
     return read_env_file(REPO / ".env.example")
 
 
-def docs_rows() -> dict[str, list[str]]:
-    rows = {}
+def docs_table() -> list[tuple[str, list[str]]]:
+    rows = []
     for line in (REPO / "docs" / "configuration.md").read_text().splitlines():
-        match = re.fullmatch(r"\| `([A-Z_]+)` \|(.*)\|", line)
+        match = VARIABLE_ROW.fullmatch(line)
         if match:
-            rows[match[1]] = [cell.strip() for cell in match[2].split(" | ")]
+            rows.append((match[1], [cell.strip() for cell in match[2].split(" | ")]))
     return rows
 
 
-def test_env_example_lists_every_variable_and_nothing_else() -> None:
+def docs_rows() -> dict[str, list[str]]:
+    return dict(docs_table())
+
+
+def code_default(variable) -> object:
+    return getattr(load(), variable.field)
+
+
+def test_docs_table_lists_every_variable_once_and_nothing_else() -> None:
+    documented = [name for name, _ in docs_table()]
+    assert len(documented) == len(set(documented)), "a variable is documented twice"
+    assert sorted(documented) == sorted(v.name for v in VARIABLES)
+
+
+def test_docs_table_gives_the_code_default_and_allowed_values() -> None:
+    rows = docs_rows()
+    for variable in VARIABLES:
+        default, allowed, meaning = rows[variable.name]
+        assert allowed == variable.allowed, variable.name
+        assert meaning, variable.name
+        if default.startswith("`"):
+            assert variable.read(default.strip("`")) == code_default(variable), variable.name
+        elif variable.name in DERIVED_DEFAULTS:
+            assert default.startswith("*") and default.endswith("*") and default != "*none*", variable.name
+        else:
+            assert default == "*none*", variable.name
+            assert code_default(variable) in (None, {}), f"{variable.name} has a default: document it"
+
+
+def test_env_example_lists_every_variable_once_and_nothing_else() -> None:
+    assigned = re.findall(r"^([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), flags=re.M)
+    assert len(assigned) == len(set(assigned)), "a variable is set twice in .env.example"
+    assert sorted(assigned) == sorted(v.name for v in VARIABLES)
     assert sorted(example_lines()) == sorted(v.name for v in VARIABLES)
 
 
 def test_env_example_gives_the_real_defaults() -> None:
     assert load({}, REPO / ".env.example") == load()
+    example, rows = example_lines(), docs_rows()
+    for variable in VARIABLES:
+        if example[variable.name]:
+            assert variable.read(example[variable.name]) == code_default(variable), variable.name
+            assert rows[variable.name][0] == f"`{example[variable.name]}`", variable.name
+        else:  # empty: the default applies, which must be a computed one or none at all
+            assert rows[variable.name][0].startswith("*"), variable.name
 
 
-def test_env_example_comments_every_variable() -> None:
+def test_env_example_comments_every_variable_as_the_docs_do() -> None:
     lines = (REPO / ".env.example").read_text().splitlines()
+    rows = docs_rows()
     for variable in VARIABLES:
         index = lines.index(f"{variable.name}={example_lines()[variable.name]}")
-        assert lines[index - 1].startswith("# ") and variable.allowed in lines[index - 1]
-
-
-def test_docs_table_lists_every_variable_with_default_and_allowed() -> None:
-    rows, example = docs_rows(), example_lines()
-    assert sorted(rows) == sorted(v.name for v in VARIABLES)
-    for variable in VARIABLES:
-        default, allowed, meaning = rows[variable.name]
-        assert allowed == variable.allowed
-        assert meaning
-        if example[variable.name]:
-            assert default == f"`{example[variable.name]}`"
-        else:
-            assert default.startswith("*") and default.endswith("*")
+        _, allowed, meaning = rows[variable.name]
+        assert lines[index - 1] == f"# {meaning.replace('`', '')} Allowed: {allowed}.", variable.name
 
 
 def test_peers_require_a_cluster_secret() -> None:

@@ -1,4 +1,4 @@
-"""Metrics (SPEC §9): a real node's /metrics on METRICS_PORT, fed by real jobs and requests."""
+"""Metrics: a real node's /metrics on METRICS_PORT, fed by real jobs and requests."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from jobnode.dev.embedded import free_port
-from jobnode.observability.metrics import NodeMetrics
+from jobnode.observability.metrics import NodeMetrics, NodeReadings
 from jobnode.observability.metrics_endpoint import MetricsEndpoint
 from jobnode.node import StartupError
 from jobnode.processors.registry import PermanentError
@@ -154,6 +154,26 @@ def test_each_node_has_its_own_registry_and_unknown_types_get_no_series() -> Non
     assert value(two, "jobnode_jobs_submitted_total", type="echo") == 0
     assert not any(dict(labels).get("type") == "not-registered" for _, labels in one)
     assert value(one, "jobnode_http_requests_total", method="other", route="/x", status="200") == 1
+
+
+def test_live_gauges_are_read_through_the_readings_at_each_scrape() -> None:
+    state = {"busy": 1, "leader": False, "members": ["alive", "alive", "suspect"]}
+    metrics = NodeMetrics(["echo"])
+    metrics.watch(NodeReadings(
+        workers_busy=lambda: state["busy"], workers_total=lambda: 4, is_leader=lambda: state["leader"],
+        election_term=lambda: 7, leader_changes=lambda: 3, member_states=lambda: state["members"]))
+    before = parse(metrics.exposition().decode())
+    assert value(before, "jobnode_workers_active") == 1 and value(before, "jobnode_workers_total") == 4
+    assert value(before, "jobnode_is_leader") == 0 and value(before, "jobnode_election_term") == 7
+    assert value(before, "jobnode_election_leader_changes_total") == 3
+    assert value(before, "jobnode_cluster_members", state="alive") == 2
+    assert value(before, "jobnode_cluster_members", state="suspect") == 1
+    state.update(busy=3, leader=True, members=["alive", "bogus"])
+    after = parse(metrics.exposition().decode())
+    assert value(after, "jobnode_workers_active") == 3 and value(after, "jobnode_is_leader") == 1
+    assert value(after, "jobnode_cluster_members", state="alive") == 1
+    assert value(after, "jobnode_cluster_members", state="suspect") == 0
+    assert not any(dict(labels).get("state") == "bogus" for _, labels in after)  # unknown states get no series
 
 
 async def test_metrics_disabled_serves_nothing(start_node):

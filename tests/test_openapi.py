@@ -12,7 +12,8 @@ from aiohttp import web
 
 from jobnode.api.openapi import openapi_document
 from jobnode.core.settings import Settings
-from jobnode.core.job import (
+from jobnode.core.job import STATUSES, Job, JobSpec
+from jobnode.core.submission import (
     MAX_IDEMPOTENCY_KEY_LEN,
     MAX_PRIORITY,
     MAX_RETRIES_LIMIT,
@@ -20,10 +21,7 @@ from jobnode.core.job import (
     MAX_TYPE_LEN,
     MIN_PRIORITY,
     PRIORITY_NAMES,
-    STATUSES,
     SUBMIT_FIELDS,
-    Job,
-    JobSpec,
 )
 from jobnode.node import build_app
 from tests.harness import start_node  # noqa: F401  (fixture)

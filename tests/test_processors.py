@@ -20,19 +20,20 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from jobnode.processors import registry as processors
-from jobnode.processors.builtin import MAX_RESPONSE_BODY_BYTES, EmailProcessor, HttpProcessor, SmtpConfig
 from jobnode.core.errors import NotFound
 from jobnode.core.job import Job, JobSpec
+from jobnode.processors.catalog import build_registry
+from jobnode.processors.mail import EmailProcessor, SmtpConfig
 from jobnode.processors.registry import (
     FunctionProcessor,
     PermanentError,
     ProcessorRegistry,
     RetryableError,
     UnknownProcessorType,
-    build_registry,
     register_processor,
-    run_in_thread,
 )
+from jobnode.processors.threads import run_in_thread
+from jobnode.processors.webhook import MAX_RESPONSE_BODY_BYTES, HttpProcessor
 
 
 def make_job(type_name: str, payload: dict) -> Job:

@@ -346,7 +346,7 @@ async def test_one_call_delivers_several_workers_reports_each_on_its_own_merits(
         Report("c", taken["c"].id, "completed", next_lease_ms=LEASE_MS),
         Report("a", taken["a"].id, "completed", next_lease_ms=0),  # a duplicate in the same call
     ])
-    assert [accepted for accepted, _ in rows] == [True, True, False, False]
+    assert [ended for ended, _ in rows] == ["completed", "failed", None, None]
     following = {w: row[1] for w, row in zip("abc", rows)}
     assert following["b"] is None and rows[3][1] is None
     for worker in ("a", "c"):  # each took its own next job, whatever became of its report

@@ -11,7 +11,9 @@ from jobnode.api.appkeys import RATE_LIMITER
 from jobnode.auth.roles import Principal
 from jobnode.dev.embedded import free_port
 from jobnode.cluster.peers import ELECTION_PATH
-from jobnode.api.ratelimit import RateLimiter, client_key
+from jobnode.api.ratelimit import client_key
+from jobnode.services.rate_limiter import RateLimiter
+from jobnode.storage.redis.rate_buckets import RateBuckets
 from tests.harness import start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -93,7 +95,7 @@ async def test_an_unreachable_redis_lets_requests_through_and_is_counted(start_n
     dead = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     try:
         # The node's own Redis stays up (jobs need it); only the limiter loses its connection.
-        limiter._script = dead.register_script("return 1")
+        limiter.buckets = RateBuckets(dead, client.settings.redis_key_prefix)
         for _ in range(3):
             answer = await client.get("/api/v1/leader")
             assert answer.status == 200 and "X-RateLimit-Limit" not in answer.headers
@@ -104,7 +106,7 @@ async def test_an_unreachable_redis_lets_requests_through_and_is_counted(start_n
 
 
 async def test_the_bucket_script_never_hands_out_more_than_the_burst(redis_client, key_prefix):
-    limiter = RateLimiter(redis_client, key_prefix, rate_per_min=1, burst=5)
+    limiter = RateLimiter(RateBuckets(redis_client, key_prefix), rate_per_min=1, burst=5)
     decisions = [await limiter.check("ip:192.0.2.1") for _ in range(8)]
     assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
     assert decisions[-1].retry_after_s == pytest.approx(60, abs=2)

@@ -23,7 +23,7 @@ import election
 from election.messages import BullyElection
 from jobnode.api.appkeys import TLS
 from jobnode.dev.certs import DevCerts, write_dev_certs
-from jobnode.cli.commands import main as cli_main
+from jobnode.cli.main import main as cli_main
 from jobnode.client import AsyncClient, ConnectionFailed
 from jobnode.core.settings import VARIABLES, ConfigError, Settings
 from jobnode.dev.embedded import free_port

@@ -1,32 +1,19 @@
-"""POST /auth/login, and the node's auth resources (signer, users, throttle) started with the app."""
+"""POST /auth/login: credentials in, a bearer token out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import structlog
 from aiohttp import web
 
 from jobnode.api.access import access
-from jobnode.api.appkeys import AUTHENTICATOR, MONGO, REDIS, SETTINGS
+from jobnode.api.appkeys import AUTHENTICATOR
 from jobnode.api.bodies import read_json
-from jobnode.auth.login import Authenticator
-from jobnode.auth.passwords import MAX_PASSWORD_BYTES, PasswordHasher
+from jobnode.auth.passwords import MAX_PASSWORD_BYTES
 from jobnode.auth.roles import PUBLIC
-from jobnode.auth.throttle import LoginThrottle
-from jobnode.auth.tokens import TokenSigner
-from jobnode.auth.users import UserCollection, UserDirectory, UsersFile, UsersFileError
-from jobnode.core.errors import JobnodeError, NotFound, ValidationError
-
-log = structlog.get_logger(__name__)
+from jobnode.core.errors import NotFound, ValidationError
 
 routes = web.RouteTableDef()
 
 MAX_USERNAME_CHARS = 256  # longer than any valid name (64), so a near miss still gets the usual 401
-
-
-class AuthSetupError(JobnodeError):
-    """Auth is on but its users cannot be loaded; the node must not start."""
 
 
 @routes.post("/auth/login")
@@ -47,33 +34,3 @@ async def login(request: web.Request) -> web.Response:
             "role": issued.role}
     # A token must not end up in a shared cache.
     return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-
-async def auth_resources(app: web.Application) -> AsyncIterator[None]:
-    """With AUTH_ENABLED: load the users, bootstrap the admin, and make the authenticator."""
-    settings = app[SETTINGS]
-    if not settings.auth_enabled:
-        yield
-        return
-    assert settings.jwt_secret is not None  # Settings refuses AUTH_ENABLED without a good one
-    hasher = PasswordHasher()
-    users_file = UsersFile(settings.users_file) if settings.users_file else None
-    collection = UserCollection(app[MONGO][settings.mongodb_database])
-    try:
-        if users_file is not None:
-            users_file.load()
-    except UsersFileError as exc:
-        raise AuthSetupError(f"USERS_FILE: {exc.message}") from None
-    if settings.admin_username and settings.admin_password:
-        outcome = await collection.bootstrap_admin(settings.admin_username, settings.admin_password, hasher)
-        log.info("auth.admin_bootstrap", username=settings.admin_username, outcome=outcome)
-    elif users_file is None and not await collection.any():
-        raise AuthSetupError("AUTH_ENABLED=true but nobody could log in: set USERS_FILE (see `jobnode user add`) "
-                             "or ADMIN_USERNAME and ADMIN_PASSWORD")
-    app[AUTHENTICATOR] = Authenticator(
-        signer=TokenSigner(settings.jwt_secret, settings.jwt_ttl_s),
-        users=UserDirectory(users_file, collection),
-        throttle=LoginThrottle(app[REDIS], settings.redis_key_prefix),
-        hasher=hasher,
-    )
-    yield

@@ -53,7 +53,8 @@ def from_exception(exc: errors.JobnodeError) -> web.Response:
         details = {"field": exc.field, **(details or {})}
     response = error_response(status, code, exc.message, details)
     if isinstance(exc, (errors.RateLimited, errors.Overloaded)):
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))  # never invite a retry that is still too early
+        # At least a second: never invite a retry that is still too early.
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, errors.Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="jobnode"'  # RFC 6750: say how to authenticate
     return response

@@ -2,8 +2,8 @@
 
 The route label is the template the request matched (`/api/v1/jobs/{job_id}`), never the
 raw path, so ids in URLs cannot grow the number of series; a request that matched no
-route (404, or 405 for a method the path does not take) is labelled `unmatched`. The middleware sits outside the error middleware, so it
-sees the status the client really got.
+route (404, or 405 for a method the path does not take) is labelled `unmatched`. The
+middleware sits outside the error middleware, so it sees the status the client really got.
 """
 
 from __future__ import annotations

@@ -8,11 +8,12 @@ from aiohttp import web
 
 from jobnode.api.access import access, owner_filter, principal_of
 from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
-from jobnode.api.appkeys import SERVICE, SETTINGS
+from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
 from jobnode.api.bodies import int_query, job_id_param, read_json
 from jobnode.api.request_ids import request_id_of
 from jobnode.core.errors import ValidationError
-from jobnode.core.job import MAX_TYPE_LEN, STATUSES, parse_submission
+from jobnode.core.job import STATUSES
+from jobnode.core.submission import MAX_TYPE_LEN, parse_submission
 
 routes = web.RouteTableDef()
 
@@ -27,7 +28,7 @@ def _submitter(request: web.Request) -> str | None:
 @routes.post("/api/v1/jobs")
 @access(USER_ACCESS)
 async def submit(request: web.Request) -> web.Response:
-    settings, service = request.app[SETTINGS], request.app[SERVICE]
+    settings, service = request.app[SETTINGS], request.app[JOB_SERVICE]
     body = await read_json(request)
     spec = parse_submission(
         body,
@@ -45,7 +46,7 @@ async def submit(request: web.Request) -> web.Response:
 @routes.post("/api/v1/jobs/batch")
 @access(USER_ACCESS)
 async def submit_batch(request: web.Request) -> web.Response:
-    settings, service = request.app[SETTINGS], request.app[SERVICE]
+    settings, service = request.app[SETTINGS], request.app[JOB_SERVICE]
     body = await read_json(request)
     if isinstance(body, dict) and set(body) - {"jobs"}:
         extra = sorted(set(body) - {"jobs"})
@@ -81,7 +82,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if type_ is not None and len(type_) > MAX_TYPE_LEN:
         raise ValidationError("type", f"must be at most {MAX_TYPE_LEN} characters")
     limit = int_query(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
-    jobs, next_cursor = await request.app[SERVICE].list(
+    jobs, next_cursor = await request.app[JOB_SERVICE].list(
         status=status, type_=type_, limit=limit, cursor=request.query.get("cursor") or None,
         owner=owner_filter(request),
     )
@@ -92,21 +93,21 @@ async def list_jobs(request: web.Request) -> web.Response:
 @routes.get("/api/v1/jobs/{job_id}")
 @access(USER_ACCESS)
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].get(job_id_param(request), owner=owner_filter(request))
+    job = await request.app[JOB_SERVICE].get(job_id_param(request), owner=owner_filter(request))
     return web.json_response(job.to_json())
 
 
 @routes.post("/api/v1/jobs/{job_id}/cancel")
 @access(USER_ACCESS)
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].cancel(job_id_param(request), owner=owner_filter(request))
+    job = await request.app[JOB_SERVICE].cancel(job_id_param(request), owner=owner_filter(request))
     return web.json_response(job.to_json())
 
 
 @routes.post("/api/v1/jobs/{job_id}/retry")
 @access(ADMIN_ACCESS)
 async def retry_job(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].retry(job_id_param(request))
+    job = await request.app[JOB_SERVICE].retry(job_id_param(request))
     return web.json_response(job.to_json())
 
 
@@ -114,5 +115,5 @@ async def retry_job(request: web.Request) -> web.Response:
 @access(ADMIN_ACCESS)
 async def delete_job(request: web.Request) -> web.Response:
     job_id = job_id_param(request)
-    await request.app[SERVICE].delete(job_id)
+    await request.app[JOB_SERVICE].delete(job_id)
     return web.json_response({"id": job_id, "deleted": True})

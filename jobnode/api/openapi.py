@@ -8,10 +8,11 @@ from aiohttp import web
 
 from jobnode import __version__
 from jobnode.api.access import access_of
-from jobnode.api.appkeys import PROCESSORS, SETTINGS
+from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.auth.roles import ROLES
-from jobnode.core.job import (
+from jobnode.core.job import STATUSES
+from jobnode.core.submission import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_IDEMPOTENCY_KEY_LEN,
     MAX_PAYLOAD_DEPTH,
@@ -21,7 +22,6 @@ from jobnode.core.job import (
     MAX_TYPE_LEN,
     MIN_PRIORITY,
     PRIORITY_NAMES,
-    STATUSES,
 )
 
 
@@ -312,16 +312,17 @@ PATHS: dict[str, Any] = {
 
 def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
     """The document; with an app, the batch limit is that node's MAX_BATCH_SIZE and each
-    operation's security comes from the access level its route declares."""
+    operation's security comes from the access level its route declares; once the app has
+    started, the job types are those its processors run."""
     schemas = SCHEMAS
     if app is not None and SETTINGS in app:
         batch = {**SCHEMAS["JobBatch"]}
         jobs = {**batch["properties"]["jobs"], "maxItems": app[SETTINGS].max_batch_size}
         schemas = {**SCHEMAS, "JobBatch": {**batch, "properties": {"jobs": jobs}}}
-    if app is not None and PROCESSORS in app:
+    if app is not None and JOB_SERVICE in app:
         # The types this node can run: anything else is refused at submit, so say so here.
         submission = {**schemas["JobSubmission"]}
-        job_type = {**submission["properties"]["type"], "enum": app[PROCESSORS].types()}
+        job_type = {**submission["properties"]["type"], "enum": sorted(app[JOB_SERVICE].known_types)}
         schemas = {**schemas, "JobSubmission": {**submission, "properties": {**submission["properties"],
                                                                              "type": job_type}}}
     return {

@@ -1,5 +1,7 @@
-"""Authentication for the API: roles, password hashing, JWTs, users and the login throttle.
+"""Authentication for the API: roles, password hashing, JWTs, users, the login throttle,
+peer signatures and TLS.
 
-The HTTP side (the login route, the middleware that checks each route's role) lives in
-`jobnode.api.access` and `jobnode.api.auth_routes`; this package has no aiohttp in it.
+`setup` makes a node's authenticator at start (the wiring calls it); the login route and
+the middleware that checks each route's role live in `jobnode.api.auth_routes` and
+`jobnode.api.access`.
 """

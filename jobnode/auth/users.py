@@ -30,7 +30,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from jobnode.auth.passwords import PasswordHasher, PasswordHashError, check_hash_format
 from jobnode.auth.roles import ADMIN, ROLES
 from jobnode.core.errors import JobnodeError
-from jobnode.storage.mongo.jobs import mongo_boundary
+from jobnode.storage.mongo.boundary import mongo_boundary
 
 log = structlog.get_logger(__name__)
 

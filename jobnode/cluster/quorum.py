@@ -5,7 +5,7 @@ both believe they lead, this check breaks the tie: a node has a majority when, w
 last `window_s`, it has exchanged messages with a majority of the configured nodes (itself
 included). "Exchanged" is either direction: a peer's message arrived here, or one of ours
 was answered 2xx. A lease holder without a majority yields to a leader that has one and
-asks for the lease (jobnode/lua/leader_lease.lua); one that nobody asks keeps leading, so
+asks for the lease (jobnode/storage/redis/lua/leader_lease.lua); one that nobody asks keeps leading, so
 a lone survivor of a bully or gossip cluster still runs jobs.
 
 Why: bully and gossip have no quorum of their own. A leader cut off from its peers but

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -15,7 +16,6 @@ from jobnode.core.errors import Unavailable
 from jobnode.core.job import utcnow
 from jobnode.cluster.leadership import Leadership
 from jobnode.storage.redis.queue import JobQueue
-from jobnode.pipeline.workers import WorkerPool
 
 log = structlog.get_logger(__name__)
 
@@ -29,12 +29,13 @@ class ClusterRecorder:
     """Writes this node's heartbeat, its leader changes and metric snapshots to MongoDB."""
 
     def __init__(self, store: ClusterStore, settings: Settings, elector: Elector, leadership: Leadership,
-                 pool: WorkerPool, queue: JobQueue) -> None:
+                 workers_busy: Callable[[], int], queue: JobQueue) -> None:
         self.store = store
         self.settings = settings
         self.elector = elector
         self.leadership = leadership
-        self.pool = pool
+        # The worker pool sits above the cluster package: it is read through this callable.
+        self.workers_busy = workers_busy
         self.queue = queue
         self.started_at = utcnow()
         # A new leader may wait out its predecessor's lease (bully, gossip) before it holds its own.
@@ -50,7 +51,7 @@ class ClusterRecorder:
             "leader_id": view.leader,
             "holds_lease": self.leadership.is_leader,
             "worker_count": self.settings.worker_count,
-            "workers_busy": self.pool.busy,
+            "workers_busy": self.workers_busy(),
             "priority": self.settings.node_priority,
             "version": __version__,
             "started_at": self.started_at,
@@ -92,7 +93,8 @@ class ClusterRecorder:
             "leader": change.leader,
             "previous": change.previous,
             "algorithm": self.settings.election_algorithm,
-            "reason": "first leader seen by this node" if change.previous is None else f"{change.previous} lost the lead",
+            "reason": ("first leader seen by this node" if change.previous is None
+                       else f"{change.previous} lost the lead"),
         }
         try:
             await self.store.record_leader_change(doc)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from jobnode.core.errors import JobnodeError
-from jobnode.core.job import MAX_RETRIES_LIMIT, MAX_TIMEOUT_S, JobDefaults
+from jobnode.core.submission import MAX_RETRIES_LIMIT, MAX_TIMEOUT_S, JobDefaults
 
 SECRET_MASK = "***"
 

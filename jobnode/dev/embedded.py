@@ -408,9 +408,8 @@ class EmbeddedMongo(_EmbeddedServer):
     def url(self) -> str:
         """Its URI, with retryable writes off: SecantusDB 0.7 keeps a record of every retryable
         write for 30 minutes and scans all of them (up to 10,000, and sorts them once full)
-        on each new one. A journaled insert went from 0.9 ms to 11-15 ms after 10,000 of
-        them (docs/benchmark.md, seventh round); without retryable writes it stayed at
-        0.8 ms. `JobStore.insert_many` resends an insert whose reply was lost, which is safe
+        on each new one, so a journaled insert slows by an order of magnitude after
+        10,000 of them; without retryable writes it keeps its speed. `JobStore.insert_many` resends an insert whose reply was lost, which is safe
         since jobnode mints the ids (see there); the other writes are idempotent and done
         again by whoever asked for them."""
         return with_uri_options(f"mongodb://127.0.0.1:{self._port}", retryWrites="false")

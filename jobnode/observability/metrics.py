@@ -1,4 +1,4 @@
-"""The node's Prometheus metrics (SPEC §9): every definition, on a registry of the node's own.
+"""The node's Prometheus metrics: every definition, on a registry of the node's own.
 
 Each `NodeMetrics` owns a `CollectorRegistry`, so several nodes in one process (tests,
 embedding) never share or collide on a series. The registry also carries the standard
@@ -8,8 +8,9 @@ Where the numbers come from:
   - counters and histograms are fed where the fact happens: `JobService` (submitted),
     `WorkerPool` (attempt outcomes, processing and wait durations, retries) and the HTTP
     middleware (requests by route template and status);
-  - gauges of live state (workers, leadership, election view, uptime) are read from the
-    node's objects when Prometheus scrapes, through `NodeStateCollector`;
+  - gauges of live state (workers, leadership, election view, uptime) are read when
+    Prometheus scrapes, through `NodeStateCollector`, from the `NodeReadings` the node's
+    wiring hands over (plain callables, so this module never imports the parts it watches);
   - queue depths are cluster-wide Redis facts, sampled by the metrics endpoint at scrape
     time with one pipelined round trip (`refresh_queue_depth`), so every node reports the
     same queue: dashboards take `max` over nodes.
@@ -23,7 +24,7 @@ are counted as `other`.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,7 @@ from prometheus_client.registry import Collector
 import election
 
 if TYPE_CHECKING:
-    from jobnode.cluster.elector import Elector
-    from jobnode.cluster.leadership import Leadership
     from jobnode.storage.redis.queue import JobQueue
-    from jobnode.pipeline.workers import WorkerPool
 
 # Jobs run from milliseconds (echo) to many minutes (JOB_TIMEOUT defaults to 5 min).
 JOB_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -174,9 +172,9 @@ class NodeMetrics:
         children[0].inc()
         children[1].observe(duration_s)
 
-    def watch(self, pool: WorkerPool, leadership: Leadership, elector: Elector) -> None:
-        """Report the live state of these objects at every scrape."""
-        self.registry.register(NodeStateCollector(self.started_at_s, pool, leadership, elector))
+    def watch(self, readings: NodeReadings) -> None:
+        """Report the node's live state, read through `readings`, at every scrape."""
+        self.registry.register(NodeStateCollector(self.started_at_s, readings))
 
     async def refresh_queue_depth(self, queue: JobQueue) -> None:
         """Sample the queue's depths (one pipelined Redis round trip); on failure, report none."""
@@ -203,34 +201,44 @@ class _TypeSeries:
     completed: dict[str, Any]
 
 
-class NodeStateCollector(Collector):
-    """Gauges read from the node's objects when Prometheus scrapes, so they are never stale."""
+@dataclass(frozen=True)
+class NodeReadings:
+    """How the gauges read the node's live state; each callable is called at every scrape."""
 
-    def __init__(self, started_at_s: float, pool: WorkerPool, leadership: Leadership, elector: Elector) -> None:
+    workers_busy: Callable[[], int]
+    workers_total: Callable[[], int]
+    is_leader: Callable[[], bool]
+    election_term: Callable[[], int]
+    leader_changes: Callable[[], int]  # changes of the leader in this node's view, to none included
+    member_states: Callable[[], Iterable[str]]  # one state per member this node knows, itself included
+
+
+class NodeStateCollector(Collector):
+    """Gauges read from the node when Prometheus scrapes, so they are never stale."""
+
+    def __init__(self, started_at_s: float, readings: NodeReadings) -> None:
         self.started_at_s = started_at_s
-        self.pool = pool
-        self.leadership = leadership
-        self.elector = elector
+        self.readings = readings
 
     def collect(self) -> Iterator[Metric]:
+        r = self.readings
         yield _gauge("jobnode_node_uptime_seconds", "Seconds since this node started",
                      time.monotonic() - self.started_at_s)
-        yield _gauge("jobnode_workers_active", "Workers on this node running a job now", self.pool.busy)
-        yield _gauge("jobnode_workers_total", "Workers on this node", len(self.pool.workers))
+        yield _gauge("jobnode_workers_active", "Workers on this node running a job now", r.workers_busy())
+        yield _gauge("jobnode_workers_total", "Workers on this node", r.workers_total())
         yield _gauge("jobnode_is_leader", "1 while this node holds the fenced leader lease (it dispatches)",
-                     1 if self.leadership.is_leader else 0)
-        view = self.elector.view
-        yield _gauge("jobnode_election_term", "The election term or epoch this node last saw", view.term)
+                     1 if r.is_leader() else 0)
+        yield _gauge("jobnode_election_term", "The election term or epoch this node last saw", r.election_term())
         changes = CounterMetricFamily("jobnode_election_leader_changes",
                                       "Changes of the leader in this node's view (including to none)")
-        changes.add_metric([], view.changes)
+        changes.add_metric([], r.leader_changes())
         yield changes
         members = GaugeMetricFamily("jobnode_cluster_members", "Cluster members by state in this node's view "
                                     "(itself included)", labels=["state"])
         counts = dict.fromkeys(election.MEMBER_STATES, 0)
-        for member in view.members.values():
-            if member.state in counts:
-                counts[member.state] += 1
+        for state in r.member_states():
+            if state in counts:
+                counts[state] += 1
         for state, count in counts.items():
             members.add_metric([state], count)
         yield members

@@ -12,11 +12,10 @@ Entries for the same job in one batch collapse into the newest, so a short job w
 A writer that has caught up (its last batch was not full) waits `interval_s`
 (`COMMIT_INTERVAL`) before it reads again, so that at a moderate rate the changes gather
 into a few batches a second instead of one transaction and journal barrier per job.
-SecantusDB serialises a collection's writes, so the submit inserts that acknowledgements
-wait for queued behind those per-job writes: at 200 jobs/s the store's insert p99 was
-21-99 ms with them and 11-13 ms with the pause (docs/benchmark.md, seventh round). The
-pause delays only the durable record: reads merge the newer Redis state, and the outbox is
-in Redis (AOF) meanwhile. Under full load batches come full and the writer never pauses.
+SecantusDB serialises a collection's writes, so without the pause the submit inserts that
+acknowledgements wait for would queue behind a stream of per-job writes. The pause delays
+only the durable record: reads merge the newer Redis state, and the outbox is in Redis
+(AOF) meanwhile. Under full load batches come full and the writer never pauses.
 
 A writer killed inside a MongoDB transaction leaves it open on the server, and the
 documents it touched refuse every other write for a minute (the server's transaction
@@ -31,18 +30,16 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
+import structlog
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
-from redis import exceptions as redis_errors
-import structlog
 
 from jobnode.core.errors import Unavailable
-from jobnode.core.job import from_epoch_ms
-from jobnode.storage.redis.queue import JobQueue, redis_boundary
+from jobnode.core.record import decode_snapshot
 from jobnode.storage.mongo.jobs import JobStore, Snapshot, WriteConflicts
+from jobnode.storage.redis.outbox_stream import Entry
+from jobnode.storage.redis.queue import JobQueue
 
-GROUP = "writers"
 # A dead writer's unacknowledged entries are claimed by a live one after this idle time.
 # Short, because until then the dead writer's jobs lag in MongoDB (reads merge the Redis
 # state, so clients do not see the lag, but the durable record does): a claim that catches
@@ -51,37 +48,23 @@ GROUP = "writers"
 CLAIM_IDLE_MS = 5_000
 CLAIM_EVERY_S = 2.0
 RETRY_AFTER_FAILURE_S = 0.5
-SESSIONS = "outbox:sessions"  # hash: consumer name -> id of the MongoDB session it writes with
 
 log = structlog.get_logger(__name__)
 
-Entry = tuple[Any, dict[Any, Any]]
-
 
 def to_snapshot(fields: dict[str, str]) -> Snapshot:
-    """Translate one outbox entry (Redis field names, epoch ms) into MongoDB fields."""
-    get = fields.get
-    out: dict[str, Any] = {
-        "status": get("status"),
-        "attempts": int(get("attempts") or 0),
-        "worker_id": get("worker") or None,
-        "node_id": get("node") or None,
-        "started_at": from_epoch_ms(int(get("started_ms"))) if get("started_ms") else None,
-        "finished_at": from_epoch_ms(int(get("finished_ms"))) if get("finished_ms") else None,
-        "result": orjson.loads(get("result")) if get("result") else None,
-        "error": get("error") or None,
-        "errors": orjson.loads(get("errors") or "[]"),
-        "updated_at": from_epoch_ms(int(get("updated_ms") or 0)),
-    }
-    return Snapshot(id=fields["id"], rev=int(fields["rev"]), fields=out)
+    """One outbox entry (Redis field names, str keys) as the change MongoDB is to apply."""
+    decoded = decode_snapshot(fields)
+    decoded.pop("rev")
+    return Snapshot(id=fields["id"], rev=int(fields["rev"]), fields=decoded)
 
 
 def collapse(entries: Sequence[Entry]) -> list[Snapshot]:
     """The newest snapshot per job among these entries.
 
     Only the newest entry of each job is decoded in full: a short job's `running` entry
-    is outdated by its `completed` one in the same batch, and decoding was a tenth of the
-    node's time in the benchmark's drain."""
+    is outdated by its `completed` one in the same batch, and in a drain decoding every
+    entry costs the node a noticeable share of its time."""
     newest: dict[Any, tuple[int, dict[Any, Any]]] = {}
     for _, raw in entries:
         job_id, rev = _field(raw, "id"), int(_field(raw, "rev"))
@@ -96,6 +79,10 @@ def _field(raw: dict[Any, Any], name: str) -> Any:
     return raw.get(name) if value is None else value
 
 
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class OutboxWriter:
     """One consumer of the outbox stream, writing batches to MongoDB."""
 
@@ -107,8 +94,7 @@ class OutboxWriter:
         self.max_batch = max_batch
         self.interval_s = interval_s
         self.claim_idle_ms = claim_idle_ms
-        self.stream = queue.key("outbox")
-        self.sessions = queue.key(SESSIONS)
+        self.stream = queue.outbox
         self.written = 0
         self._session: AsyncClientSession | None = None
 
@@ -134,13 +120,8 @@ class OutboxWriter:
                     next_claim = loop.time()  # its session is killed as soon as it looks dead
                 await asyncio.sleep(RETRY_AFTER_FAILURE_S)
 
-    @redis_boundary
     async def ensure_group(self) -> None:
-        try:
-            await self.queue.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await self.stream.ensure_group()
 
     async def drain_once(self, start_id: str, block_ms: int | None = 200) -> int:
         """Read one batch (">" new entries, "0" our pending ones) and write it; returns its size."""
@@ -152,7 +133,7 @@ class OutboxWriter:
     async def write(self, entries: Sequence[Entry]) -> None:
         snapshots = collapse(entries)
         await self.store.apply(snapshots, await self.mongo_session())
-        await self._ack([entry_id for entry_id, _ in entries])
+        await self.stream.ack([entry_id for entry_id, _ in entries])
         await self.queue.forget((s.id, s.rev) for s in snapshots if s.is_terminal)
         self.written += len(snapshots)
 
@@ -178,19 +159,11 @@ class OutboxWriter:
         if self._session is None:
             session = self.store.start_session()
             mine = bytes(session.session_id["id"])
-            previous = await self._record_session(mine)
+            previous = await self.stream.record_session(self.consumer, mine)
             if previous is not None and previous != mine:  # this node, before a restart
                 await self._kill_sessions([previous])
             self._session = session
         return self._session
-
-    @redis_boundary
-    async def _record_session(self, session_id: bytes) -> bytes | None:
-        async with self.queue.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self.sessions, self.consumer)
-            pipe.hset(self.sessions, self.consumer, session_id)
-            previous, _ = await pipe.execute()
-        return previous
 
     async def _kill_sessions(self, session_ids: list[bytes]) -> None:
         try:
@@ -201,47 +174,11 @@ class OutboxWriter:
 
     async def claim_abandoned(self) -> bool:
         """Take over entries another writer read but never acknowledged (it likely died)."""
-        stale = await self._stale_sessions()
+        stale = await self.stream.silent_sessions(self.consumer, min_idle_ms=self.claim_idle_ms)
         if stale:
             await self._kill_sessions(stale)
-        return await self._claim()
+        return await self.stream.claim(self.consumer, min_idle_ms=self.claim_idle_ms, count=self.max_batch)
 
-    @redis_boundary
-    async def _stale_sessions(self) -> list[bytes]:
-        """Session ids of the other writers that hold entries and have been silent too long."""
-        consumers = await self.queue.redis.xinfo_consumers(self.stream, GROUP)
-        names = [_s(c["name"]) for c in consumers
-                 if c["pending"] and c["idle"] >= self.claim_idle_ms and _s(c["name"]) != self.consumer]
-        if not names:
-            return []
-        return [raw for raw in await self.queue.redis.hmget(self.sessions, names) if raw]
-
-    @redis_boundary
-    async def _claim(self) -> bool:
-        reply = await self.queue.redis.xautoclaim(
-            self.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, start_id="0",
-            count=self.max_batch)
-        claimed = reply[1] if len(reply) > 1 else []
-        return bool(claimed)
-
-    @redis_boundary
     async def _read(self, start_id: str, block_ms: int | None) -> list[Entry]:
         block = None if start_id == "0" else block_ms  # None: answer at once
-        reply = await self.queue.redis.xreadgroup(
-            GROUP, self.consumer, {self.stream: start_id}, count=self.max_batch, block=block
-        )
-        if not reply:
-            return []
-        _, entries = reply[0]
-        return [(entry_id, fields) for entry_id, fields in entries if fields]
-
-    @redis_boundary
-    async def _ack(self, entry_ids: list[Any]) -> None:
-        async with self.queue.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, GROUP, *entry_ids)
-            pipe.xdel(self.stream, *entry_ids)
-            await pipe.execute()
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+        return await self.stream.read(self.consumer, start_id, count=self.max_batch, block_ms=block)

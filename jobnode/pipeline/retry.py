@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """SPEC §2: min(base * multiplier^(n-1), max) (fixed: base), times a jitter factor."""
+    """The wait before attempt n+1: min(base * multiplier^(n-1), max) (`fixed`: base), times a
+    random jitter factor within 1 ± jitter_factor, so failed jobs do not all retry at once."""
 
     policy: str = "exponential"
     base_delay_s: float = 1.0

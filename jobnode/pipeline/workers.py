@@ -25,7 +25,7 @@ from structlog.contextvars import bind_contextvars
 from jobnode.core.background import cancel_all
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Unavailable
-from jobnode.core.job import RUNNING, Job, utcnow
+from jobnode.core.job import COMPLETED, FAILED, RETRYING, RUNNING, Job, utcnow
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.processors.registry import PermanentError, ProcessorRegistry, UnknownProcessorType
@@ -37,6 +37,8 @@ log = structlog.get_logger(__name__)
 INBOX_POLL_S = 0.5  # how long a blocked wait lasts before re-checking for shutdown
 MAX_ERROR_CHARS = 2000
 REDIS_DOWN_PAUSE_S = 0.5
+# The status a report left its job in, as the attempt's outcome in the metrics.
+METRIC_OUTCOME = {COMPLETED: "completed", RETRYING: "retry", FAILED: "failed"}
 
 
 @dataclass
@@ -82,7 +84,7 @@ class WorkerPool:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
-        self._reports: GroupCommit[Report, tuple[bool, TakenJob | None]] = GroupCommit(
+        self._reports: GroupCommit[Report, tuple[str | None, TakenJob | None]] = GroupCommit(
             queue.finish_many, max_batch=max(1, settings.worker_count))
 
     async def start(self) -> None:
@@ -143,7 +145,7 @@ class WorkerPool:
         if job_id is None:
             return None
         if self._stopping.is_set():  # popped during shutdown: put it back for handback to find
-            await self.queue.redis.lpush(self.queue.key("inbox", worker.id), job_id)
+            await self.queue.return_to_inbox(worker.id, job_id)
             return None
         return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
 
@@ -173,30 +175,27 @@ class WorkerPool:
             worker.failed += 1
             delay_ms = int(self.settings.retry.delay_s(taken.attempts, self._rng) * 1000)
             report = Report(worker.id, taken.id, kind, error=body.decode(), delay_ms=delay_ms)
-        accepted, next_job = await self._report(report)
-        if accepted:
-            self._count(taken, kind, duration_s)
+        ended, next_job = await self._report(report)
+        # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
+        # A retry with no retries left ends failed: Redis decides, and says so.
+        if ended is not None:
+            self.metrics.attempt_finished(taken.type, METRIC_OUTCOME.get(ended, kind), duration_s)
         return next_job
 
-    def _count(self, taken: TakenJob, kind: str, duration_s: float) -> None:
-        # Only outcomes Redis accepted: a late one (lease lost, job cancelled) would count twice.
-        # finish.lua dead-letters a "retry" whose attempts are used up; count it as it will end.
-        exhausted = kind == "retry" and taken.attempts > taken.max_retries
-        self.metrics.attempt_finished(taken.type, "failed" if exhausted else kind, duration_s)
-
-    async def _report(self, report: Report) -> tuple[bool, TakenJob | None]:
+    async def _report(self, report: Report) -> tuple[str | None, TakenJob | None]:
         """Deliver an outcome, riding out a short Redis outage instead of losing the work.
 
         Past the lease the job has been (or will be) handed to another worker, so an
         outcome that still cannot be delivered is dropped and the job runs again. The report
         also takes the worker's next job, unless the pool is stopping.
-        Returns whether Redis accepted the outcome, and the next job if one was taken.
+        Returns the status the outcome left the job in (None: not accepted), and the next
+        job if one was taken.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.lease_ttl_s
         while True:
             if not self._reports.running:  # stopped past every grace: handback returns the job
-                return False, None
+                return None, None
             try:
                 next_lease_ms = 0 if self._stopping.is_set() else self.settings.lease_ms
                 return await self._reports.submit(replace(report, next_lease_ms=next_lease_ms))
@@ -204,7 +203,7 @@ class WorkerPool:
                 if loop.time() >= deadline:
                     log.warning("job.outcome_lost", job_id=report.job_id, error=str(exc),
                                 note="the job will run again")
-                    return False, None
+                    return None, None
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
     async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:

@@ -1,8 +1,10 @@
 """Processors: the code that runs a job of a given type.
 
-Owns the processor protocol and its failure contract, the registry that finds a
-processor by type (built-ins, entry points, `register_processor`), and one module per
-built-in. Imports `core` only. Processor authors import from here:
+Owns the processor protocol and its failure contract (`registry`), the registry that finds a
+processor by type, one module per built-in (`echo`, `sleep`, `webhook` for http, `mail` for
+email) with the payload checks they share (`payload`), and `catalog`, which merges built-ins,
+entry points and `register_processor` into a node's registry. Imports `core` only. Processor
+authors import from here:
 
     from jobnode.processors import PermanentError, RetryableError, register_processor, run_in_thread
 """
@@ -12,7 +14,7 @@ from jobnode.processors.registry import (
     Processor,
     RetryableError,
     register_processor,
-    run_in_thread,
 )
+from jobnode.processors.threads import run_in_thread
 
 __all__ = ["PermanentError", "Processor", "RetryableError", "register_processor", "run_in_thread"]

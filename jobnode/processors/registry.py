@@ -1,12 +1,9 @@
-"""Processors: the code that runs a job of a given type, and the registry that finds it.
+"""The processor protocol, its failure contract, and the registry that finds a processor by job type.
 
 A processor is anything with a `type` name and `async def process(job) -> result` (a JSON-able
-value). Processors come from three places, merged by `build_registry(settings)` in this order,
-a later source replacing an earlier one of the same name (with a warning in the log):
-
-1. the built-ins of `jobnode.processors.builtin` (echo, sleep, http, email);
-2. entry points of the group `jobnode.processors` in installed distributions;
-3. code registration through `register_processor` (explicit code wins over installed plugins).
+value). The registry takes processors from installed distributions (entry points of the group
+`jobnode.processors`) and from code (`register_processor`); `jobnode.processors.catalog` adds the
+built-ins and merges the three sources into the registry a node serves.
 
 Failure contract: raising `PermanentError` means "retrying cannot help" and the job fails at once;
 any other exception (including `RetryableError`, which just says so explicitly) and a timeout are
@@ -15,7 +12,6 @@ retried under the node's retry policy.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import inspect
 import logging
@@ -23,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from jobnode.core.errors import NotFound
-from jobnode.core.job import MAX_TYPE_LEN, Job
+from jobnode.core.job import Job
+from jobnode.core.submission import MAX_TYPE_LEN
 
 ENTRY_POINT_GROUP = "jobnode.processors"
 
@@ -229,7 +226,7 @@ def _distribution_name(entry_point: importlib.metadata.EntryPoint) -> str:
 
 
 default_registry = ProcessorRegistry()
-"""Where `register_processor` puts code-registered processors; `build_registry` copies them."""
+"""Where `register_processor` puts code-registered processors; `catalog.build_registry` copies them."""
 
 
 def register_processor(type_name: str, target: Any = None) -> Any:
@@ -248,30 +245,3 @@ def register_processor(type_name: str, target: Any = None) -> Any:
         return obj
 
     return decorate
-
-
-def build_registry(settings: Any) -> ProcessorRegistry:
-    """The node's registry: built-ins, then entry points, then code-registered processors.
-
-    Reads only the `smtp_*` fields of `settings` (for the email built-in).
-    """
-    # Imported here: builtin_processors imports this module for PermanentError and friends.
-    from jobnode.processors.builtin import builtin_processors
-
-    registry = ProcessorRegistry()
-    for processor in builtin_processors(settings):
-        registry.add(processor)
-    registry.load_entry_points()
-    registry.update(default_registry)
-    return registry
-
-
-async def run_in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking or CPU-bound `fn(*args, **kwargs)` in the default thread pool without blocking the loop.
-
-    Two caveats a processor author should know. Cancelling the awaiting job (a timeout, a cancel)
-    stops the wait but not the thread: `fn` runs to its end, so give blocking I/O its own timeout.
-    Pure-Python CPU work still holds the GIL in a thread; for heavy computation submit to a
-    `concurrent.futures.ProcessPoolExecutor` through `loop.run_in_executor` instead.
-    """
-    return await asyncio.to_thread(fn, *args, **kwargs)

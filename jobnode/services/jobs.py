@@ -16,14 +16,13 @@ import asyncio
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import structlog
 
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Conflict, NotFound, Unavailable
-from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, from_epoch_ms, utcnow
+from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, utcnow
+from jobnode.core.record import decode_snapshot
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.storage.redis.queue import JobQueue
@@ -36,7 +35,7 @@ STATS_CACHE_S = 1.0
 # beyond it a submission is refused at once with 503 + Retry-After (see commits.py).
 WAITING_BATCHES = 4
 # Submit writes (insert, then enqueue) that may be in flight at once: a submission arriving
-# during one leaves at once instead of waiting it out (commits.py; docs/benchmark.md, fifth round).
+# during one leaves at once instead of waiting it out (see pipeline/commits.py).
 SUBMIT_WRITES_IN_FLIGHT = 4
 RETRYABLE = (FAILED, CANCELLED)
 
@@ -186,19 +185,8 @@ def _visible(job: Job, owner: str | None) -> bool:
 
 def merge_live_state(job: Job, live: dict[str, str]) -> Job:
     """The job with the newer runtime fields Redis holds."""
-
-    def time(name: str) -> Any:
-        return from_epoch_ms(int(live[name])) if live.get(name) else None
-
-    job.status = live["status"]
-    job.rev = int(live["rev"])
-    job.attempts = int(live.get("attempts") or 0)
-    job.worker_id = live.get("worker") or None
-    job.node_id = live.get("node") or None
-    job.started_at = time("started_ms")
-    job.finished_at = time("finished_ms")
-    job.updated_at = time("updated_ms") or job.updated_at
-    job.result = orjson.loads(live["result"]) if live.get("result") else None
-    job.error = live.get("error") or None
-    job.errors = orjson.loads(live.get("errors") or "[]")
+    state = decode_snapshot(live)
+    state["updated_at"] = state["updated_at"] or job.updated_at
+    for attribute, value in state.items():
+        setattr(job, attribute, value)
     return job

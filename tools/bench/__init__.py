@@ -1,4 +1,4 @@
-"""The jobnode benchmark (`scripts/bench.py`, `jobnode bench`): one run, one JSON object on stdout.
+"""The jobnode benchmark (`scripts/bench.py`): one run, one JSON object on stdout.
 
 A run starts its own Redis and SecantusDB (unless --redis-url/--mongodb-uri are given),
 measures the store's own ceiling for job documents, starts a `jobnode dev` cluster and
@@ -52,7 +52,7 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            # "No growth" with room for allocator noise: the last minute against the first.
            "steady_rss_growth_mib": 10}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
-# they watch: 20,000-job drains on one node gave 4,193 and 4,288 jobs/s unwatched, 2,050 and 2,912 watched.
+# they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
 PROFILING_NOTE = "measured under --profile, which slows the drain: take the target figures from a run without it"
 

@@ -82,7 +82,7 @@ async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int, rate
 async def _insert_latency_at_rate(store: JobStore, rate_per_s: float, seconds: float) -> dict[str, Any]:
     """Journaled inserts offered at `rate_per_s` (open loop) and their completions, written
     the way a node writes them, with no HTTP, Redis or node in the way: the store's own
-    latency for the write an acknowledgement waits for (SPEC §2), so its percentiles are the
+    latency for the write an acknowledgement waits for (the journaled insert), so its percentiles are the
     floor under the latency workload's `submit_ack_ms`.
 
     Inserts go through the submit path's group commit (`GroupCommit` over

@@ -1,10 +1,10 @@
 """The `machine` section of a bench report: what the run had to work with, at its start and at its end.
 
 Hardware and package versions make a run reproducible; the load, the speed check and the
-machine's CPU over the run say whether two runs of the same code had the same machine. On
-this project's shared 2-core host the same drain on the same code gave 4,288 jobs/s one
-afternoon and 2,286 the next day, with no steal to speak of (docs/benchmark.md, eighth and
-ninth rounds): a figure is only comparable with another next to its speed check.
+machine's CPU over the run say whether two runs of the same code had the same machine. On a
+shared host the same drain of the same code can differ by nearly half from one hour to the
+next with no steal to speak of: a figure is only comparable with another next to its speed
+check.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ What it proves (each property reports its violations by name):
     finished job is still queued or leased in Redis.
 
 Times are CLOCK_MONOTONIC seconds of this machine; comparing them is fine here because the
-whole test cluster runs on one machine (jobnode itself never does, see jobnode/leases.py).
+whole test cluster runs on one machine (jobnode itself never does, see jobnode/storage/redis/lease.py).
 The report is a small JSON summary (`Report.summary()`).
 """
 

@@ -13,7 +13,7 @@ workers never interleave (O_APPEND moves to the end and writes in one step).
 
 Times are CLOCK_MONOTONIC seconds: on Linux one clock for every process on the machine, so
 the test process can compare them with the moments it injected faults. Only the checker
-compares them; jobnode itself never compares clocks of two machines (see jobnode/leases.py).
+compares them; jobnode itself never compares clocks of two machines (see jobnode/storage/redis/lease.py).
 
 Node processes load this processor through the `jobnode.processors` entry point group, from
 a tiny distribution that `install_plugin` writes into a directory put on their PYTHONPATH:

@@ -16,7 +16,7 @@ from typing import Any
 from pymongo import DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from jobnode.storage.mongo.jobs import mongo_boundary
+from jobnode.storage.mongo.boundary import mongo_boundary
 
 METRICS_TTL_S = 7 * 24 * 3600
 

@@ -1,7 +1,7 @@
 """The MongoDB store: the durable record of jobs (and, later, nodes, elections and metrics).
 
-Indexes are paid on every insert (on the embedded SecantusDB one secondary index roughly
-halves insert throughput), so `jobs` has only those a query needs:
+Indexes are paid on every insert (on the embedded SecantusDB each secondary index costs a
+large share of insert throughput), so `jobs` has only those a query needs:
   status_created   {status, created_at desc}: list by status newest first, stats counts,
                    and the reconciler's scan of unfinished jobs.
   type_created     {type, created_at desc}: list by type newest first.
@@ -15,11 +15,10 @@ halves insert throughput), so `jobs` has only those a query needs:
 from __future__ import annotations
 
 import base64
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import orjson
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne, WriteConcern
@@ -28,11 +27,9 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from jobnode.core.errors import Unavailable, ValidationError
+from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from jobnode.storage.mongo.boundary import UNREACHABLE, mongo_boundary, unavailable
 
 DUPLICATE_KEY = 11000
 ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
@@ -61,19 +58,6 @@ JOB_INDEXES = [
         partialFilterExpression={"submitted_by": {"$type": "string"}},
     ),
 ]
-
-
-def mongo_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn MongoDB driver errors that mean "cannot reach it" into Unavailable."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout) as exc:
-            raise Unavailable(f"mongodb is unreachable: {exc}") from exc
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -205,8 +189,8 @@ class JobStore:
         """Write state changes, each only if it is newer than what MongoDB holds (never upsert).
 
         A batch goes in one multi-document transaction where the server has them: outside one,
-        SecantusDB commits every update of a bulk_write on its own, and those commits were
-        half of its time in the benchmark's drain (see docs/benchmark.md). When this returns
+        SecantusDB commits every update of a bulk_write on its own, and under a steady stream
+        of completions those per-update commits dominate its time. When this returns
         the batch is journaled, like the collection's own writes (see `_journal_barrier`:
         SecantusDB needs one more write for that). A server without transactions
         (a standalone mongod) gets the plain bulk_write, decided at the first batch.
@@ -260,9 +244,9 @@ class JobStore:
         """Make the transactions committed so far survive a crash of the server.
 
         SecantusDB 0.7 commits a multi-document transaction without syncing its journal,
-        whatever the write concern says: killed with SIGKILL a moment later, it came back
-        without 3-6% of the acknowledged commits (tests/chaos/test_store_durability.py, and
-        docs/benchmark.md, sixth round). Its journal is one sequential log, so one journaled
+        whatever the write concern says: killed with SIGKILL a moment later, it comes back
+        without some of the acknowledged commits (tests/chaos/test_store_durability.py
+        shows it). Its journal is one sequential log, so one journaled
         single write after the commit syncs everything before it too. Only after that may
         the outbox let Redis forget a finished job. On mongod, which honours j on the
         commit, this is one small extra write per batch."""
@@ -288,12 +272,11 @@ class JobStore:
         """Ids of the unfinished jobs not touched since `updated_before`, `batch` at a time.
 
         One cursor for the whole scan, ids only, in the server's order. Paging with sort and
-        limit made the server match the whole backlog again for every page: quadratic in it,
-        and on SecantusDB a 20,000-job backlog scanned that way took the store's CPU from
-        the outbox writers (durable drain 1,480 -> 540 jobs/s, docs/benchmark.md, fifth
-        round). A job that changes during the scan may be missed or seen twice; neither
-        matters, because a stranded job is one nobody writes (so it stays put in any index
-        the scan walks) and enqueue is idempotent.
+        limit would make the server match the whole backlog again for every page: quadratic
+        in it, and on SecantusDB a large backlog scanned that way takes the store's CPU from
+        the outbox writers. A job that changes during the scan may be missed or seen twice;
+        neither matters, because a stranded job is one nobody writes (so it stays put in any
+        index the scan walks) and enqueue is idempotent.
         """
         query: dict[str, Any] = {
             "status": {"$in": [s for s in STATUSES if s not in TERMINAL]},
@@ -307,8 +290,8 @@ class JobStore:
                 if len(ids) >= batch:
                     yield ids
                     ids = []
-        except (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout) as exc:
-            raise Unavailable(f"mongodb is unreachable: {exc}") from exc
+        except UNREACHABLE as exc:  # a generator cannot wear the boundary's decorator
+            raise unavailable(exc) from exc
         finally:
             await cursor.close()
         if ids:
@@ -320,8 +303,8 @@ def _guarded_update(snapshot: Snapshot) -> UpdateOne:
 
     The rev test sits in the update, not in the filter: the filter names `_id` alone, which
     SecantusDB serves as a point lookup, where `{_id, rev: {$lt}}` goes through its index
-    planner first and made every update about 1.6 times as slow (docs/benchmark.md,
-    "Third round"). `$literal` keeps a result's own `$` keys from being read as operators."""
+    planner first and makes every update markedly slower. `$literal` keeps a result's own
+    `$` keys from being read as operators."""
     fields = {**snapshot.fields, "rev": snapshot.rev}
     newer = {"$lt": ["$rev", snapshot.rev]}
     merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from jobnode.storage.redis.queue import redis_boundary
+from jobnode.storage.redis.boundary import redis_boundary
 from jobnode.storage.redis.scripts import Scripts
 
 

@@ -1,7 +1,7 @@
 """The job queue in Redis: typed calls around the Lua scripts that move jobs between states.
 
 Keys (all under the configured prefix P):
-  P:job:{id}        hash   the job's runtime state (status, rev, attempts, worker, payload…)
+  P:job:{id}        hash   the job's runtime state: the fields jobnode.core.record declares
   P:ready, P:fifo   zsets  ready jobs by (priority desc, sequence) and by sequence alone
   P:delayed         zset   scheduled and retrying jobs by due time (server ms)
   P:leases          zset   assigned/running jobs by lease expiry (server ms)
@@ -11,47 +11,26 @@ Keys (all under the configured prefix P):
   P:free, P:free_rr zsets  workers with free capacity (by free slots; by name)
   P:seen            zset   worker heartbeats (server ms)
   P:dead            zset   the dead-letter set: failed jobs by time
-  P:outbox          stream state changes waiting to be written to MongoDB
-  P:leader, P:fence        the fenced leader lease (see leases.py)
+  P:outbox          stream state changes waiting to be written to MongoDB (outbox_stream.py)
+  P:leader, P:fence        the fenced leader lease (see lease.py)
   P:leader:last, :previous  its last holder, and the one a takeover found (pauses its workers)
   P:wake            list   a one-token doorbell for the dispatcher
 """
 
 from __future__ import annotations
 
-import functools
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-import orjson
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from jobnode.core.errors import NotLeader, Unavailable
 from jobnode.core.job import Job, to_epoch_ms
+from jobnode.core.record import ENQUEUED, RESTORED, decode_taken, encode_pairs
+from jobnode.storage.redis.boundary import redis_boundary
+from jobnode.storage.redis.outbox_stream import STREAM, OutboxStream
 from jobnode.storage.redis.scripts import Scripts
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """Turn Redis driver errors into jobnode's typed errors at the queue's edge."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except redis_errors.ResponseError as exc:
-            if "NOT_LEADER" in str(exc):
-                raise NotLeader("this node does not hold the leader lease") from None
-            raise
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise Unavailable(f"redis is unreachable: {exc}") from exc
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -96,12 +75,13 @@ class ReapResult:
 
 
 class JobQueue:
-    """Every Redis operation on jobs, workers and the outbox, each one atomic."""
+    """Every Redis operation on jobs and workers, each one atomic, and the outbox stream."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
         self.scripts = Scripts(redis)
+        self.outbox = OutboxStream(redis, prefix)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -111,21 +91,14 @@ class JobQueue:
         """Queue jobs MongoDB already holds; jobs Redis already has are left alone."""
         if not jobs:
             return 0
+        # Per job: id, due_ms (0: now), the count of the name/value items that follow, then
+        # the ENQUEUED fields as name, value. Flat ARGV and not a JSON object per job: the
+        # script hands the items to HSET as they are (unpack of an ARGV range) instead of
+        # decoding JSON with a JSON-in-JSON payload and building a table per job.
         args: list[Any] = [self.prefix]
         for job in jobs:
-            args += [
-                job.id,
-                job.type,
-                job.priority,
-                orjson.dumps(job.payload),
-                job.max_retries,
-                int(job.timeout_s * 1000),
-                job.attempts,
-                job.rev,
-                to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0,
-                orjson.dumps(job.errors),
-                job.request_id or "",
-            ]
+            pairs = encode_pairs(job, ENQUEUED)
+            args += (job.id, to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0, len(pairs), *pairs)
         return int(await self.scripts.enqueue(args=args))
 
     @redis_boundary
@@ -172,6 +145,11 @@ class JobQueue:
         item = await self.redis.blpop([self.key("inbox", worker)], timeout=timeout_s)
         return _text(item[1]) if item else None
 
+    @redis_boundary
+    async def return_to_inbox(self, worker: str, job_id: str) -> None:
+        """Put a job popped by `wait_inbox` back at the head of the worker's inbox, untaken."""
+        await self.redis.lpush(self.key("inbox", worker), job_id)
+
     async def finish(  # finish_many maps Redis errors
         self,
         worker: str,
@@ -181,22 +159,25 @@ class JobQueue:
         result: bytes = b"",
         error: str = "",
         delay_ms: int = 0,
-    ) -> bool:
-        """Report `completed`, `retry` or `failed`; False if the job was no longer ours."""
-        [(accepted, _)] = await self.finish_many([Report(worker, job_id, outcome, result, error, delay_ms)])
-        return accepted
+    ) -> str | None:
+        """Report `completed`, `retry` or `failed`; the status the job ended in (`completed`,
+        `retrying` or `failed`: a retry with no retries left fails), or None if the job was
+        no longer ours."""
+        [(ended, _)] = await self.finish_many([Report(worker, job_id, outcome, result, error, delay_ms)])
+        return ended
 
     @redis_boundary
-    async def finish_many(self, reports: Sequence[Report]) -> list[tuple[bool, TakenJob | None]]:
+    async def finish_many(self, reports: Sequence[Report]) -> list[tuple[str | None, TakenJob | None]]:
         """Deliver many workers' reports in one call (finish.lua).
 
-        Per report: whether it was accepted, and the worker's next job if the report asked
-        for one (`next_lease_ms` > 0) and its inbox held one."""
+        Per report: the status it left the job in (None: refused, the job was no longer
+        the worker's), and the worker's next job if the report asked for one
+        (`next_lease_ms` > 0) and its inbox held one."""
         args: list[Any] = [self.prefix, len(reports)]
         for r in reports:
             args += [r.worker, r.job_id, r.outcome, r.result, r.error, r.delay_ms, r.next_lease_ms]
         rows = await self.scripts.finish(args=args)
-        return [(bool(row[0]), _taken(row[1:]) if len(row) > 1 else None) for row in rows]
+        return [(_text(row[0]) if row[0] else None, _taken(row[1:]) if len(row) > 1 else None) for row in rows]
 
     @redis_boundary
     async def cancel(self, job_id: str) -> tuple[str, bool] | None:
@@ -207,18 +188,8 @@ class JobQueue:
 
     @redis_boundary
     async def retry(self, job: Job) -> str:
-        args = [
-            self.prefix,
-            job.id,
-            job.type,
-            job.priority,
-            orjson.dumps(job.payload),
-            job.max_retries,
-            int(job.timeout_s * 1000),
-            job.rev,
-            orjson.dumps(job.errors),
-        ]
-        return _text(await self.scripts.retry(args=args))
+        """Queue a finished job again with a fresh attempt budget; its status before, or 'busy'."""
+        return _text(await self.scripts.retry(args=[self.prefix, job.id, *encode_pairs(job, RESTORED)]))
 
     @redis_boundary
     async def forget(self, revs: Iterable[tuple[str, int]]) -> int:
@@ -260,7 +231,7 @@ class JobQueue:
             pipe.zcard(self.key("delayed"))
             pipe.zcard(self.key("leases"))
             pipe.zcard(self.key("dead"))
-            pipe.xlen(self.key("outbox"))
+            pipe.xlen(self.key(STREAM))
             pipe.get(self.key("count", "completed"))
             pipe.get(self.key("count", "failed"))
             pipe.get(self.key("count", "retried"))
@@ -331,17 +302,6 @@ def _text(value: Any) -> str:
 
 
 def _taken(row: Sequence[Any]) -> TakenJob:
-    """A job as take_next (lib.lua) returns it."""
-    job_id, type_, payload, attempts, max_retries, timeout_ms, priority, wait_ms, request_id = (
-        _text(v) for v in row)
-    return TakenJob(
-        id=job_id,
-        type=type_,
-        payload=orjson.loads(payload),
-        attempts=int(attempts),
-        max_retries=int(max_retries),
-        timeout_s=int(timeout_ms) / 1000,
-        priority=int(priority),
-        wait_s=int(wait_ms) / 1000 if int(wait_ms) >= 0 else None,
-        request_id=request_id or None,
-    )
+    """A job as take_next (lib.lua) returns it: id, wait_ms (-1: unknown), then the TAKEN fields."""
+    wait_ms = int(row[1])
+    return TakenJob(id=_text(row[0]), wait_s=wait_ms / 1000 if wait_ms >= 0 else None, **decode_taken(row[2:]))

@@ -1,12 +1,22 @@
-"""Loads jobnode's Lua scripts, each with the shared library prepended, for redis-py."""
+"""Loads jobnode's Lua scripts for redis-py: each is a generated prelude, lib.lua, then its own file.
+
+The prelude declares, as Lua lists, the groups of job hash fields the scripts handle by
+name (jobnode.core.record), so no Lua file spells a field list of its own:
+  SNAPSHOT     the fields each state change sends through the outbox (lib.lua's emit)
+  TAKE_FIELDS  the fields a worker gets when it starts a job, in the order take_next
+               returns them and Python decodes them
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from jobnode.core.record import SNAPSHOT, TAKEN, group_names
 
 SCRIPT_NAMES = (
     "enqueue",
@@ -24,10 +34,25 @@ SCRIPT_NAMES = (
 )
 
 
+def _lua_list(names: Sequence[str]) -> str:
+    if not all(name.isidentifier() for name in names):  # each is pasted into Lua source
+        raise ValueError(f"job field names must be identifiers: {names}")
+    return "{" + ", ".join(f"'{name}'" for name in names) + "}"
+
+
+@cache
+def lua_prelude() -> str:
+    return (
+        "-- Generated from jobnode/core/record.py (see jobnode/storage/redis/scripts.py).\n"
+        f"local SNAPSHOT = {_lua_list(group_names(SNAPSHOT))}\n"
+        f"local TAKE_FIELDS = {_lua_list(group_names(TAKEN))}\n"
+    )
+
+
 @cache
 def script_source(name: str) -> str:
     lua = resources.files("jobnode.storage.redis") / "lua"
-    return (lua / "lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    return "\n".join((lua_prelude(), (lua / "lib.lua").read_text(), (lua / f"{name}.lua").read_text()))
 
 
 class Scripts:

@@ -1,29 +1,28 @@
 -- enqueue.lua: add jobs that MongoDB already holds to the queue.
--- ARGV: prefix, then per job: id, type, priority, payload, max_retries, timeout_ms,
---       attempts, rev, due_ms (0 = now), errors, request_id ('' = none).
+-- ARGV: prefix, then per job: id, due_ms (0 = now), n, then n items: the job's hash fields
+--       as name, value pairs (the ENQUEUED group of jobnode/core/record.py).
 -- queued_ms (when the job became runnable: now, or its due time) lets take.lua report how
--- long the first attempt waited; rid is the submitting request's id, for worker logs.
+-- long the first attempt waited.
 -- Atomic so that a job's record, its sequence number and its place in the ready or
 -- delayed set appear together. Idempotent: a job already in Redis is left alone, which
 -- lets the API and the reconciler race on the same job without a double enqueue.
 local now = now_ms()
 local added = 0
-for i = 2, #ARGV, 11 do
-  local id = ARGV[i]
+local i = 2
+while i <= #ARGV do
+  local id, due, first, last = ARGV[i], tonumber(ARGV[i + 1]), i + 3, i + 2 + tonumber(ARGV[i + 2])
+  i = last + 1
   local jkey = k('job', id)
   if redis.call('EXISTS', jkey) == 0 then
     local seq = redis.call('INCR', k('seq'))
-    local priority, due, rev = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 8]), tonumber(ARGV[i + 7])
-    redis.call('HSET', jkey, 'type', ARGV[i + 1], 'priority', priority, 'payload', ARGV[i + 3],
-               'max_retries', ARGV[i + 4], 'timeout_ms', ARGV[i + 5], 'attempts', ARGV[i + 6],
-               'rev', rev, 'errors', ARGV[i + 9], 'seq', seq, 'status', 'pending', 'updated_ms', now,
-               'queued_ms', math.max(now, due), 'rid', ARGV[i + 10])
+    redis.call('HSET', jkey, 'seq', seq, 'status', 'pending', 'updated_ms', now,
+               'queued_ms', math.max(now, due), unpack(ARGV, first, last))
     -- A re-enqueue (the reconciler, rev > 0) tells MongoDB the job is pending again.
-    if rev > 0 then transition(id, 'pending', now) end
+    if tonumber(argv_value(first, last, 'rev') or 0) > 0 then transition(id, 'pending', now) end
     if due > now then
       redis.call('ZADD', k('delayed'), due, id)
     else
-      ready_add(id, priority, seq)
+      ready_add(id, tonumber(argv_value(first, last, 'priority')), seq)
     end
     added = added + 1
   end

@@ -6,10 +6,12 @@
 -- is running: a duplicate, late (lease lost) or cancelled completion changes nothing.
 -- Taking the next job in the same call saves a busy worker one round trip per job, and a
 -- node sends the reports of all its workers that finished meanwhile in one call (the
--- WorkerPool's GroupCommit, jobnode/worker.py): for a short job the round trip, not the
--- script, was the cost.
--- Returns one row per report: {accepted (1 or 0), then the next job's fields as take_next
--- returns them, if one was taken}.
+-- WorkerPool's GroupCommit, jobnode/pipeline/workers.py): for a short job the round trip,
+-- not the script, is the cost.
+-- Whether a failed attempt may run again is decided by retries_left (lib.lua), the rule
+-- requeue uses too; the worker learns the outcome from the row.
+-- Returns one row per report: {the job's new status (completed | retrying | failed), or 0
+-- when the report was refused, then the next job as take_next returns it, if one was taken}.
 
 local now = now_ms()
 local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after the loop
@@ -24,20 +26,20 @@ local function finish(worker, id, outcome, result, error, delay_ms)
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     counts.completed = counts.completed + 1
     transition_read(job, id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
-    return 1
+    return 'completed'
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)
   local errors = append_error(id, error, now)
-  if outcome == 'failed' or tonumber(job.attempts) > tonumber(job.max_retries) then
-    counts.failed = counts.failed + 1
-    transition_read(job, id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
-    redis.call('ZADD', k('dead'), now, id)
-  else
+  if outcome ~= 'failed' and retries_left(job.attempts, job.max_retries) then
     counts.retried = counts.retried + 1
     transition_read(job, id, 'retrying', now, 'error', error, 'errors', errors)
     redis.call('ZADD', k('delayed'), now + tonumber(delay_ms), id)
+    return 'retrying'
   end
-  return 1
+  counts.failed = counts.failed + 1
+  transition_read(job, id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
+  redis.call('ZADD', k('dead'), now, id)
+  return 'failed'
 end
 
 local rows = {}

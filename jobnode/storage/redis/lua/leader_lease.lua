@@ -1,6 +1,6 @@
 -- leader_lease.lua: take, renew or give up the leader lease that fences dispatch.
 -- ARGV: prefix, node, ttl_ms, mode (acquire | release), majority ("1" when `node` has
--- heard from a majority of its peers lately, else "0"; see jobnode/quorum.py), term (the
+-- heard from a majority of its peers lately, else "0"; see jobnode/cluster/quorum.py), term (the
 -- election term that made `node` leader, or "" when the algorithm has no such term).
 -- Atomic so that reading the holder and writing it are one step: two nodes can never both
 -- take a free lease, and the fencing token only ever grows (INCR on every new holder).

@@ -1,4 +1,5 @@
--- lib.lua: helpers prepended to every jobnode script (see jobnode/redis_scripts.py).
+-- lib.lua: helpers prepended to every jobnode script (see jobnode/storage/redis/scripts.py,
+-- which also puts before it the generated field lists SNAPSHOT and TAKE_FIELDS).
 --
 -- Every script takes the key prefix as ARGV[1] and derives its key names from it, so one
 -- Redis can host several clusters. Keys are derived inside the scripts, which means jobnode
@@ -6,8 +7,8 @@
 -- Times come from the Redis server clock (TIME): no script compares two machines' clocks.
 
 local P = ARGV[1]
--- A key name from one or two parts. Plain concatenation: a table join allocated a table
--- per key, and a job's trip through the scripts derives some forty key names.
+-- A key name from one or two parts. Plain concatenation: a table join would allocate a
+-- table per key, and a job's trip through the scripts derives some forty key names.
 local function k(a, b)
   if b then return P .. ':' .. a .. ':' .. b end
   return P .. ':' .. a
@@ -57,10 +58,8 @@ local function release_slot(worker)
 end
 
 -- The outbox is the only way job state reaches MongoDB: every state change appends the
--- job's mutable fields (with its new rev) in the same atomic step, so a crash can never
--- separate "changed in Redis" from "will be recorded in MongoDB".
-local SNAPSHOT = {'status', 'rev', 'attempts', 'worker', 'node', 'started_ms',
-                  'finished_ms', 'result', 'error', 'errors', 'updated_ms'}
+-- job's mutable fields, SNAPSHOT (with its new rev), in the same atomic step, so a crash
+-- can never separate "changed in Redis" from "will be recorded in MongoDB".
 
 -- A job's snapshot fields, and any `extra` ones, in one HMGET, keyed by name (absent: nil).
 local function read_job(id, extra)
@@ -107,6 +106,19 @@ local function transition_read(job, id, status, now, ...)
   emit(id, job)
 end
 
+-- The one rule for "retries used up": a job may run max_retries times more after its
+-- first attempt, so the failure of attempt number max_retries + 1 is final.
+local function retries_left(attempts, max_retries)
+  return (tonumber(attempts) or 0) <= (tonumber(max_retries) or 0)
+end
+
+-- The value of `name` among the name/value pairs ARGV[first..last]; nil when absent.
+local function argv_value(first, last, name)
+  for i = first, last - 1, 2 do
+    if ARGV[i] == name then return ARGV[i + 1] end
+  end
+end
+
 local function append_error(id, message, now)
   local jkey = k('job', id)
   local f = redis.call('HMGET', jkey, 'errors', 'attempts', 'worker', 'node')
@@ -133,12 +145,12 @@ local function requeue(id, reason, now, refund)
       ready_add(id, tonumber(f[5]), tonumber(f[6]))
     else
       local errors = append_error(id, reason, now)
-      if tonumber(f[3]) > tonumber(f[4]) then
-        transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
-        redis.call('ZADD', k('dead'), now, id)
-      else
+      if retries_left(f[3], f[4]) then
         transition(id, 'pending', now, 'error', reason, 'errors', errors)
         ready_add(id, tonumber(f[5]), tonumber(f[6]))
+      else
+        transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
+        redis.call('ZADD', k('dead'), now, id)
       end
     end
   else
@@ -168,28 +180,35 @@ end
 -- Checking "still assigned to me", counting the attempt and taking the running lease go
 -- together; inbox entries left over from a reassignment or a cancel are skipped here
 -- instead of being started twice. `id` is one already popped by a blocking LPOP, if any.
--- Returns nil when the inbox is empty, else {id, type, payload, attempts, max_retries,
--- timeout_ms, priority, wait_ms, request_id}; wait_ms is -1 when unknown (a job queued
--- before queued_ms was recorded), measured on the Redis clock like queued_ms.
+-- Returns nil when the inbox is empty, else {id, wait_ms, then the TAKE_FIELDS values in
+-- that order} (a field the hash lacks is false, nil to the caller; `attempts` is the
+-- attempt starting now). wait_ms is -1 when unknown (a job queued before queued_ms was
+-- recorded), measured on the Redis clock like queued_ms.
 -- `running` is not recorded for MongoDB here: most jobs finish before anyone could see it,
 -- and their outcome's snapshot would outdate it in the same outbox batch. The worker's
 -- heartbeat records it for a job still running then (heartbeat.lua, `shown`), so MongoDB
 -- shows running only for jobs that run long enough to be seen; reads merge Redis's state.
+local TAKE_OWN = {'status', 'worker', 'rev', 'queued_ms', 'attempts'}
+local TAKE_READ = {unpack(TAKE_OWN)}
+for _, name in ipairs(TAKE_FIELDS) do TAKE_READ[#TAKE_READ + 1] = name end
 local function take_next(worker, lease_ms, id, now)
   now = now or now_ms()
   for _ = 1, 1000 do
     if not id or id == '' then id = redis.call('LPOP', k('inbox', worker)) end
     if not id then return nil end
-    local j = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'type', 'payload',
-                         'max_retries', 'timeout_ms', 'priority', 'queued_ms', 'rid', 'rev')
+    local j = redis.call('HMGET', k('job', id), unpack(TAKE_READ))
     if j[1] == 'assigned' and j[2] == worker then
-      local attempts = (tonumber(j[3]) or 0) + 1
+      local attempts = (tonumber(j[5]) or 0) + 1
       redis.call('HSET', k('job', id), 'status', 'running', 'updated_ms', now,
-                 'rev', (tonumber(j[11]) or 0) + 1, 'started_ms', now, 'attempts', attempts, 'shown', 0)
+                 'rev', (tonumber(j[3]) or 0) + 1, 'started_ms', now, 'attempts', attempts, 'shown', 0)
       redis.call('ZADD', k('leases'), now + lease_ms, id)
       local wait_ms = -1
-      if j[9] then wait_ms = math.max(0, now - tonumber(j[9])) end
-      return {id, j[4], j[5], attempts, j[6], j[7], j[8], wait_ms, j[10] or ''}
+      if j[4] then wait_ms = math.max(0, now - tonumber(j[4])) end
+      local row = {id, wait_ms}
+      for i, name in ipairs(TAKE_FIELDS) do
+        if name == 'attempts' then row[i + 2] = attempts else row[i + 2] = j[#TAKE_OWN + i] end
+      end
+      return row
     end
     id = nil
   end

@@ -1,6 +1,6 @@
 -- retry.lua: re-run a failed or cancelled job (the admin's dead-letter retry).
--- ARGV: prefix, id, then the job as MongoDB holds it: type, priority, payload, max_retries,
---       timeout_ms, rev, errors.
+-- ARGV: prefix, id, then the job's hash fields as MongoDB holds them, as name, value pairs
+--       (the RESTORED group of jobnode/core/record.py).
 -- Atomic so the job leaves the dead-letter set and enters the ready set together, with a
 -- fresh attempt budget. Works whether Redis still holds the job or already forgot it.
 -- Returns the status before, or 'busy' when the job is not finished.
@@ -12,8 +12,7 @@ if status and status ~= 'failed' and status ~= 'cancelled' and status ~= 'comple
   return 'busy'
 end
 if not status then
-  redis.call('HSET', jkey, 'type', ARGV[3], 'priority', ARGV[4], 'payload', ARGV[5],
-             'max_retries', ARGV[6], 'timeout_ms', ARGV[7], 'rev', ARGV[8], 'errors', ARGV[9])
+  redis.call('HSET', jkey, unpack(ARGV, 3))
   status = 'forgotten'
 end
 redis.call('ZREM', k('dead'), id)

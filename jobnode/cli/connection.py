@@ -1,0 +1,102 @@
+"""How a command reaches a node: the client options, the client built from them, and what a
+failed request prints.
+
+The CLI reads a few JOBNODE_* variables itself: they configure this client, not a node, so they
+are not part of jobnode.core.settings.Settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jobnode.cli.tokens import ENV_TOKEN_FILE, chosen_token_file, load_token
+from jobnode.cli.usage import UsageError
+from jobnode.client import ApiError, AsyncClient, AuthError, ConnectionFailed
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+ENV_URL, ENV_TOKEN, ENV_CA_FILE = "JOBNODE_URL", "JOBNODE_TOKEN", "JOBNODE_CA_FILE"
+
+
+def add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """--url, --token and friends; without `defaults` an option left out does not overwrite one
+    given earlier on the command line (before the command name)."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--url", default=default(None), help=f"node URL (env JOBNODE_URL, else {DEFAULT_URL})")
+    parser.add_argument("--token", default=default(None), help="bearer token (env JOBNODE_TOKEN, else `login`)")
+    parser.add_argument("--token-file", type=Path, default=default(None),
+                        help=f"where `login` keeps tokens (env {ENV_TOKEN_FILE}, else ~/.config/jobnode/token.json)")
+    parser.add_argument("--ca-file", default=default(None), help="CA bundle for https (env JOBNODE_CA_FILE)")
+    parser.add_argument("--insecure", action="store_true", default=default(False), help="skip TLS verification")
+    parser.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+
+
+def client_command(
+    command: Callable[[AsyncClient, argparse.Namespace], Awaitable[int]],
+    *,
+    several_urls: bool = False,
+    **client_options: Any,
+) -> Callable[..., int]:
+    """Wrap an async command so it runs with a client built from the global options.
+
+    With `several_urls`, --url may list nodes separated by commas (args.urls holds them all);
+    the client given to the command talks to the first. `client_options` go to AsyncClient."""
+
+    def run(args: argparse.Namespace) -> int:
+        args.urls = _split_urls(args.url or os.environ.get(ENV_URL) or DEFAULT_URL)
+        if len(args.urls) > 1 and not several_urls:
+            raise UsageError(f"`jobnode {args.command}` talks to one node: give --url a single URL")
+        args.url = args.urls[0]
+        args.client_options = client_options
+        client = client_for(args.url, args, **client_options)
+
+        async def go() -> int:
+            async with client:
+                return await command(client, args)
+
+        return asyncio.run(go())
+
+    return run
+
+
+def _split_urls(text: str) -> list[str]:
+    urls = [url.strip().rstrip("/") for url in text.split(",") if url.strip()]
+    if not urls:
+        raise UsageError("--url is empty")
+    return urls
+
+
+def client_for(url: str, args: argparse.Namespace, **options: Any) -> AsyncClient:
+    """A client for `url` with the token, CA file and TLS choice of the command line or environment."""
+    token = args.token or os.environ.get(ENV_TOKEN) or load_token(url, chosen_token_file(args))
+    ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
+    try:
+        return AsyncClient(url, token=token, ca_file=ca_file, verify_tls=not args.insecure, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def report_api_error(exc: ApiError, args: argparse.Namespace) -> None:
+    """A refused or failed request on stderr, with a hint when the fix is on this side."""
+    if isinstance(exc, ConnectionFailed):
+        print(f"error: {exc.message}", file=sys.stderr)
+        print(
+            f"hint: is a jobnode node running at {', '.join(getattr(args, 'urls', [args.url]))}?"
+            f" Point at one with --url URL (or {ENV_URL}).",
+            file=sys.stderr,
+        )
+        return
+    print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    if exc.details is not None:
+        print(f"  details: {json.dumps(exc.details, sort_keys=True)}", file=sys.stderr)
+    if isinstance(exc, AuthError):
+        print(f"hint: log in with `jobnode login --url {args.url} --username NAME` or pass --token", file=sys.stderr)

@@ -1,0 +1,177 @@
+"""The cluster service: who leads, which nodes are up, the election history and algorithms,
+and election messages from peers.
+
+Answers are plain JSON-ready dicts: the routes add nothing but the HTTP envelope. What
+this node says about the leader is its own elector's view (every node answers, so a
+client can ask any of them), together with the Redis lease that decides who dispatches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+import election
+from jobnode.auth.peer_signatures import Verifier
+from jobnode.cluster.elector import Elector
+from jobnode.cluster.leadership import Leadership
+from jobnode.cluster.peers import ELECTION_PATH
+from jobnode.cluster.quorum import PeerContact
+from jobnode.cluster.recorder import DOWN_AFTER_S
+from jobnode.core.errors import NotFound, ValidationError
+from jobnode.core.job import isoformat, utcnow
+from jobnode.core.settings import Settings
+from jobnode.storage.mongo.cluster import ClusterStore
+
+# Where peers post election messages (the transport sends there); the API serves it.
+PEER_MESSAGE_PATH = ELECTION_PATH
+
+
+class ClusterService:
+    """This node's view of the cluster, and its door for peers' election traffic."""
+
+    def __init__(self, settings: Settings, elector: Elector, leadership: Leadership, store: ClusterStore,
+                 verifier: Verifier, wall_clock_s: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.elector = elector
+        self.leadership = leadership
+        self.store = store
+        self.verifier = verifier
+        # Peer signatures carry the sender's wall-clock time; freshness is judged against ours.
+        self._wall_clock_s = wall_clock_s
+
+    async def leader(self) -> dict[str, Any]:
+        settings, view = self.settings, self.elector.view
+        holder = await self.leadership.lease.holder()
+        return {
+            "leader_id": view.leader,
+            "is_leader": view.leader == settings.node_id,
+            "address": self._address_of(view.leader),
+            "term": view.term,
+            "algorithm": settings.election_algorithm,
+            "since": isoformat(view.since),
+            "lease": {"holder": holder.node_id, "fencing_token": holder.token} if holder else None,
+        }
+
+    def _address_of(self, node_id: str | None) -> str | None:
+        if node_id is None:
+            return None
+        if node_id == self.settings.node_id:
+            return self.settings.advertise_url
+        member = self.elector.view.members.get(node_id)
+        return member.address if member else self.settings.peers.get(node_id)
+
+    def election(self) -> dict[str, Any]:
+        settings, elector = self.settings, self.elector
+        view = elector.view
+        return {
+            "node_id": settings.node_id,
+            "is_leader": view.leader == settings.node_id,
+            "leader_id": view.leader,
+            "current_algorithm": settings.election_algorithm,
+            "term": view.term,
+            "role": elector.role,
+            "since": isoformat(view.since),
+            "leader_changes_seen": view.changes,
+            "supported_algorithms": list(election.ALGORITHM_NAMES),
+            "peer_messages": {"received": elector.received, "refused": self.verifier.refused},
+            "quorum": _quorum(elector.contact),
+            "members": [_member(m) for m in sorted(view.members.values(), key=lambda m: m.node_id)],
+        }
+
+    def algorithms(self) -> dict[str, Any]:
+        current = self.settings.election_algorithm
+        return {
+            "current": current,
+            "current_settings": self._election_settings(),
+            "algorithms": [{**election.describe(name), "current": name == current}
+                           for name in election.ALGORITHM_NAMES],
+        }
+
+    def algorithm(self, name: str) -> dict[str, Any]:
+        """One algorithm's description; NotFound (listing the valid names) for any other name."""
+        if name not in election.ALGORITHM_NAMES:
+            raise NotFound(f"no election algorithm {name[:40]!r}; valid names: {', '.join(election.ALGORITHM_NAMES)}",
+                           details={"valid_names": list(election.ALGORITHM_NAMES)})
+        body = {**election.describe(name), "current": name == self.settings.election_algorithm}
+        if body["current"]:
+            body["current_settings"] = self._election_settings()
+        return body
+
+    def _election_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {"election_timeout_s": s.election_timeout_s, "election_interval_s": s.election_interval_s,
+                "node_priority": s.node_priority, "peers": sorted(s.peers)}
+
+    async def elections(self, limit: int) -> list[dict[str, Any]]:
+        """The latest leader changes recorded by the cluster, newest first."""
+        changes = await self.store.leader_changes(limit=limit)
+        for change in changes:
+            for field in ("at", "elected_at"):  # entries written before elected_at existed lack it
+                if field in change:
+                    change[field] = isoformat(change[field])
+        return changes
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every node that ever registered, judged by this node's view of the leader."""
+        view = self.elector.view
+        now = utcnow()
+        return [_node_row(doc, view.leader, view.members, now) for doc in await self.store.all_nodes()]
+
+    async def cluster(self) -> dict[str, Any]:
+        rows = await self.nodes()
+        return {
+            "cluster_size": sum(1 for row in rows if row["health"] == "healthy"),
+            "leader": next((row for row in rows if row["is_leader"]), None),
+            "election_algorithm": self.settings.election_algorithm,
+            "nodes": rows,
+        }
+
+    async def receive_peer_message(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+        """Hand a peer's election message to the elector once its signature checks out.
+
+        Raises Unauthorized (and counts it) for an unsigned, forged, stale or replayed
+        request, ValidationError for a signed body that is no election message.
+        """
+        self.verifier.check(method, path, headers, body, self._wall_clock_s())
+        try:
+            message = election.decode(orjson.loads(body))
+        except (orjson.JSONDecodeError, election.DecodeError) as exc:
+            raise ValidationError("body", f"not an election message: {exc}") from None
+        await self.elector.deliver(message)
+
+
+def _quorum(contact: PeerContact) -> dict[str, Any]:
+    now = asyncio.get_running_loop().time()
+    return {"cluster_size": contact.cluster_size, "peers_reached": contact.recent(now),
+            "window_s": contact.window_s, "has_majority": contact.has_majority(now)}
+
+
+def _member(member: election.Member) -> dict[str, Any]:
+    return {"id": member.node_id, "address": member.address, "state": member.state}
+
+
+def _node_row(doc: dict[str, Any], leader: str | None, members: Mapping[str, election.Member],
+              now: datetime) -> dict[str, Any]:
+    last = doc.get("last_heartbeat")
+    alive = last is not None and now - last <= timedelta(seconds=DOWN_AFTER_S)
+    member = members.get(doc["_id"])
+    return {
+        "id": doc["_id"],
+        "address": doc.get("address"),
+        "is_leader": doc["_id"] == leader,
+        "role": doc.get("role") if alive else "unreachable",
+        "health": "healthy" if alive else "down",
+        "membership": member.state if member else None,
+        "last_seen": isoformat(last),
+        "term": doc.get("term"),
+        "algorithm": doc.get("algorithm"),
+        "worker_count": doc.get("worker_count"),
+        "workers_busy": doc.get("workers_busy"),
+        "started_at": isoformat(doc.get("started_at")),
+    }

@@ -1,0 +1,112 @@
+"""The system service: the node's health, its stats, the cluster's workers, and throughput."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jobnode.cluster.leadership import Leadership
+from jobnode.core.job import from_epoch_ms, isoformat
+from jobnode.core.settings import Settings
+from jobnode.observability.throughput import Throughput
+from jobnode.pipeline.workers import WorkerPool
+from jobnode.services.jobs import JobService
+from jobnode.services.rate_limiter import RateLimiter
+from jobnode.storage.redis.queue import JobQueue
+
+PROBE_TIMEOUT_S = 2.0
+PROBE_ERROR_MAX_CHARS = 300
+
+# A dependency check: one round trip that raises when the dependency cannot serve.
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether every dependency answered, and the report that says so."""
+
+    ok: bool
+    report: dict[str, Any]
+
+
+class SystemService:
+    """What a node reports about itself and the queue it shares."""
+
+    def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
+                 pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
+                 throughput: Throughput | None = None) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.queue = queue
+        self.leadership = leadership
+        self.pool = pool
+        self.probes = probes  # by the name the health report gives each check
+        self.rate_limiter = rate_limiter
+        self.throughput = throughput or Throughput()
+
+    async def health(self) -> Health:
+        """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
+        names = list(self.probes)
+        results = await asyncio.gather(*(_run_probe(self.probes[name]) for name in names))
+        checks = dict(zip(names, results))
+        ok = all(check["ok"] for check in checks.values())
+        return Health(ok, {
+            "status": "ok" if ok else "unavailable",
+            "node_id": self.settings.node_id,
+            "is_leader": self.leadership.is_leader,
+            "checks": checks,
+        })
+
+    async def stats(self) -> dict[str, Any]:
+        settings, queue = self.settings, self.queue
+        counts, depths = await asyncio.gather(self.jobs.counts(), queue.depths())
+        # Sampled when someone asks: the rate is over the stats requests of the last window.
+        self.throughput.observe(asyncio.get_running_loop().time(), depths["completed_total"])
+        holder = await self.leadership.lease.holder()
+        return {
+            "jobs": {**counts, "total": sum(counts.values())},
+            "queue": {
+                # Compatibility names first (the Go system's scripts read them), then ours.
+                "pending": depths["ready"],
+                "processing": depths["processing"],
+                "completed": depths["completed_total"],
+                "failed": depths["dead_letter"],
+                "delayed": depths["delayed"],
+                "dead_letter": depths["dead_letter"],
+                "retried_total": depths["retried_total"],
+                "failed_total": depths["failed_total"],
+                "outbox": depths["outbox"],
+            },
+            "node": {
+                "id": settings.node_id,
+                "is_leader": self.leadership.is_leader,
+                "strategy": settings.load_balancer_strategy,
+                "worker_count": settings.worker_count,
+                "workers_busy": self.pool.busy,
+            },
+            "leader": {"id": holder.node_id, "fencing_token": holder.token} if holder else None,
+            "node_count": len({w["node_id"] for w in await queue.workers()}) or 1,
+            "throughput": {"completed_per_s": self.throughput.per_second(), "window_s": self.throughput.window_s},
+            "rate_limit": self.rate_limiter.counters() if self.rate_limiter else {"enabled": False},
+        }
+
+    async def workers(self) -> list[dict[str, Any]]:
+        """Every worker registered in the cluster, with its state and last heartbeat."""
+        rows = await self.queue.workers()
+        for row in rows:
+            # "busy" means running a job; jobs merely waiting in its inbox count in `load`.
+            row["state"] = "busy" if row["current_job"] else "idle"
+            row["last_heartbeat"] = isoformat(from_epoch_ms(row.pop("last_heartbeat_ms")))
+        return rows
+
+
+async def _run_probe(probe: Probe) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await asyncio.wait_for(probe(), timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:  # any failure of a probe is an unhealthy dependency, never a 500
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:PROBE_ERROR_MAX_CHARS]}
+    return {"ok": True, "latency_ms": round((loop.time() - started) * 1000, 2)}

@@ -1,0 +1,31 @@
+"""Where Redis driver errors become jobnode's typed errors: every Redis call goes through this."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from redis import exceptions as redis_errors
+
+from jobnode.core.errors import NotLeader, Unavailable
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """NOT_LEADER from a fenced script becomes NotLeader; an unreachable Redis, Unavailable."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except redis_errors.ResponseError as exc:
+            if "NOT_LEADER" in str(exc):
+                raise NotLeader("this node does not hold the leader lease") from None
+            raise
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise Unavailable(f"redis is unreachable: {exc}") from exc
+
+    return wrapper
