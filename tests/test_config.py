@@ -141,6 +141,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "METRICS_PORT": "8443", "LOG_LEVEL": "WARN", "LOG_FORMAT": "console", "SMTP_HOST": "mail.local",
         "SMTP_PORT": "2525", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-pass-1",
         "SMTP_FROM": "Jobs <jobs@example.com>", "SMTP_STARTTLS": "1", "DEV_MODE": "no",
+        "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
+        "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -162,7 +164,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "tls_key_file": pem["key"], "tls_ca_file": pem["ca"], "metrics_enabled": False, "metrics_port": 8443,
         "log_level": "warning", "log_format": "console", "smtp_host": "mail.local", "smtp_port": 2525,
         "smtp_username": "mailer", "smtp_password": "smtp-pass-1", "smtp_from": "Jobs <jobs@example.com>",
-        "smtp_starttls": True, "dev_mode": False,
+        "smtp_starttls": True, "dev_mode": False, "job_type_roles": {"http": "user", "email": "admin"},
+        "http_processor_allow": ("10.9.0.0/16",), "http_processor_deny": ("10.9.9.9/32", "fd00::/8"),
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -305,6 +308,9 @@ BAD = {
     "SMTP_FROM": ("not-an-address", "an email address"),
     "SMTP_STARTTLS": ("sometimes", "true or false"),
     "DEV_MODE": ("dev", "true or false"),
+    "JOB_TYPE_ROLES": ("http", "type=role pairs"),
+    "HTTP_PROCESSOR_ALLOW": ("10.0.0.0/33", "CIDR networks"),
+    "HTTP_PROCESSOR_DENY": ("localhost", "CIDR networks"),
 }
 # Free text and paths: any value is readable (paths are checked where they are used, see the TLS tests).
 FREE_TEXT = {"CLUSTER_SECRET", "DATA_DIR", "REDIS_PASSWORD", "JWT_SECRET", "USERS_FILE", "ADMIN_PASSWORD",

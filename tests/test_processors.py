@@ -23,6 +23,7 @@ from jobnode.processors import registry as processors
 from jobnode.core.errors import NotFound
 from jobnode.core.job import Job, JobSpec
 from jobnode.processors.catalog import build_registry
+from jobnode.processors.destinations import DestinationPolicy
 from jobnode.processors.mail import EmailProcessor, SmtpConfig
 from jobnode.processors.registry import (
     FunctionProcessor,
@@ -48,6 +49,8 @@ def make_settings(**smtp) -> SimpleNamespace:
         smtp_password=None,
         smtp_from="jobnode@localhost",
         smtp_starttls=False,
+        http_processor_allow=None,
+        http_processor_deny=None,
     )
     fields.update(smtp)
     return SimpleNamespace(**fields)
@@ -485,7 +488,8 @@ async def web_server():
 
 @pytest.fixture
 async def http():
-    processor = HttpProcessor()
+    # The test servers are on loopback, which the default destination policy refuses.
+    processor = HttpProcessor(DestinationPolicy(allow=["127.0.0.1/32"]))
     yield processor
     await processor.close()
 
@@ -638,7 +642,7 @@ async def test_http_rejects_bad_payload_naming_the_field(http, payload, field):
 
 
 async def test_registry_close_closes_the_http_session(web_server, code_registry):
-    registry = build_registry(make_settings())
+    registry = build_registry(make_settings(http_processor_allow=("127.0.0.1/32",)))
     http = registry.get("http")
     await http.process(make_job("http", {"url": f"{web_server.url}/json"}))
     session = http._session

@@ -7,6 +7,7 @@ checks that span several fields, and the `.env` file reader.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -160,6 +161,39 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
+def parse_cidrs(text: str) -> tuple[str, ...] | None:
+    """Read `10.0.0.0/8,fd00::/8,192.0.2.7` into normalised CIDR texts; an empty text means none."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+    return tuple(networks) or None
+
+
+JOB_TYPE_ROLE_CHOICES = ("admin", "user")
+
+
+def parse_job_type_roles(text: str) -> dict[str, str]:
+    """Read `http=admin,email=user` into {job type: least role that may submit it}."""
+    roles: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        type_name, sep, role = (s.strip() for s in entry.partition("="))
+        if not sep or not type_name or any(ch.isspace() for ch in type_name):
+            raise ValueError(f"entry {entry!r} is not type=role")
+        if role not in JOB_TYPE_ROLE_CHOICES:
+            raise ValueError(f"the role of {type_name!r} must be admin or user, not {role!r}")
+        if type_name in roles:
+            raise ValueError(f"job type {type_name!r} appears twice")
+        roles[type_name] = role
+    return roles
+
+
 def format_duration(seconds: float) -> str:
     """Write a duration the way an operator would type it (the inverse of parse_duration_s)."""
     if seconds == 0:
@@ -311,6 +345,8 @@ _MONGODB_DATABASE = _pattern_rule(r"[A-Za-z0-9_-]{1,63}", "1-63 letters, digits,
 _REDIS_ADDR = Rule(_parse_redis_addr, "host:port, or a redis:// or rediss:// URL")
 _KEY_PREFIX = _pattern_rule(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", "1-64 letters, digits, '.', '_', ':' or '-'")
 _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', '_', '@' or '-'")
+_CIDRS = Rule(parse_cidrs, "comma-separated IP addresses or CIDR networks, such as 10.0.0.0/8,fd00::/8")
+_JOB_TYPE_ROLES = Rule(parse_job_type_roles, "comma-separated type=role pairs (role admin or user), such as http=admin")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -381,6 +417,10 @@ class Settings:
     admin_password: str | None = None
     rate_limit_per_min: int = 0
     rate_limit_burst: int = 0
+    job_type_roles: dict[str, str] = field(default_factory=lambda: {"http": "admin"})
+    # the http processor's destination policy (CIDR texts; None: only the built-in refusals)
+    http_processor_allow: tuple[str, ...] | None = None
+    http_processor_deny: tuple[str, ...] | None = None
     # TLS
     tls_enabled: bool = False
     tls_cert_file: Path | None = None
@@ -464,6 +504,8 @@ class Settings:
                 value = str(value)
             elif isinstance(value, dict):
                 value = {key: mask_url_password(url) for key, url in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
             shown[f.name] = value
         return shown
 
@@ -554,6 +596,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ADMIN_PASSWORD", "admin_password", _TEXT),
     Variable("RATE_LIMIT", "rate_limit_per_min", _int_rule(0, 1_000_000, " requests per minute (0 = off)")),
     Variable("RATE_LIMIT_BURST", "rate_limit_burst", _int_rule(0, 1_000_000, " (0 = same as RATE_LIMIT)")),
+    Variable("JOB_TYPE_ROLES", "job_type_roles", _JOB_TYPE_ROLES),
+    Variable("HTTP_PROCESSOR_ALLOW", "http_processor_allow", _CIDRS),
+    Variable("HTTP_PROCESSOR_DENY", "http_processor_deny", _CIDRS),
     Variable("TLS_ENABLED", "tls_enabled", _BOOL),
     Variable("TLS_CERT_FILE", "tls_cert_file", _PATH),
     Variable("TLS_KEY_FILE", "tls_key_file", _PATH),
