@@ -57,7 +57,7 @@ def test_tampered_or_stale_requests_are_refused(change):
 
 
 def _vote_request() -> bytes:
-    message = BullyElection(src="node-0", dst="node-1", src_address="http://127.0.0.1:1",
+    message = BullyElection(src="node-9", dst="node-1", src_address="http://127.0.0.1:1",
                             dst_address="http://127.0.0.1:2", epoch=1, priority=0)
     return orjson.dumps(election.encode(message))
 

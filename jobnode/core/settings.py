@@ -108,6 +108,8 @@ _BOOLS = {
     **dict.fromkeys(("false", "0", "no", "off"), False),
 }
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# How a TLS certificate names the node it belongs to: a URI subject alternative name.
+NODE_ID_URI_PREFIX = "urn:jobnode:node:"
 
 
 def parse_duration_s(text: str) -> float:
