@@ -87,7 +87,7 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(cluster_routes.routes)
     app.router.add_routes(auth_routes.routes)
     if settings.rate_limit_per_min > 0:
-        ratelimit.enable(app)
+        ratelimit.enable(app, auth_middleware)
     return app
 
 
