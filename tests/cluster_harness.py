@@ -125,7 +125,7 @@ class Cluster:
         self.algorithm = algorithm
         self.backends = backends
         self.extra_env = env
-        self.secret = uuid.uuid4().hex
+        self.secret = uuid.uuid4().hex + uuid.uuid4().hex
         self.nodes: dict[str, Node] = {}
         self._ids = [f"node-{i}" for i in range(1, count + 1)]
         self.certs: DevCerts | None = write_dev_certs(root / "certs", self._ids) if tls else None

@@ -124,7 +124,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     env = {
         "NODE_ID": "node-7", "NODE_PRIORITY": "-5", "SERVER_HOST": "10.1.2.3", "SERVER_PORT": "8443",
         "ADVERTISE_URL": "https://node-7.example:8443/", "PEERS": "node-8=https://10.1.2.4:8443",
-        "CLUSTER_SECRET": "cluster-s3cret-value", "DATA_DIR": str(tmp_path / "d"), "WORKER_COUNT": "0",
+        "CLUSTER_SECRET": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "DATA_DIR": str(tmp_path / "d"), "WORKER_COUNT": "0",
         "WORKER_PREFETCH": "4", "MONGODB_URI": "mongodb://db1:27017,db2:27017/?replicaSet=rs0",
         "MONGODB_DATABASE": "jobs_test", "MONGODB_TIMEOUT": "2s", "REDIS_ADDR": "redis.internal:6380",
         "REDIS_PASSWORD": "redis-pass-1", "REDIS_DB": "2", "REDIS_KEY_PREFIX": "test:run-1",
@@ -149,7 +149,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     expected = {
         "node_id": "node-7", "node_priority": -5, "server_host": "10.1.2.3", "server_port": 8443,
         "advertise_url": "https://node-7.example:8443", "peers": {"node-8": "https://10.1.2.4:8443"},
-        "cluster_secret": "cluster-s3cret-value", "data_dir": tmp_path / "d", "worker_count": 0,
+        "cluster_secret": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "data_dir": tmp_path / "d", "worker_count": 0,
         "worker_prefetch": 4, "mongodb_uri": env["MONGODB_URI"], "mongodb_database": "jobs_test",
         "mongodb_timeout_s": 2.0, "redis_addr": "redis.internal:6380", "redis_password": "redis-pass-1",
         "redis_db": 2, "redis_key_prefix": "test:run-1", "election_algorithm": "raft", "election_timeout_s": 2.0,
@@ -502,12 +502,12 @@ def test_env_file_forms(tmp_path: Path) -> None:
         "SMTP_FROM=Jobs <jobs@example.com>\n"
         "SMTP_HOST='mail.local' # comment\n"
         "SMTP_PASSWORD='pw #1' \n"
-        'CLUSTER_SECRET="two\\nlines \\"quoted\\" #x"  # comment\n'
+        'REDIS_PASSWORD="two\\nlines \\"quoted\\" #x"  # comment\n'
         "SMTP_USERNAME=a#b\n"
         "JWT_SECRET= # nothing but a comment\n"
         "UNRELATED_TOOL_SETTING=ignored\n",
     )
-    assert read_env_file(path)["CLUSTER_SECRET"] == 'two\nlines "quoted" #x'
+    assert read_env_file(path)["REDIS_PASSWORD"] == 'two\nlines "quoted" #x'
     s = load({}, path)
     assert (s.node_id, s.server_port, s.worker_count) == ("file-node", 9100, 3)
     assert (s.smtp_from, s.smtp_host, s.smtp_password) == ("Jobs <jobs@example.com>", "mail.local", "pw #1")
@@ -568,7 +568,7 @@ def test_unreadable_env_file_is_a_config_error(tmp_path: Path) -> None:
 SECRETS = {
     "JWT_SECRET": GOOD_JWT,
     "REDIS_PASSWORD": "redis-pw-0001",
-    "CLUSTER_SECRET": "cluster-pw-0002-long-enough",
+    "CLUSTER_SECRET": "X1vnj_Bvj0IHtw64rJMAxU8ZqHIfEWcRRRHqsXEP4LA",
     "ADMIN_PASSWORD": "admin-pw-0003",
     "SMTP_PASSWORD": "smtp-pw-0004",
 }
@@ -692,4 +692,22 @@ def test_peers_require_a_cluster_secret() -> None:
     error = config_error({"NODE_ID": "node-1", "PEERS": "node-2=http://10.0.0.2:8080"})
     assert error.variable == "CLUSTER_SECRET" and "PEERS names other nodes" in str(error)
     short = config_error({"PEERS": "node-2=http://10.0.0.2:8080", "CLUSTER_SECRET": "tiny"})
-    assert "tiny" not in str(short) and "at least 16 bytes" in str(short)
+    assert "tiny" not in str(short) and "at least 32 random bytes" in str(short)
+
+
+@pytest.mark.parametrize(("secret", "reason"), [
+    ("changeme-changeme", "well-known default or placeholder"),
+    ("shared-cluster-secret-1234", "encodes 19 bytes, fewer than 32"),
+    ("0123456789abcdef" * 2, "encodes 16 bytes, fewer than 32"),
+    ("z" * 64, "too few characters"),
+    ("a phrase with spaces that is long enough!", "not hex or base64"),
+])
+def test_a_weak_cluster_secret_is_refused(secret: str, reason: str) -> None:
+    error = config_error({"CLUSTER_SECRET": secret})
+    assert error.variable == "CLUSTER_SECRET" and reason in str(error) and secret not in str(error)
+
+
+@pytest.mark.parametrize("secret", ["0123456789abcdef" * 4, "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY",
+                                    "tK9f0m1QvS8cXbR2uW5yZ3aE6hJ4nP7gL0dB+sV/oIk="])
+def test_random_cluster_secrets_in_hex_or_base64_are_accepted(secret: str) -> None:
+    assert load({"CLUSTER_SECRET": secret}).cluster_secret == secret

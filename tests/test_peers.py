@@ -63,7 +63,7 @@ def _vote_request() -> bytes:
 
 
 async def test_the_election_route_lets_in_only_the_cluster(start_node):
-    secret = "shared-cluster-secret-1234"
+    secret = "ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ"
     client = await start_node(CLUSTER_SECRET=secret, ELECTION_ALGORITHM="bully")
     body = _vote_request()
     unsigned = await client.post(ELECTION_PATH, data=body, headers={"Content-Type": "application/json"})

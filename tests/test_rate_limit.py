@@ -55,7 +55,7 @@ async def test_errors_carry_the_headers_too_and_count_against_the_budget(start_n
 
 
 async def test_health_and_signed_peer_traffic_are_never_limited(start_node):
-    secret = "shared-cluster-secret-1234"
+    secret = "ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ"
     client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="1", CLUSTER_SECRET=secret)
     assert (await client.get("/api/v1/leader")).status == 200
     assert (await client.get("/api/v1/leader")).status == 429
@@ -75,7 +75,7 @@ def _signed_vote(epoch: int) -> bytes:
 
 
 async def test_refusals_are_counted_per_address(start_node):
-    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="3", CLUSTER_SECRET="shared-cluster-secret-1234",
+    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="3", CLUSTER_SECRET="ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ",
                               **auth_env())
     forged_token = bearer(forged("a-wrong-key-of-at-least-32-bytes-0123456789"))
     statuses = [(await client.get("/api/v1/jobs", headers=forged_token)).status for _ in range(5)]
@@ -86,7 +86,7 @@ async def test_refusals_are_counted_per_address(start_node):
 
 
 async def test_refused_peer_requests_are_counted_per_address(start_node):
-    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="2", CLUSTER_SECRET="shared-cluster-secret-1234")
+    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="2", CLUSTER_SECRET="ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ")
     statuses = [(await client.post(ELECTION_PATH, data=b"{}", headers={"Content-Type": "application/json"})).status
                 for _ in range(4)]
     assert statuses == [401, 401, 429, 429]

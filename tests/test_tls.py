@@ -34,7 +34,7 @@ from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.auth.tls import peer_client_context
 from tests.harness import make_settings
 
-SECRET = "shared-cluster-secret-for-tls"
+SECRET = "D5N3hDdlRvKZZZrLZ21tadK87SIJRdJEiuuI1bZ8lN4"
 
 
 @pytest.fixture(scope="module")

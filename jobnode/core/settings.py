@@ -7,6 +7,8 @@ checks that span several fields, and the `.env` file reader.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 import os
@@ -682,18 +684,47 @@ def _check_ports_and_urls(s: Settings) -> None:
         )
 
 
-MIN_CLUSTER_SECRET_BYTES = 16
+MIN_CLUSTER_SECRET_BYTES = 32
+CLUSTER_SECRET_ALLOWED = (f"at least {MIN_CLUSTER_SECRET_BYTES} random bytes written as hex or base64 "
+                          "(openssl rand -hex 32)")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 
 
 def _check_cluster(s: Settings) -> None:
     # Peers talk over HTTP; without a shared secret anyone who reaches a node could vote.
     others = [node for node in s.peers if node != s.node_id]
     if others and not s.cluster_secret:
-        raise ConfigError("CLUSTER_SECRET", "", "a shared secret of at least 16 bytes",
-                          reason="PEERS names other nodes", secret=True)
-    if s.cluster_secret and len(s.cluster_secret.encode()) < MIN_CLUSTER_SECRET_BYTES:
-        raise ConfigError("CLUSTER_SECRET", s.cluster_secret, "a shared secret of at least 16 bytes",
+        raise ConfigError("CLUSTER_SECRET", "", CLUSTER_SECRET_ALLOWED, reason="PEERS names other nodes",
                           secret=True)
+    problem = cluster_secret_problem(s.cluster_secret) if s.cluster_secret else None
+    if problem:
+        raise ConfigError("CLUSTER_SECRET", s.cluster_secret, CLUSTER_SECRET_ALLOWED, reason=problem, secret=True)
+
+
+def cluster_secret_problem(secret: str) -> str | None:
+    """Say why a CLUSTER_SECRET is too weak (its holder can vote in elections), or None.
+
+    Its text must encode at least 32 bytes as hex or base64, which is what `openssl rand` and
+    `secrets.token_urlsafe` write; a phrase a person made up rarely has that much entropy.
+    """
+    lowered = secret.strip().lower()
+    if lowered in WELL_KNOWN_SECRETS or any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+        return "it is a well-known default or placeholder"
+    if len(set(secret)) < 8:
+        return "it repeats too few characters to be random"
+    if _HEX.fullmatch(secret):
+        size = len(secret) // 2
+    elif _BASE64.fullmatch(secret):
+        try:
+            size = len(base64.urlsafe_b64decode(secret.replace("+", "-").replace("/", "_").rstrip("=") + "=="))
+        except (binascii.Error, ValueError):
+            return "it is not hex or base64"
+    else:
+        return "it is not hex or base64"
+    if size < MIN_CLUSTER_SECRET_BYTES:
+        return f"it encodes {size} bytes, fewer than {MIN_CLUSTER_SECRET_BYTES}"
+    return None
 
 
 def _check_tls(s: Settings) -> None:

@@ -40,7 +40,7 @@ class SystemService:
 
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
-                 throughput: Throughput | None = None) -> None:
+                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -49,6 +49,9 @@ class SystemService:
         self.probes = probes  # by the name the health report gives each check
         self.rate_limiter = rate_limiter
         self.throughput = throughput or Throughput()
+        # Who this node's elector names as leader: /health reports it, so readiness checks
+        # (`jobnode dev`, orchestrators) need no rate-limited route.
+        self.leader_of = leader_of or (lambda: None)
 
     async def health(self) -> Health:
         """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
@@ -60,6 +63,7 @@ class SystemService:
             "status": "ok" if ok else "unavailable",
             "node_id": self.settings.node_id,
             "is_leader": self.leadership.is_leader,
+            "leader_id": self.leader_of(),
             "checks": checks,
         })
 
