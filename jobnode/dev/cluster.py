@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobnode.dev.certs import DevCerts, write_dev_certs
-from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, log_tail, port_is_free
+from jobnode.dev.embedded import (
+    PRIVATE_UMASK,
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    log_tail,
+    make_private_dir,
+    open_private_log,
+    port_is_free,
+)
 
 ALGORITHMS = ("bully", "raft", "gossip")
 STRATEGIES = ("round_robin", "least_loaded", "random", "priority")
@@ -73,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ADMIN_USERNAME = "admin"
+MONGO_USERNAME = "jobnode"
 # Under --secure, unless the environment sets its own: 20 requests a second per client, bursts of 200.
 SECURE_RATE_LIMIT = {"RATE_LIMIT": "1200", "RATE_LIMIT_BURST": "200"}
 
@@ -169,7 +179,9 @@ class Backends:
                 server.stop()
 
 
-def _start_backends(data_dir: Path, environ: Mapping[str, str]) -> Backends:
+def _start_backends(data_dir: Path, environ: Mapping[str, str], secure: bool = False) -> Backends:
+    """The embedded servers the environment does not replace; with `secure`, each needs credentials
+    (a Redis password new on every run, a SecantusDB user whose password its data directory keeps)."""
     redis_addr = environ.get("REDIS_ADDR", "").strip()
     mongodb_uri = environ.get("MONGODB_URI", "").strip()
     backends = Backends(
@@ -178,13 +190,15 @@ def _start_backends(data_dir: Path, environ: Mapping[str, str]) -> Backends:
     )
     try:
         if not redis_addr:
-            backends.redis = EmbeddedRedis(data_dir / "redis").start()
+            password = secrets.token_urlsafe(24) if secure else None
+            backends.redis = EmbeddedRedis(data_dir / "redis", password=password).start()
             backends.redis_url = backends.redis.url
-            _say(f"redis    {backends.redis_url}  (embedded, log {backends.redis.log_path})")
+            _say(f"redis    {_redact(backends.redis_url)}  (embedded, log {backends.redis.log_path})")
         if not mongodb_uri:
-            backends.mongo = EmbeddedMongo(data_dir / "mongodb").start()
+            backends.mongo = EmbeddedMongo(data_dir / "mongodb", username=MONGO_USERNAME if secure else None).start()
             backends.mongodb_uri = backends.mongo.url
-            _say(f"mongodb  {backends.mongodb_uri}  (embedded SecantusDB, log {backends.mongo.log_path})")
+            _say(f"mongodb  {_redact(backends.mongodb_uri)}  "
+                 f"(embedded SecantusDB, log {backends.mongo.log_path})")
     except EmbeddedServerError as error:
         backends.stop()
         raise DevError(str(error)) from None
@@ -249,8 +263,8 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
 
 
 def _start_node(plan: NodePlan, env: dict[str, str]) -> NodeProcess:
-    plan.data_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(plan.log_path, "ab")
+    make_private_dir(plan.data_dir)
+    log_file = open_private_log(plan.log_path)
     log_offset = log_file.tell()
     log_file.write(f"--- jobnode dev: starting {plan.id} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
     log_file.flush()
@@ -259,7 +273,7 @@ def _start_node(plan: NodePlan, env: dict[str, str]) -> NodeProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "jobnode", "serve"],
         env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, umask=PRIVATE_UMASK,
     )
     _say(f"{plan.id}   {plan.url}  pid {process.pid}  log {plan.log_path}")
     return NodeProcess(plan, process, log_file, log_offset)
@@ -512,13 +526,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 
 def _run_cluster(args: argparse.Namespace, plans: list[NodePlan], data_dir: Path,
                  environ: Mapping[str, str], stop: _StopRequests) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     lock = _lock_data_dir(data_dir)
     cluster_file = data_dir / "cluster.json"
     try:
         cluster_file.unlink(missing_ok=True)  # a stale file would send scripts to dead nodes
         _check_ports_free(plans)
-        backends = _start_backends(data_dir, environ)
+        backends = _start_backends(data_dir, environ, secure=getattr(args, "secure", False))
         try:
             return _run_nodes(args, plans, backends, cluster_file, environ, stop)
         finally:
