@@ -294,7 +294,7 @@ BAD = {
     "MAX_BODY_SIZE": ("2GiB", "from 1KiB to 1GiB"),
     "MAX_BATCH_SIZE": ("10001", "from 1 to 10000"),
     "AUTH_ENABLED": ("maybe", "true or false"),
-    "JWT_TTL": ("31d", "a duration"),
+    "JWT_TTL": ("25h", "from 1s to 24h"),
     "ADMIN_USERNAME": ("a b", "letters, digits"),
     "RATE_LIMIT": ("-1", "requests per minute"),
     "RATE_LIMIT_BURST": ("x", "from 0 to 1000000"),

@@ -52,7 +52,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     level = access_of(request.match_info.handler)
     if level.is_public:
         return await handler(request)
-    principal = request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
+    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
     if not level.allows(principal.role):
         raise Forbidden(f"{request.method} {request.match_info.route.resource.canonical} needs role {level.name}; "
                         f"this token has role {principal.role}",

@@ -594,7 +594,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MAX_BATCH_SIZE", "max_batch_size", _int_rule(1, 10000)),
     Variable("AUTH_ENABLED", "auth_enabled", _BOOL),
     Variable("JWT_SECRET", "jwt_secret", _TEXT),
-    Variable("JWT_TTL", "jwt_ttl_s", _duration_rule(1, 30 * 86400)),
+    Variable("JWT_TTL", "jwt_ttl_s", _duration_rule(1, 86400)),
     Variable("USERS_FILE", "users_file", _PATH),
     Variable("ADMIN_USERNAME", "admin_username", _USERNAME),
     Variable("ADMIN_PASSWORD", "admin_password", _TEXT),
