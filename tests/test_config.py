@@ -142,7 +142,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SMTP_PORT": "2525", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-pass-1",
         "SMTP_FROM": "Jobs <jobs@example.com>", "SMTP_STARTTLS": "1", "DEV_MODE": "no",
         "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
-        "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8",
+        "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8", "SMTP_ALLOWED_FROM": "Example.com, mail.example.org",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -166,6 +166,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "smtp_username": "mailer", "smtp_password": "smtp-pass-1", "smtp_from": "Jobs <jobs@example.com>",
         "smtp_starttls": True, "dev_mode": False, "job_type_roles": {"http": "user", "email": "admin"},
         "http_processor_allow": ("10.9.0.0/16",), "http_processor_deny": ("10.9.9.9/32", "fd00::/8"),
+        "smtp_allowed_from": ("example.com", "mail.example.org"),
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -311,6 +312,7 @@ BAD = {
     "JOB_TYPE_ROLES": ("http", "type=role pairs"),
     "HTTP_PROCESSOR_ALLOW": ("10.0.0.0/33", "CIDR networks"),
     "HTTP_PROCESSOR_DENY": ("localhost", "CIDR networks"),
+    "SMTP_ALLOWED_FROM": ("@example.com", "mail domains"),
 }
 # Free text and paths: any value is readable (paths are checked where they are used, see the TLS tests).
 FREE_TEXT = {"CLUSTER_SECRET", "DATA_DIR", "REDIS_PASSWORD", "JWT_SECRET", "USERS_FILE", "ADMIN_PASSWORD",

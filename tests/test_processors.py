@@ -49,6 +49,7 @@ def make_settings(**smtp) -> SimpleNamespace:
         smtp_password=None,
         smtp_from="jobnode@localhost",
         smtp_starttls=False,
+        smtp_allowed_from=None,
         http_processor_allow=None,
         http_processor_deny=None,
     )
@@ -730,7 +731,7 @@ async def test_email_sends_through_smtp(smtp_server):
 
 
 async def test_email_list_of_recipients_display_names_and_unicode(smtp_server):
-    processor = email_processor(smtp_server.port)
+    processor = email_processor(smtp_server.port, smtp_allowed_from=("example.net",))
     result = await send_email(
         processor,
         recipient=["Doe, Jane <jane@example.com>", "bob@example.org"],
@@ -741,11 +742,28 @@ async def test_email_list_of_recipients_display_names_and_unicode(smtp_server):
     assert result["recipients"] == ["jane@example.com", "bob@example.org"]
     (delivered,) = smtp_server.handler.messages
     assert delivered.rcpt_tos == ["jane@example.com", "bob@example.org"]
-    assert delivered.mail_from == "sender@example.net"
+    assert delivered.mail_from == "jobnode@localhost"  # the envelope sender is always SMTP_FROM
+    assert delivered.message["From"] == "sender@example.net"
     assert delivered.message["Subject"] == "Grüße — ünïcode"
     assert [a.addr_spec for a in delivered.message["To"].addresses] == ["jane@example.com", "bob@example.org"]
     assert delivered.message["To"].addresses[0].display_name == "Doe, Jane"
     assert delivered.message.get_content().strip() == "Hallo Wörld"
+
+
+async def test_email_from_outside_the_allowed_domains_is_refused_and_nothing_is_sent(smtp_server):
+    processor = email_processor(smtp_server.port, smtp_from="Jobs <jobs@example.com>",
+                                smtp_allowed_from=("example.com",))
+    for spoofed in ("ceo@bank.example", "Jobs <jobs@example.com.evil.example>"):
+        with pytest.raises(PermanentError) as caught:
+            await send_email(processor, recipient="ann@example.com", subject="s", **{"from": spoofed})
+        assert caught.value.field == "payload.from"
+    strict = email_processor(smtp_server.port, smtp_from="Jobs <jobs@example.com>")
+    with pytest.raises(PermanentError, match="jobs@example.com"):
+        await send_email(strict, recipient="ann@example.com", subject="s", **{"from": "other@example.com"})
+    assert smtp_server.handler.messages == []
+    await send_email(processor, recipient="ann@example.com", subject="s", **{"from": "Team <team@example.com>"})
+    await send_email(strict, recipient="ann@example.com", subject="s", **{"from": "Renamed <jobs@example.com>"})
+    assert [m.mail_from for m in smtp_server.handler.messages] == ["jobs@example.com", "jobs@example.com"]
 
 
 async def test_email_logs_in_when_configured(smtp_server):

@@ -178,6 +178,21 @@ def parse_cidrs(text: str) -> tuple[str, ...] | None:
     return tuple(networks) or None
 
 
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def parse_domains(text: str) -> tuple[str, ...] | None:
+    """Read `example.com,mail.example.com` into lower-case domain names; an empty text means none."""
+    domains = []
+    for entry in (part.strip().lower() for part in text.split(",")):
+        if not entry:
+            continue
+        if not _DOMAIN.fullmatch(entry):
+            raise ValueError(f"{entry!r} is not a domain name")
+        domains.append(entry)
+    return tuple(domains) or None
+
+
 JOB_TYPE_ROLE_CHOICES = ("admin", "user")
 
 
@@ -351,6 +366,7 @@ _KEY_PREFIX = _pattern_rule(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", "1-64 letters, 
 _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', '_', '@' or '-'")
 _CIDRS = Rule(parse_cidrs, "comma-separated IP addresses or CIDR networks, such as 10.0.0.0/8,fd00::/8")
 _JOB_TYPE_ROLES = Rule(parse_job_type_roles, "comma-separated type=role pairs (role admin or user), such as http=admin")
+_DOMAINS = Rule(parse_domains, "comma-separated mail domains, such as example.com,mail.example.com")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -441,6 +457,7 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str = "jobnode@localhost"
+    smtp_allowed_from: tuple[str, ...] | None = None
     smtp_starttls: bool = False
     dev_mode: bool = False
 
@@ -616,6 +633,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SMTP_USERNAME", "smtp_username", _TEXT),
     Variable("SMTP_PASSWORD", "smtp_password", _TEXT),
     Variable("SMTP_FROM", "smtp_from", _EMAIL),
+    Variable("SMTP_ALLOWED_FROM", "smtp_allowed_from", _DOMAINS),
     Variable("SMTP_STARTTLS", "smtp_starttls", _BOOL),
     Variable("DEV_MODE", "dev_mode", _BOOL),
 )
