@@ -158,9 +158,9 @@ async def metrics_server(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, settings.server_host, settings.metrics_port).start()
+            await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
         except OSError as exc:
-            raise StartupError(f"cannot serve metrics on {settings.server_host}:{settings.metrics_port} "
+            raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
                                f"(METRICS_PORT): {exc.strerror or exc}") from None
         log.info("metrics.listening", host=settings.server_host, port=settings.metrics_port, path="/metrics")
         yield

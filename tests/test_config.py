@@ -65,6 +65,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.admin_username, s.admin_password, s.rate_limit_per_min, s.rate_limit_burst) == (None, None, 0, 0)
     assert (s.tls_enabled, s.tls_cert_file, s.tls_key_file, s.tls_ca_file) == (False, None, None, None)
     assert (s.metrics_enabled, s.metrics_port, s.log_level, s.log_format) == (True, 9090, "info", "json")
+    assert s.metrics_host == "127.0.0.1"  # plain HTTP without auth: not on every interface unless asked
     assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password) == (None, 25, None, None)
     assert (s.smtp_from, s.smtp_starttls, s.dev_mode) == ("jobnode@localhost", False, False)
 
@@ -138,7 +139,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "USERS_FILE": str(users), "ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "Vx8-long-enough",
         "RATE_LIMIT": "600", "RATE_LIMIT_BURST": "50", "TLS_ENABLED": "on", "TLS_CERT_FILE": str(pem["cert"]),
         "TLS_KEY_FILE": str(pem["key"]), "TLS_CA_FILE": str(pem["ca"]), "METRICS_ENABLED": "off",
-        "METRICS_PORT": "8443", "LOG_LEVEL": "WARN", "LOG_FORMAT": "console", "SMTP_HOST": "mail.local",
+        "METRICS_HOST": "10.1.2.3", "METRICS_PORT": "8443",
+        "LOG_LEVEL": "WARN", "LOG_FORMAT": "console", "SMTP_HOST": "mail.local",
         "SMTP_PORT": "2525", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-pass-1",
         "SMTP_FROM": "Jobs <jobs@example.com>", "SMTP_STARTTLS": "1", "DEV_MODE": "no",
         "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
@@ -161,7 +163,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "max_body_bytes": 524288, "max_batch_size": 10, "auth_enabled": True, "jwt_secret": GOOD_JWT,
         "jwt_ttl_s": 900.0, "users_file": users, "admin_username": "root", "admin_password": "Vx8-long-enough",
         "rate_limit_per_min": 600, "rate_limit_burst": 50, "tls_enabled": True, "tls_cert_file": pem["cert"],
-        "tls_key_file": pem["key"], "tls_ca_file": pem["ca"], "metrics_enabled": False, "metrics_port": 8443,
+        "tls_key_file": pem["key"], "tls_ca_file": pem["ca"], "metrics_enabled": False,
+        "metrics_host": "10.1.2.3", "metrics_port": 8443,
         "log_level": "warning", "log_format": "console", "smtp_host": "mail.local", "smtp_port": 2525,
         "smtp_username": "mailer", "smtp_password": "smtp-pass-1", "smtp_from": "Jobs <jobs@example.com>",
         "smtp_starttls": True, "dev_mode": False, "job_type_roles": {"http": "user", "email": "admin"},
@@ -301,6 +304,7 @@ BAD = {
     "RATE_LIMIT_BURST": ("x", "from 0 to 1000000"),
     "TLS_ENABLED": ("2", "true or false"),
     "METRICS_ENABLED": ("enabled", "true or false"),
+    "METRICS_HOST": ("two words", "host name or IP address"),
     "METRICS_PORT": ("0", "from 1 to 65535"),
     "LOG_LEVEL": ("trace", "debug, info, warning, error"),
     "LOG_FORMAT": ("xml", "json, console"),

@@ -448,6 +448,7 @@ class Settings:
     tls_ca_file: Path | None = None
     # metrics and logging
     metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9090
     log_level: str = "info"
     log_format: str = "json"
@@ -625,6 +626,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("TLS_KEY_FILE", "tls_key_file", _PATH),
     Variable("TLS_CA_FILE", "tls_ca_file", _PATH),
     Variable("METRICS_ENABLED", "metrics_enabled", _BOOL),
+    Variable("METRICS_HOST", "metrics_host", _HOST),
     Variable("METRICS_PORT", "metrics_port", _PORT),
     Variable("LOG_LEVEL", "log_level", _choice_rule(LOG_LEVELS, aliases={"warn": "warning"})),
     Variable("LOG_FORMAT", "log_format", _choice_rule(LOG_FORMATS)),
