@@ -67,7 +67,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     contexts = TlsContexts.from_settings(settings)  # a certificate that does not load stops us here
     # Request ids and HTTP metrics outermost: they must see every request and its final status.
     # Errors outside auth, so a refused token is answered in the API's error shape; rate
-    # limiting (appended by ratelimit.enable) inside auth, so it can count per user.
+    # limiting (appended by ratelimit.enable) inside auth, so it can count per user, and its
+    # refusal counter (inserted by ratelimit.enable) just outside auth, so it sees auth's 401s.
     middlewares = [request_id_middleware, http_metrics_middleware, error_middleware, auth_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
