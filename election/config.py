@@ -119,9 +119,11 @@ class RaftConfig(_Common):
     heartbeat_interval_s: float = 0.05
     pre_vote: bool = True
     check_quorum: bool = True
+    max_term_jump: int = 10_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_count("max_term_jump", self.max_term_jump, 1)
         if type(self.pre_vote) is not bool:
             _fail("pre_vote", self.pre_vote, "must be true or false")
         if type(self.check_quorum) is not bool:

@@ -41,6 +41,15 @@ Failure modes
 - A node that raised its term in a partition (after a successful pre-vote) forces one extra
   election when it returns.
 - Membership is the static `peers` list; nodes cannot join at runtime.
+- Absurd terms. Terms grow by one per election, so a message whose term is far above ours is a
+  forgery or a bug, and adopting it could leave the cluster at a term whose successor cannot be
+  encoded (no election could ever succeed again, and the term is persisted). Two rules bound it:
+  a term above MAX_TERM is dropped outright, and a term more than `max_term_jump` above ours is
+  not adopted: the message is dropped, and if its term is the sender's own (not a pre-vote's
+  proposal) we move up by `max_term_jump` towards it, so a node far behind (its state lost
+  after many elections) still catches up, one step per message. Reaching MAX_TERM therefore takes
+  MAX_TERM / max_term_jump messages; a node at MAX_TERM no longer campaigns. Dropping and raising
+  one's own term are both moves plain Raft already makes, so the guarantees above hold.
 
 Best for
 --------
@@ -59,6 +68,8 @@ Parameters
 - pre_vote: run a pre-vote round before raising the term (default on).
 - check_quorum: step down without a majority for T, and ignore vote requests while a leader is
   fresh (default on).
+- max_term_jump: the most a single message may raise our term (default 10,000; see "Absurd
+  terms").
 """
 
 from __future__ import annotations
@@ -69,6 +80,10 @@ from typing import Any
 from .base import Machine, Member, MemberSuspect, MemberUp, RaftPersistentState, rank_key
 from .config import RaftConfig
 from .messages import RaftAppendEntries, RaftAppendResult, RaftMessage, RaftRequestVote, RaftTimeoutNow, RaftVote
+
+# The highest term a node adopts: far below the codec's 2**63 (and exact in any JSON reader), so
+# that term + 1, which every election needs, is always a term the other nodes can decode.
+MAX_TERM = 2**53
 
 
 class Raft(Machine):
@@ -131,6 +146,11 @@ class Raft(Machine):
         if not isinstance(msg, RaftMessage) or msg.src not in self._peers:
             return  # membership is static: strangers get no say in quorums
         self._note_contact(msg.src, now)
+        if msg.term > MAX_TERM:
+            return
+        if msg.term - self._term > self.config.max_term_jump:
+            self._step_toward(msg, now)
+            return
         if msg.term > self._term and not self._accept_higher_term(msg, now):
             return
         if msg.term < self._term:
@@ -158,6 +178,15 @@ class Raft(Machine):
         leader = msg.src if isinstance(msg, RaftAppendEntries) else None
         self._become_follower(msg.term, leader, now)
         return True
+
+    def _step_toward(self, msg: RaftMessage, now: float) -> None:
+        """A term too far ahead: move up by max_term_jump at most, and only for a message whose
+        term is the sender's own (a pre-vote proposes a term, TimeoutNow commands one)."""
+        if isinstance(msg, RaftTimeoutNow) or (isinstance(msg, RaftVote) and msg.pre_vote and msg.granted):
+            return
+        if isinstance(msg, RaftRequestVote) and (msg.pre_vote or self._in_lease(now)):
+            return
+        self._become_follower(min(self._term + self.config.max_term_jump, MAX_TERM), None, now)
 
     def _answer_stale(self, msg: RaftMessage) -> None:
         # A stale leader must learn the newer term or it would never step down;
@@ -190,6 +219,9 @@ class Raft(Machine):
     # --- campaigning ---------------------------------------------------------
 
     def _campaign(self, now: float, pre: bool, transfer: bool = False) -> None:
+        if self._term >= MAX_TERM:
+            self._reset_timer(now)
+            return  # no term left to run in (see "Absurd terms")
         self._leader = None
         self._votes = {self.node_id}
         self._reset_timer(now)

@@ -7,7 +7,9 @@ Messages get an independent delay each, which reorders them; links can be
 cut in one direction or both; nodes can crash (optionally "torn": the state
 to persist reaches disk but the messages of that step are lost), restart
 (raft from the state it persisted, the others from scratch), pause (no ticks,
-no deliveries, then a time jump) and leave gracefully. The simulator writes
+no deliveries, then a time jump) and leave gracefully. Raft schedules may also
+forge messages with absurd terms (far above the receiver's, above MAX_TERM, up
+to 2**63 - 1) in a member's name, as a holder of the cluster's credentials could. The simulator writes
 `Output.persist` to the node's disk before it lets that output's messages
 out, which is the order the daemon must follow.
 
@@ -18,7 +20,9 @@ the seed and how to replay it.
 - raft: at most one leader per term over the whole history; a node's term
   never decreases (across restarts too); a node never grants two votes in one
   term (across restarts too); every message sent is covered by what is on
-  disk (its term, and the vote a vote request or grant depends on).
+  disk (its term, and the vote a vote request or grant depends on); no term
+  exceeds MAX_TERM, and a forged message raises its receiver's term by at
+  most max_term_jump.
 - bully and gossip: a node's epoch (and gossip incarnation) never decreases
   within one process lifetime.
 - Convergence (all algorithms): after healing, every live node names the same
@@ -73,7 +77,8 @@ from . import create
 from .base import RaftPersistentState, rank_key
 from .codec import decode, encode
 from .config import CONFIG_CLASSES
-from .messages import RaftRequestVote, RaftVote
+from .messages import RaftAppendEntries, RaftAppendResult, RaftRequestVote, RaftTimeoutNow, RaftVote
+from .raft import MAX_TERM
 
 
 class SafetyViolation(AssertionError):
@@ -297,6 +302,35 @@ class Simulation:
             self._apply(node, node.machine.leave(self.now))
             self._down(node, "left")
 
+    def forge_absurd_term(self, victim: str, rng: random.Random) -> None:
+        """Deliver to `victim` a raft message in another member's name with a term far too high."""
+        node = self.nodes[victim]
+        others = [i for i in self.nodes if i != victim]
+        if self.algorithm != "raft" or node.status != "up" or not others:
+            return
+        sender = self.nodes[rng.choice(others)]
+        before, jump = node.machine.term, node.config.max_term_jump
+        term = rng.choice((before + jump + rng.randint(1, 2**40), MAX_TERM + rng.randint(1, 2**40), 2**63 - 1))
+        envelope = {"src": sender.node_id, "dst": victim, "src_address": sender.address,
+                    "dst_address": node.address, "term": term}
+        kind = rng.choice(("append", "append", "result", "pre_vote", "vote_request", "vote", "timeout_now"))
+        if kind == "append":
+            msg: Any = RaftAppendEntries(prev_log_index=0, prev_log_term=0, entries=(), leader_commit=0, **envelope)
+        elif kind == "result":
+            msg = RaftAppendResult(success=True, match_index=0, **envelope)
+        elif kind in ("pre_vote", "vote_request"):
+            msg = RaftRequestVote(last_log_index=0, last_log_term=0, pre_vote=kind == "pre_vote", transfer=True,
+                                  **envelope)
+        elif kind == "vote":
+            msg = RaftVote(granted=True, pre_vote=rng.random() < 0.5, **envelope)
+        else:
+            msg = RaftTimeoutNow(**envelope)
+        self.note(f"forge {kind} term {term} {sender.node_id}->{victim}")
+        self._deliver(msg)
+        after = node.machine.term if node.status == "up" else before
+        if after > min(before + jump, MAX_TERM) and after > before:
+            self.fail(SafetyViolation, f"a forged term {term} moved {victim} from term {before} to {after}")
+
     def block(self, src: str, dst: str) -> None:
         self.note(f"block {src}->{dst}")
         self._blocked.add((src, dst))
@@ -430,6 +464,8 @@ class _RaftRules(_Rules):
     def after_step(self, node: _Node, sent: list[Any]) -> None:
         super().after_step(node, sent)
         m, sim = node.machine, self.sim
+        if m.term > MAX_TERM:
+            sim.fail(SafetyViolation, f"{node.node_id} adopted term {m.term}, above MAX_TERM")
         if m.role == "leader":
             first = self.leader_of_term.setdefault(m.term, node.node_id)
             if first != node.node_id:
@@ -528,6 +564,12 @@ def random_schedule(algorithm: str, seed: int, n: int | None = None, *, fault_wi
     if rng.random() < 0.4:
         # Hitting the leader just before healing is what makes convergence work hardest.
         sim.at(fault_end - rng.uniform(0, T / 2), lambda: _strike_leader(sim))
+    if algorithm == "raft":
+        # Its own stream, drawn last: the schedules of the faults above stay what they were.
+        forger = random.Random(f"forge:{seed}")
+        for _ in range(forger.choice((0, 0, 1, 3))):
+            victim = forger.choice(list(sim.nodes))
+            sim.at(forger.uniform(0, fault_end), functools.partial(sim.forge_absurd_term, victim, forger))
     sim.run_until(fault_end)
     _heal_all(sim, base_delay)
     convergence = sim.wait_for_convergence()

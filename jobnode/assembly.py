@@ -108,7 +108,8 @@ class NodeServices:
             cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
-            system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter),
+            system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
+                                 leader_of=lambda: elector.view.leader),
             rate_limiter=rate_limiter,
         )
 

@@ -67,7 +67,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     contexts = TlsContexts.from_settings(settings)  # a certificate that does not load stops us here
     # Request ids and HTTP metrics outermost: they must see every request and its final status.
     # Errors outside auth, so a refused token is answered in the API's error shape; rate
-    # limiting (appended by ratelimit.enable) inside auth, so it can count per user.
+    # limiting (appended by ratelimit.enable) inside auth, so it can count per user, and its
+    # refusal counter (inserted by ratelimit.enable) just outside auth, so it sees auth's 401s.
     middlewares = [request_id_middleware, http_metrics_middleware, error_middleware, auth_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
@@ -87,7 +88,7 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(cluster_routes.routes)
     app.router.add_routes(auth_routes.routes)
     if settings.rate_limit_per_min > 0:
-        ratelimit.enable(app)
+        ratelimit.enable(app, auth_middleware)
     return app
 
 
@@ -158,9 +159,9 @@ async def metrics_server(app: web.Application) -> AsyncIterator[None]:
     await runner.setup()
     try:
         try:
-            await web.TCPSite(runner, settings.server_host, settings.metrics_port).start()
+            await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
         except OSError as exc:
-            raise StartupError(f"cannot serve metrics on {settings.server_host}:{settings.metrics_port} "
+            raise StartupError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
                                f"(METRICS_PORT): {exc.strerror or exc}") from None
         log.info("metrics.listening", host=settings.server_host, port=settings.metrics_port, path="/metrics")
         yield

@@ -65,6 +65,8 @@ TEST_ENV = {
     "MONGODB_TIMEOUT": "10s",
     "RECONCILE_INTERVAL": "2s",
     "PYTHONUNBUFFERED": "1",
+    # The tests' http jobs call a recorder on loopback, which the destination policy refuses by default.
+    "HTTP_PROCESSOR_ALLOW": "127.0.0.1",
 }
 
 
@@ -123,7 +125,7 @@ class Cluster:
         self.algorithm = algorithm
         self.backends = backends
         self.extra_env = env
-        self.secret = uuid.uuid4().hex
+        self.secret = uuid.uuid4().hex + uuid.uuid4().hex
         self.nodes: dict[str, Node] = {}
         self._ids = [f"node-{i}" for i in range(1, count + 1)]
         self.certs: DevCerts | None = write_dev_certs(root / "certs", self._ids) if tls else None

@@ -9,8 +9,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
 
 from jobnode.client import AsyncClient, AuthError, ConnectionFailed
 from jobnode.dev.embedded import free_port
@@ -65,6 +70,12 @@ async def test_dev_secure_generates_credentials_and_protects_the_api(tmp_path: P
             assert (await client.nodes())["nodes"][0]["id"] == "node-1"
         async with AsyncClient(url, ca_file=ca_file) as fresh:
             assert (await fresh.login(admin["username"], admin["password"]))["role"] == "admin"
+        async with AsyncClient(url, token=admin["token"], ca_file=ca_file) as client:
+            assert (await client.stats())["rate_limit"]["enabled"] is True
+        await _assert_backends_need_credentials(cluster)
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for private in (data_dir / "node-1" / "node.log", data_dir / "redis" / "redis.log"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
         printed = log_path.read_text()
         assert admin["password"] in printed and admin["token"] in printed  # shown to the developer
         node_log = (data_dir / "node-1" / "node.log").read_text()
@@ -72,6 +83,46 @@ async def test_dev_secure_generates_credentials_and_protects_the_api(tmp_path: P
         process.send_signal(signal.SIGINT)
         await wait_until(lambda: process.poll() is not None, timeout_s=60, message="dev did not stop")
         assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+async def _assert_backends_need_credentials(cluster: dict) -> None:
+    redis_url, mongodb_uri = cluster["redis_url"], cluster["mongodb_uri"]
+    parts, mongo_parts = urlsplit(redis_url), urlsplit(mongodb_uri)
+    assert parts.password and mongo_parts.password
+    anonymous = Redis(host=parts.hostname, port=parts.port, socket_connect_timeout=2)
+    try:
+        with pytest.raises(redis_errors.AuthenticationError):
+            await anonymous.set("jobnode:leader", "intruder")
+    finally:
+        await anonymous.aclose()
+    stranger = AsyncMongoClient(f"mongodb://{mongo_parts.hostname}:{mongo_parts.port}", directConnection=True,
+                                serverSelectionTimeoutMS=5000)
+    try:
+        with pytest.raises(OperationFailure):
+            await stranger.jobprocessor.users.insert_one({"_id": "intruder", "role": "admin"})
+    finally:
+        await stranger.close()
+
+
+@pytest.mark.slow
+async def test_dev_with_a_tight_rate_limit_still_starts(tmp_path: Path):
+    port, metrics_port = free_port(), free_port()
+    data_dir = tmp_path / "dev"
+    command = [sys.executable, "-m", "jobnode", "dev", "--nodes", "2", "--port", str(port),
+               "--metrics-port", str(metrics_port), "--data-dir", str(data_dir), "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_ADDR", "MONGODB_URI")}
+    env["RATE_LIMIT"] = "30"
+    with open(tmp_path / "dev.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        await wait_until(lambda: (data_dir / "cluster.json").exists() or process.poll() is not None,
+                         timeout_s=120, message="jobnode dev neither became ready nor exited")
+        assert process.poll() is None, (tmp_path / "dev.log").read_text()[-2000:]
+        process.send_signal(signal.SIGINT)
+        await wait_until(lambda: process.poll() is not None, timeout_s=60, message="dev did not stop")
     finally:
         if process.poll() is None:
             process.kill()

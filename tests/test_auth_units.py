@@ -11,7 +11,7 @@ import pytest
 
 from jobnode.auth.passwords import PasswordHasher, PasswordHashError, check_hash_format, hash_password, verify_password
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC, USER_ACCESS
-from jobnode.auth.throttle import LoginThrottle, ThrottleLimits
+from jobnode.auth.throttle import FailureCounts, LoginThrottle, ThrottleLimits, over_limits
 from jobnode.auth.tokens import InvalidToken, TokenSigner, key_id
 from jobnode.auth.users import User, UsersFile, UsersFileError, parse_users, read_users_file, write_user
 from jobnode.core.errors import RateLimited
@@ -151,12 +151,33 @@ async def test_the_throttle_counts_per_client_and_per_user(redis_client, key_pre
     await throttle.check("alice", "10.0.0.2")  # another client still may, until the per-user limit
     await throttle.failed("alice", "10.0.0.2")
     with pytest.raises(RateLimited):
-        await throttle.check("alice", "10.0.0.3")
+        await throttle.check("alice", "10.0.0.2")  # the name is closed to addresses that failed on it
+    await throttle.check("alice", "10.0.0.3")  # ...but not to one that did not: the real user gets in
+    await throttle.failed("alice", "10.0.0.3")
+    with pytest.raises(RateLimited):
+        await throttle.check("alice", "10.0.0.3")  # a distributed guesser pays an address per guess
     await throttle.check("bob", "10.0.0.1")
     keys = [key async for key in redis_client.scan_iter(match=f"{key_prefix}*")]
     assert keys and all(b"alice" not in key and b"10.0.0" not in key for key in keys)
     ttls = [await redis_client.ttl(key) for key in keys]
     assert all(0 < ttl <= 120 for ttl in ttls)
+
+
+async def test_the_throttle_stops_one_address_spraying_many_names(redis_client, key_prefix):
+    throttle = LoginThrottle(redis_client, key_prefix, ThrottleLimits(per_address=4, window_s=60))
+    for name in ("u1", "u2", "u3", "u4"):
+        await throttle.check(name, "10.0.0.9")
+        await throttle.failed(name, "10.0.0.9")
+    with pytest.raises(RateLimited):
+        await throttle.check("u5", "10.0.0.9")
+    await throttle.check("u5", "10.0.0.8")
+
+
+def test_the_per_user_limit_closes_a_name_only_to_addresses_that_failed_on_it():
+    limits = ThrottleLimits(per_client=5, per_address=20, per_user=50)
+    assert over_limits(FailureCounts(client=0, address=0, user=500), limits) == []
+    assert over_limits(FailureCounts(client=1, address=1, user=50), limits) == ["user"]
+    assert over_limits(FailureCounts(client=5, address=20, user=0), limits) == ["client", "address"]
 
 
 def test_a_remembered_token_still_expires(monkeypatch):

@@ -65,6 +65,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.admin_username, s.admin_password, s.rate_limit_per_min, s.rate_limit_burst) == (None, None, 0, 0)
     assert (s.tls_enabled, s.tls_cert_file, s.tls_key_file, s.tls_ca_file) == (False, None, None, None)
     assert (s.metrics_enabled, s.metrics_port, s.log_level, s.log_format) == (True, 9090, "info", "json")
+    assert s.metrics_host == "127.0.0.1"  # plain HTTP without auth: not on every interface unless asked
     assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password) == (None, 25, None, None)
     assert (s.smtp_from, s.smtp_starttls, s.dev_mode) == ("jobnode@localhost", False, False)
 
@@ -124,7 +125,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     env = {
         "NODE_ID": "node-7", "NODE_PRIORITY": "-5", "SERVER_HOST": "10.1.2.3", "SERVER_PORT": "8443",
         "ADVERTISE_URL": "https://node-7.example:8443/", "PEERS": "node-8=https://10.1.2.4:8443",
-        "CLUSTER_SECRET": "cluster-s3cret-value", "DATA_DIR": str(tmp_path / "d"), "WORKER_COUNT": "0",
+        "CLUSTER_SECRET": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "DATA_DIR": str(tmp_path / "d"), "WORKER_COUNT": "0",
         "WORKER_PREFETCH": "4", "MONGODB_URI": "mongodb://db1:27017,db2:27017/?replicaSet=rs0",
         "MONGODB_DATABASE": "jobs_test", "MONGODB_TIMEOUT": "2s", "REDIS_ADDR": "redis.internal:6380",
         "REDIS_PASSWORD": "redis-pass-1", "REDIS_DB": "2", "REDIS_KEY_PREFIX": "test:run-1",
@@ -138,16 +139,19 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "USERS_FILE": str(users), "ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "Vx8-long-enough",
         "RATE_LIMIT": "600", "RATE_LIMIT_BURST": "50", "TLS_ENABLED": "on", "TLS_CERT_FILE": str(pem["cert"]),
         "TLS_KEY_FILE": str(pem["key"]), "TLS_CA_FILE": str(pem["ca"]), "METRICS_ENABLED": "off",
-        "METRICS_PORT": "8443", "LOG_LEVEL": "WARN", "LOG_FORMAT": "console", "SMTP_HOST": "mail.local",
+        "METRICS_HOST": "10.1.2.3", "METRICS_PORT": "8443",
+        "LOG_LEVEL": "WARN", "LOG_FORMAT": "console", "SMTP_HOST": "mail.local",
         "SMTP_PORT": "2525", "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "smtp-pass-1",
         "SMTP_FROM": "Jobs <jobs@example.com>", "SMTP_STARTTLS": "1", "DEV_MODE": "no",
+        "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
+        "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8", "SMTP_ALLOWED_FROM": "Example.com, mail.example.org",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
     expected = {
         "node_id": "node-7", "node_priority": -5, "server_host": "10.1.2.3", "server_port": 8443,
         "advertise_url": "https://node-7.example:8443", "peers": {"node-8": "https://10.1.2.4:8443"},
-        "cluster_secret": "cluster-s3cret-value", "data_dir": tmp_path / "d", "worker_count": 0,
+        "cluster_secret": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "data_dir": tmp_path / "d", "worker_count": 0,
         "worker_prefetch": 4, "mongodb_uri": env["MONGODB_URI"], "mongodb_database": "jobs_test",
         "mongodb_timeout_s": 2.0, "redis_addr": "redis.internal:6380", "redis_password": "redis-pass-1",
         "redis_db": 2, "redis_key_prefix": "test:run-1", "election_algorithm": "raft", "election_timeout_s": 2.0,
@@ -159,10 +163,13 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "max_body_bytes": 524288, "max_batch_size": 10, "auth_enabled": True, "jwt_secret": GOOD_JWT,
         "jwt_ttl_s": 900.0, "users_file": users, "admin_username": "root", "admin_password": "Vx8-long-enough",
         "rate_limit_per_min": 600, "rate_limit_burst": 50, "tls_enabled": True, "tls_cert_file": pem["cert"],
-        "tls_key_file": pem["key"], "tls_ca_file": pem["ca"], "metrics_enabled": False, "metrics_port": 8443,
+        "tls_key_file": pem["key"], "tls_ca_file": pem["ca"], "metrics_enabled": False,
+        "metrics_host": "10.1.2.3", "metrics_port": 8443,
         "log_level": "warning", "log_format": "console", "smtp_host": "mail.local", "smtp_port": 2525,
         "smtp_username": "mailer", "smtp_password": "smtp-pass-1", "smtp_from": "Jobs <jobs@example.com>",
-        "smtp_starttls": True, "dev_mode": False,
+        "smtp_starttls": True, "dev_mode": False, "job_type_roles": {"http": "user", "email": "admin"},
+        "http_processor_allow": ("10.9.0.0/16",), "http_processor_deny": ("10.9.9.9/32", "fd00::/8"),
+        "smtp_allowed_from": ("example.com", "mail.example.org"),
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -291,12 +298,13 @@ BAD = {
     "MAX_BODY_SIZE": ("2GiB", "from 1KiB to 1GiB"),
     "MAX_BATCH_SIZE": ("10001", "from 1 to 10000"),
     "AUTH_ENABLED": ("maybe", "true or false"),
-    "JWT_TTL": ("31d", "a duration"),
+    "JWT_TTL": ("25h", "from 1s to 24h"),
     "ADMIN_USERNAME": ("a b", "letters, digits"),
     "RATE_LIMIT": ("-1", "requests per minute"),
     "RATE_LIMIT_BURST": ("x", "from 0 to 1000000"),
     "TLS_ENABLED": ("2", "true or false"),
     "METRICS_ENABLED": ("enabled", "true or false"),
+    "METRICS_HOST": ("two words", "host name or IP address"),
     "METRICS_PORT": ("0", "from 1 to 65535"),
     "LOG_LEVEL": ("trace", "debug, info, warning, error"),
     "LOG_FORMAT": ("xml", "json, console"),
@@ -305,6 +313,10 @@ BAD = {
     "SMTP_FROM": ("not-an-address", "an email address"),
     "SMTP_STARTTLS": ("sometimes", "true or false"),
     "DEV_MODE": ("dev", "true or false"),
+    "JOB_TYPE_ROLES": ("http", "type=role pairs"),
+    "HTTP_PROCESSOR_ALLOW": ("10.0.0.0/33", "CIDR networks"),
+    "HTTP_PROCESSOR_DENY": ("localhost", "CIDR networks"),
+    "SMTP_ALLOWED_FROM": ("@example.com", "mail domains"),
 }
 # Free text and paths: any value is readable (paths are checked where they are used, see the TLS tests).
 FREE_TEXT = {"CLUSTER_SECRET", "DATA_DIR", "REDIS_PASSWORD", "JWT_SECRET", "USERS_FILE", "ADMIN_PASSWORD",
@@ -496,12 +508,12 @@ def test_env_file_forms(tmp_path: Path) -> None:
         "SMTP_FROM=Jobs <jobs@example.com>\n"
         "SMTP_HOST='mail.local' # comment\n"
         "SMTP_PASSWORD='pw #1' \n"
-        'CLUSTER_SECRET="two\\nlines \\"quoted\\" #x"  # comment\n'
+        'REDIS_PASSWORD="two\\nlines \\"quoted\\" #x"  # comment\n'
         "SMTP_USERNAME=a#b\n"
         "JWT_SECRET= # nothing but a comment\n"
         "UNRELATED_TOOL_SETTING=ignored\n",
     )
-    assert read_env_file(path)["CLUSTER_SECRET"] == 'two\nlines "quoted" #x'
+    assert read_env_file(path)["REDIS_PASSWORD"] == 'two\nlines "quoted" #x'
     s = load({}, path)
     assert (s.node_id, s.server_port, s.worker_count) == ("file-node", 9100, 3)
     assert (s.smtp_from, s.smtp_host, s.smtp_password) == ("Jobs <jobs@example.com>", "mail.local", "pw #1")
@@ -562,7 +574,7 @@ def test_unreadable_env_file_is_a_config_error(tmp_path: Path) -> None:
 SECRETS = {
     "JWT_SECRET": GOOD_JWT,
     "REDIS_PASSWORD": "redis-pw-0001",
-    "CLUSTER_SECRET": "cluster-pw-0002-long-enough",
+    "CLUSTER_SECRET": "X1vnj_Bvj0IHtw64rJMAxU8ZqHIfEWcRRRHqsXEP4LA",
     "ADMIN_PASSWORD": "admin-pw-0003",
     "SMTP_PASSWORD": "smtp-pw-0004",
 }
@@ -686,4 +698,22 @@ def test_peers_require_a_cluster_secret() -> None:
     error = config_error({"NODE_ID": "node-1", "PEERS": "node-2=http://10.0.0.2:8080"})
     assert error.variable == "CLUSTER_SECRET" and "PEERS names other nodes" in str(error)
     short = config_error({"PEERS": "node-2=http://10.0.0.2:8080", "CLUSTER_SECRET": "tiny"})
-    assert "tiny" not in str(short) and "at least 16 bytes" in str(short)
+    assert "tiny" not in str(short) and "at least 32 random bytes" in str(short)
+
+
+@pytest.mark.parametrize(("secret", "reason"), [
+    ("changeme-changeme", "well-known default or placeholder"),
+    ("shared-cluster-secret-1234", "encodes 19 bytes, fewer than 32"),
+    ("0123456789abcdef" * 2, "encodes 16 bytes, fewer than 32"),
+    ("z" * 64, "too few characters"),
+    ("a phrase with spaces that is long enough!", "not hex or base64"),
+])
+def test_a_weak_cluster_secret_is_refused(secret: str, reason: str) -> None:
+    error = config_error({"CLUSTER_SECRET": secret})
+    assert error.variable == "CLUSTER_SECRET" and reason in str(error) and secret not in str(error)
+
+
+@pytest.mark.parametrize("secret", ["0123456789abcdef" * 4, "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY",
+                                    "tK9f0m1QvS8cXbR2uW5yZ3aE6hJ4nP7gL0dB+sV/oIk="])
+def test_random_cluster_secrets_in_hex_or_base64_are_accepted(secret: str) -> None:
+    assert load({"CLUSTER_SECRET": secret}).cluster_secret == secret

@@ -227,3 +227,36 @@ async def test_wait_until_accepts_sync_and_async_predicates() -> None:
 async def test_wait_until_reports_the_message_and_last_value() -> None:
     with pytest.raises(AssertionError, match=r"never true .*last value: 0"):
         await wait_until(lambda: 0, timeout_s=0.1, message="never true")
+
+
+def test_mongo_with_a_user_refuses_clients_without_credentials(tmp_path: Path) -> None:
+    with EmbeddedMongo(tmp_path / "db", username="jobnode") as server:
+        assert server.password and f"jobnode:{server.password}@" in server.url
+        with _mongo(server) as client:
+            client.jobs_test.things.insert_one({"_id": "mine"})
+        anonymous = pymongo.MongoClient(f"mongodb://127.0.0.1:{server.port}", directConnection=True,
+                                        serverSelectionTimeoutMS=2000)
+        try:
+            with pytest.raises(pymongo.errors.OperationFailure, match="requires authentication"):
+                anonymous.jobs_test.things.insert_one({"_id": "intruder"})
+        finally:
+            anonymous.close()
+        password = server.password
+        server.restart()  # the user and its password outlive a restart
+        assert server.password == password
+        with _mongo(server) as client:
+            assert client.jobs_test.things.find_one({"_id": "mine"}) == {"_id": "mine"}
+    password_file = tmp_path / "db" / EmbeddedMongo.password_file_name
+    assert _mode(password_file) == 0o600
+
+
+def test_servers_keep_their_data_private(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis", password="a-dev-password-0123") as server:
+        redis.Redis.from_url(server.url).set("k", b"v")
+    assert _mode(tmp_path / "redis") == 0o700
+    created = [path for path in (tmp_path / "redis").rglob("*") if path.is_file()]
+    assert created and all(_mode(path) & 0o077 == 0 for path in created), {p.name: oct(_mode(p)) for p in created}
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777

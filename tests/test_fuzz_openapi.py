@@ -95,7 +95,7 @@ def fuzzed_node(redis_server: EmbeddedRedis, mongo_server: EmbeddedMongo) -> Ite
     name = f"t_fuzz_{uuid.uuid4().hex[:8]}"
     port = free_port()
     node_settings = make_settings(redis_server.url, mongo_server.url, name, name, SERVER_HOST="127.0.0.1",
-                                  SERVER_PORT=str(port), WORKER_COUNT="1", CLUSTER_SECRET=uuid.uuid4().hex,
+                                  SERVER_PORT=str(port), WORKER_COUNT="1", CLUSTER_SECRET=uuid.uuid4().hex * 2,
                                   RATE_LIMIT="1000000")  # on, so its middleware is fuzzed too
     registry = ProcessorRegistry()
     registry.register("echo", _echo)

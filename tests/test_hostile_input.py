@@ -141,7 +141,7 @@ async def test_traversal_in_an_id_or_a_name_stays_a_json_4xx(start_node, path):
 
 
 async def test_dot_segments_cannot_reach_the_peer_route_unsigned(start_node):
-    client = await start_node(WORKER_COUNT="0", CLUSTER_SECRET="shared-cluster-secret-1234")
+    client = await start_node(WORKER_COUNT="0", CLUSTER_SECRET="ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ")
     for path in ("/api/v1/../.." + ELECTION_PATH, "/api/v1/%2e%2e/%2e%2e" + ELECTION_PATH, "//internal/v1/election"):
         status, _, body = await send_raw(client, post(path, b"{}", b"Content-Length: 2"))
         assert status in (401, 404), (path, body)

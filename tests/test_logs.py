@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
+from pymongo import AsyncMongoClient
 
 from jobnode.core.settings import Settings
 from jobnode.observability.logs import configure_logging, get_logger
@@ -184,3 +185,16 @@ def test_console_format_is_readable_and_redacted() -> None:
     assert "node started" in lines[0] and "node_id=node-a" in lines[0] and "[jobnode.node]" in lines[0]
     assert "password=***" in lines[0] and "hunter22" not in lines[0]
     assert "GET /health ***" in lines[1] and JWT not in lines[1]
+
+
+async def test_debug_logging_never_writes_the_mongodb_driver_s_command_documents(mongo_server, mongo_db_name) -> None:
+    stream = configure(LOG_LEVEL="debug")
+    client: AsyncMongoClient = AsyncMongoClient(mongo_server.url, serverSelectionTimeoutMS=10_000)
+    try:
+        payload = {"headers": {"Authorization": "Bearer payload-token-5150"}, "password": "$scrypt$hash-6160"}
+        await client[mongo_db_name].jobs.insert_one(payload)
+    finally:
+        await client.close()
+    written = stream.getvalue()
+    assert "payload-token-5150" not in written and "hash-6160" not in written
+    assert logging.getLogger("jobnode").isEnabledFor(logging.DEBUG)  # our own debug lines stay on

@@ -57,13 +57,13 @@ def test_tampered_or_stale_requests_are_refused(change):
 
 
 def _vote_request() -> bytes:
-    message = BullyElection(src="node-0", dst="node-1", src_address="http://127.0.0.1:1",
+    message = BullyElection(src="node-9", dst="node-1", src_address="http://127.0.0.1:1",
                             dst_address="http://127.0.0.1:2", epoch=1, priority=0)
     return orjson.dumps(election.encode(message))
 
 
 async def test_the_election_route_lets_in_only_the_cluster(start_node):
-    secret = "shared-cluster-secret-1234"
+    secret = "ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ"
     client = await start_node(CLUSTER_SECRET=secret, ELECTION_ALGORITHM="bully")
     body = _vote_request()
     unsigned = await client.post(ELECTION_PATH, data=body, headers={"Content-Type": "application/json"})

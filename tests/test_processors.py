@@ -23,6 +23,7 @@ from jobnode.processors import registry as processors
 from jobnode.core.errors import NotFound
 from jobnode.core.job import Job, JobSpec
 from jobnode.processors.catalog import build_registry
+from jobnode.processors.destinations import DestinationPolicy
 from jobnode.processors.mail import EmailProcessor, SmtpConfig
 from jobnode.processors.registry import (
     FunctionProcessor,
@@ -48,6 +49,9 @@ def make_settings(**smtp) -> SimpleNamespace:
         smtp_password=None,
         smtp_from="jobnode@localhost",
         smtp_starttls=False,
+        smtp_allowed_from=None,
+        http_processor_allow=None,
+        http_processor_deny=None,
     )
     fields.update(smtp)
     return SimpleNamespace(**fields)
@@ -485,7 +489,8 @@ async def web_server():
 
 @pytest.fixture
 async def http():
-    processor = HttpProcessor()
+    # The test servers are on loopback, which the default destination policy refuses.
+    processor = HttpProcessor(DestinationPolicy(allow=["127.0.0.1/32"]))
     yield processor
     await processor.close()
 
@@ -638,7 +643,7 @@ async def test_http_rejects_bad_payload_naming_the_field(http, payload, field):
 
 
 async def test_registry_close_closes_the_http_session(web_server, code_registry):
-    registry = build_registry(make_settings())
+    registry = build_registry(make_settings(http_processor_allow=("127.0.0.1/32",)))
     http = registry.get("http")
     await http.process(make_job("http", {"url": f"{web_server.url}/json"}))
     session = http._session
@@ -726,7 +731,7 @@ async def test_email_sends_through_smtp(smtp_server):
 
 
 async def test_email_list_of_recipients_display_names_and_unicode(smtp_server):
-    processor = email_processor(smtp_server.port)
+    processor = email_processor(smtp_server.port, smtp_allowed_from=("example.net",))
     result = await send_email(
         processor,
         recipient=["Doe, Jane <jane@example.com>", "bob@example.org"],
@@ -737,11 +742,28 @@ async def test_email_list_of_recipients_display_names_and_unicode(smtp_server):
     assert result["recipients"] == ["jane@example.com", "bob@example.org"]
     (delivered,) = smtp_server.handler.messages
     assert delivered.rcpt_tos == ["jane@example.com", "bob@example.org"]
-    assert delivered.mail_from == "sender@example.net"
+    assert delivered.mail_from == "jobnode@localhost"  # the envelope sender is always SMTP_FROM
+    assert delivered.message["From"] == "sender@example.net"
     assert delivered.message["Subject"] == "Grüße — ünïcode"
     assert [a.addr_spec for a in delivered.message["To"].addresses] == ["jane@example.com", "bob@example.org"]
     assert delivered.message["To"].addresses[0].display_name == "Doe, Jane"
     assert delivered.message.get_content().strip() == "Hallo Wörld"
+
+
+async def test_email_from_outside_the_allowed_domains_is_refused_and_nothing_is_sent(smtp_server):
+    processor = email_processor(smtp_server.port, smtp_from="Jobs <jobs@example.com>",
+                                smtp_allowed_from=("example.com",))
+    for spoofed in ("ceo@bank.example", "Jobs <jobs@example.com.evil.example>"):
+        with pytest.raises(PermanentError) as caught:
+            await send_email(processor, recipient="ann@example.com", subject="s", **{"from": spoofed})
+        assert caught.value.field == "payload.from"
+    strict = email_processor(smtp_server.port, smtp_from="Jobs <jobs@example.com>")
+    with pytest.raises(PermanentError, match="jobs@example.com"):
+        await send_email(strict, recipient="ann@example.com", subject="s", **{"from": "other@example.com"})
+    assert smtp_server.handler.messages == []
+    await send_email(processor, recipient="ann@example.com", subject="s", **{"from": "Team <team@example.com>"})
+    await send_email(strict, recipient="ann@example.com", subject="s", **{"from": "Renamed <jobs@example.com>"})
+    assert [m.mail_from for m in smtp_server.handler.messages] == ["jobs@example.com", "jobs@example.com"]
 
 
 async def test_email_logs_in_when_configured(smtp_server):

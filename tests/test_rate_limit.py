@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import orjson
 import pytest
 from aiohttp.test_utils import make_mocked_request
 from redis.asyncio import Redis
@@ -14,6 +17,10 @@ from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.api.ratelimit import client_key
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.storage.redis.rate_buckets import RateBuckets
+import election
+from election.messages import BullyElection
+from jobnode.auth.peer_signatures import sign
+from tests.auth_fixtures import auth_env, bearer, forged
 from tests.harness import start_node  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -47,15 +54,42 @@ async def test_errors_carry_the_headers_too_and_count_against_the_budget(start_n
     assert (await client.get("/api/v1/stats")).status == 429
 
 
-async def test_health_and_peer_routes_are_never_limited(start_node):
-    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="1", CLUSTER_SECRET="shared-cluster-secret-1234")
+async def test_health_and_signed_peer_traffic_are_never_limited(start_node):
+    secret = "ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ"
+    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="1", CLUSTER_SECRET=secret)
     assert (await client.get("/api/v1/leader")).status == 200
     assert (await client.get("/api/v1/leader")).status == 429
-    for _ in range(5):
+    for epoch in range(1, 6):
         health = await client.get("/health")
         assert health.status == 200 and "X-RateLimit-Limit" not in health.headers
-        peer = await client.post(ELECTION_PATH, data=b"{}", headers={"Content-Type": "application/json"})
-        assert peer.status == 401  # refused for want of a signature, not for want of tokens
+        body = _signed_vote(epoch)
+        headers = {"Content-Type": "application/json",
+                   **sign(secret.encode(), "POST", ELECTION_PATH, "node-9", body, time.time())}
+        assert (await client.post(ELECTION_PATH, data=body, headers=headers)).status == 204
+
+
+def _signed_vote(epoch: int) -> bytes:
+    message = BullyElection(src="node-9", dst="node-1", src_address="http://127.0.0.1:1",
+                            dst_address="http://127.0.0.1:2", epoch=epoch, priority=0)
+    return orjson.dumps(election.encode(message))
+
+
+async def test_refusals_are_counted_per_address(start_node):
+    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="3", CLUSTER_SECRET="ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ",
+                              **auth_env())
+    forged_token = bearer(forged("a-wrong-key-of-at-least-32-bytes-0123456789"))
+    statuses = [(await client.get("/api/v1/jobs", headers=forged_token)).status for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    # The address's bucket is empty now, so unsigned peer requests are refused by the limit too.
+    peer = await client.post(ELECTION_PATH, data=b"{}", headers={"Content-Type": "application/json"})
+    assert peer.status == 429 and "Retry-After" in peer.headers
+
+
+async def test_refused_peer_requests_are_counted_per_address(start_node):
+    client = await start_node(RATE_LIMIT="60", RATE_LIMIT_BURST="2", CLUSTER_SECRET="ZpYTdDk2Z6-JQ5SE52-W1AZtLcuKPOykDCq7zPc4BjQ")
+    statuses = [(await client.post(ELECTION_PATH, data=b"{}", headers={"Content-Type": "application/json"})).status
+                for _ in range(4)]
+    assert statuses == [401, 401, 429, 429]
 
 
 async def test_tokens_come_back_at_the_configured_rate(start_node):

@@ -28,7 +28,7 @@ from tests.auth_fixtures import (
 )
 from tests.harness import start_node  # noqa: F401  (fixture)
 
-CLUSTER_SECRET = "Pz8-cluster-secret-for-the-log-test"
+CLUSTER_SECRET = "uaxaGaduiQFXZiF2s2hXp92_1G0bNBlrxJ4icGgQJYU"
 # A wrong password close to a real one: what a user mistypes is as secret as what they meant.
 MISTYPED = USERS["alice"][1] + "x"
 

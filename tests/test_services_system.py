@@ -27,7 +27,7 @@ async def answers() -> str:
 
 
 async def refuses() -> None:
-    raise ConnectionError("connection refused " + "x" * 500)
+    raise ConnectionError("Error 111 connecting to 127.0.0.1:16888. Connection refused.")
 
 
 async def test_healthy_when_every_probe_answers():
@@ -44,8 +44,8 @@ async def test_one_failing_probe_makes_the_node_unavailable_and_says_which():
     assert not health.ok and health.report["status"] == "unavailable"
     assert health.report["checks"]["redis"]["ok"]
     failed = health.report["checks"]["mongodb"]
-    assert failed["ok"] is False and failed["error"].startswith("ConnectionError: connection refused")
-    assert len(failed["error"]) <= 300  # a long driver message is cut, not echoed whole
+    # /health is public: it names the dependency, never the driver's text with internal addresses.
+    assert failed == {"ok": False, "error": "mongodb unavailable"}
 
 
 async def test_a_probe_that_raises_before_awaiting_is_a_failed_check_too():
@@ -53,7 +53,7 @@ async def test_a_probe_that_raises_before_awaiting_is_a_failed_check_too():
         raise RuntimeError("no client")
 
     health = await system({"redis": broken}).health()
-    assert not health.ok and health.report["checks"]["redis"]["error"] == "RuntimeError: no client"
+    assert not health.ok and health.report["checks"]["redis"]["error"] == "redis unavailable"
 
 
 class ScriptedBuckets:

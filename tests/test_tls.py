@@ -34,7 +34,7 @@ from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.auth.tls import peer_client_context
 from tests.harness import make_settings
 
-SECRET = "shared-cluster-secret-for-tls"
+SECRET = "D5N3hDdlRvKZZZrLZ21tadK87SIJRdJEiuuI1bZ8lN4"
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +233,27 @@ def test_tls_refuses_plain_http_peers(certs: DevCerts):
     assert caught.value.variable == "PEERS" and "https" in str(caught.value)
     ok = _pem_settings(certs, PEERS="node-2=https://127.0.0.1:9001", ADVERTISE_URL="https://127.0.0.1:8443")
     assert ok.peers == {"node-2": "https://127.0.0.1:9001"}
+
+
+async def test_a_certificate_speaks_only_for_the_node_it_names(tls_node: str, certs: DevCerts):
+    third = write_dev_certs(certs.ca_file.parent, ["node-3"]).nodes["node-3"]
+    as_node_3 = peer_client_context(certs.ca_file, third.cert_file, third.key_file)
+    # node-3's certificate with a valid signature in node-2's name: refused.
+    assert await _post_peer(tls_node, as_node_3) == 401
+    cert = x509.load_pem_x509_certificate(third.cert_file.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:jobnode:node:node-3"]
+
+
+async def test_a_message_must_come_from_the_node_that_signed_it(tls_node: str, certs: DevCerts):
+    peer = certs.nodes["node-2"]
+    context = peer_client_context(certs.ca_file, peer.cert_file, peer.key_file)
+    message = BullyElection(src="node-3", dst="node-1", src_address="https://127.0.0.1:1",
+                            dst_address="https://127.0.0.1:2", epoch=1, priority=0)
+    body = orjson.dumps(election.encode(message))
+    headers = {"Content-Type": "application/json",
+               **sign(SECRET.encode(), "POST", ELECTION_PATH, "node-2", body, time.time())}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        async with session.post(tls_node + ELECTION_PATH, data=body, headers=headers) as resp:
+            assert resp.status == 401
+            assert "signed by 'node-2'" in (await resp.json())["error"]["message"]

@@ -14,13 +14,13 @@ other route needs a valid bearer token (401) whose role the level allows (403).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from aiohttp import web
 
 from jobnode.api.appkeys import AUTHENTICATOR, SETTINGS
-from jobnode.auth.roles import ADMIN_ACCESS, Access, Principal
+from jobnode.auth.roles import ADMIN, ADMIN_ACCESS, Access, Principal
 from jobnode.core.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,7 +52,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     level = access_of(request.match_info.handler)
     if level.is_public:
         return await handler(request)
-    principal = request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
+    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
     if not level.allows(principal.role):
         raise Forbidden(f"{request.method} {request.match_info.route.resource.canonical} needs role {level.name}; "
                         f"this token has role {principal.role}",
@@ -70,3 +70,20 @@ def owner_filter(request: web.Request) -> str | None:
     """The subject whose jobs this caller is limited to: theirs for users, None (all) for admins or auth off."""
     principal = principal_of(request)
     return None if principal is None or principal.is_admin else principal.subject
+
+
+def require_job_type_roles(request: web.Request, types: Iterable[str]) -> None:
+    """Refuse (403) a submission of a job type JOB_TYPE_ROLES reserves for a role above the caller's.
+
+    Only `admin` can be above a caller who got this far (submitting needs `user`). With auth off there
+    are no roles, so nothing is refused.
+    """
+    principal = principal_of(request)
+    if principal is None or principal.is_admin:
+        return
+    reserved = request.app[SETTINGS].job_type_roles
+    for type_name in sorted(set(types)):
+        if reserved.get(type_name) == ADMIN:
+            raise Forbidden(f"jobs of type {type_name!r} may be submitted by role admin only (JOB_TYPE_ROLES); "
+                            f"this token has role {principal.role}",
+                            details={"type": type_name, "required": ADMIN, "role": principal.role})

@@ -7,6 +7,7 @@ from aiohttp import web
 from jobnode.api.access import access
 from jobnode.api.appkeys import CLUSTER_SERVICE
 from jobnode.api.bodies import int_query
+from jobnode.auth.tls import certificate_node_ids
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PEER_ACCESS, PUBLIC
 from jobnode.services.cluster import PEER_MESSAGE_PATH
 
@@ -63,5 +64,6 @@ async def cluster(request: web.Request) -> web.Response:
 async def peer_message(request: web.Request) -> web.Response:
     """Election traffic from other nodes; only requests signed with CLUSTER_SECRET get in."""
     body = await request.read()
-    await request.app[CLUSTER_SERVICE].receive_peer_message(request.method, request.path, request.headers, body)
+    await request.app[CLUSTER_SERVICE].receive_peer_message(request.method, request.path, request.headers, body,
+                                                            certificate_ids=certificate_node_ids(request))
     return web.Response(status=204)

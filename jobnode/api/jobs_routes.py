@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from jobnode.api.access import access, owner_filter, principal_of
+from jobnode.api.access import access, owner_filter, principal_of, require_job_type_roles
 from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
 from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
 from jobnode.api.bodies import int_query, job_id_param, read_json
@@ -36,6 +36,7 @@ async def submit(request: web.Request) -> web.Response:
         defaults=settings.job_defaults,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
+    require_job_type_roles(request, [spec.type])
     outcome = await service.submit(spec, submitted_by=_submitter(request), owner=owner_filter(request),
                                    request_id=request_id_of(request))
     status = 201 if outcome.created else 200
@@ -63,6 +64,7 @@ async def submit_batch(request: web.Request) -> web.Response:
         )
         for i, item in enumerate(items)
     ]
+    require_job_type_roles(request, [spec.type for spec in specs])
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
     if len(keys) != len(set(keys)):
         raise ValidationError("jobs", "two jobs in one batch carry the same idempotency_key")

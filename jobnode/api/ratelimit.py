@@ -7,8 +7,12 @@ whose bucket a request spends from, which requests are exempt, and how the answe
 Who is a client: the authenticated subject when an auth middleware put a principal on the
 request, otherwise the peer IP address of the TCP connection. X-Forwarded-For is not
 trusted (any client could write one); put the limit in the proxy when one fronts jobnode.
-An auth middleware must therefore come before `rate_limit_middleware` in `app.middlewares`;
-requests it refuses (401) are then not counted, while `/auth/login` is limited per address.
+An auth middleware must therefore come before `rate_limit_middleware` in `app.middlewares`.
+
+Refusals count too: a request answered 401 or 403 (a bad token, a role too low, a peer
+request that fails its checks) spends a token from its address's bucket
+(`refusal_limit_middleware`, outside the auth middleware), so guessing tokens from one
+address ends in 429 like any other flood.
 
 Not limited: `/health` (load balancers and orchestrators poll it), the peer routes under
 `/internal/` (election traffic is signed, and throttling it could cost a leader), and the
@@ -29,8 +33,8 @@ from aiohttp import web
 
 from jobnode.api.access import principal_of
 from jobnode.api.appkeys import RATE_LIMITER
-from jobnode.core.errors import RateLimited
-from jobnode.services.rate_limiter import Decision
+from jobnode.core.errors import Forbidden, RateLimited, Unauthorized
+from jobnode.services.rate_limiter import Decision, RateLimiter
 
 EXEMPT_PATHS = frozenset({"/health"})
 EXEMPT_PREFIXES = ("/internal/",)
@@ -47,12 +51,17 @@ def decision_headers(decision: Decision) -> dict[str, str]:
     }
 
 
+def address_key(request: web.Request) -> str:
+    """The bucket of the connection's address, whoever the request claims to be."""
+    return "ip:" + _bounded(request.remote or "unknown")
+
+
 def client_key(request: web.Request) -> str:
     """Whose bucket a request spends from: `user:<subject>` when authenticated, else `ip:<address>`."""
     principal = principal_of(request)
     if principal is not None:
         return "user:" + _bounded(principal.subject)
-    return "ip:" + _bounded(request.remote or "unknown")
+    return address_key(request)
 
 
 def _bounded(text: str) -> str:
@@ -79,13 +88,35 @@ async def rate_limit_middleware(
         return await handler(request)
     request[DECISION_KEY] = decision
     if not decision.allowed:
-        raise RateLimited(
-            f"rate limit of {limiter.rate_per_min} requests per minute exceeded; retry in "
-            f"{math.ceil(decision.retry_after_s)}s",
-            retry_after_s=decision.retry_after_s,
-            details={"limit_per_min": limiter.rate_per_min, "burst": limiter.capacity},
-        )
+        raise _limited(limiter, decision)
     return await handler(request)
+
+
+@web.middleware
+async def refusal_limit_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Spend a token of the caller's address for every 401 or 403; an empty bucket turns it into a 429."""
+    try:
+        return await handler(request)
+    except (Unauthorized, Forbidden):
+        limiter = request.app.get(RATE_LIMITER)
+        if limiter is None:
+            raise
+        decision = await limiter.check(address_key(request))
+        if decision is None or decision.allowed:
+            raise
+        request[DECISION_KEY] = decision
+        raise _limited(limiter, decision) from None
+
+
+def _limited(limiter: RateLimiter, decision: Decision) -> RateLimited:
+    return RateLimited(
+        f"rate limit of {limiter.rate_per_min} requests per minute exceeded; retry in "
+        f"{math.ceil(decision.retry_after_s)}s",
+        retry_after_s=decision.retry_after_s,
+        details={"limit_per_min": limiter.rate_per_min, "burst": limiter.capacity},
+    )
 
 
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -96,7 +127,11 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
         response.headers.update(decision_headers(decision))
 
 
-def enable(app: web.Application) -> None:
-    """Put the middleware and the headers on an app; the wiring supplies the limiter under RATE_LIMITER."""
+def enable(app: web.Application, auth_middleware: object) -> None:
+    """Put the middlewares and the headers on an app; the wiring supplies the limiter under RATE_LIMITER.
+
+    The refusal counter goes just outside `auth_middleware`, so it sees the refusals auth raises.
+    """
+    app.middlewares.insert(list(app.middlewares).index(auth_middleware), refusal_limit_middleware)
     app.middlewares.append(rate_limit_middleware)
     app.on_response_prepare.append(add_rate_limit_headers)

@@ -10,7 +10,7 @@ import structlog
 from jobnode.auth.passwords import PasswordHasher
 from jobnode.auth.roles import Principal
 from jobnode.auth.throttle import LoginThrottle
-from jobnode.auth.tokens import IssuedToken, InvalidToken, TokenSigner
+from jobnode.auth.tokens import IssuedToken, InvalidToken, TokenSigner, user_generation
 from jobnode.auth.users import UserDirectory
 from jobnode.core.errors import Unauthorized
 
@@ -47,13 +47,22 @@ class Authenticator:
             raise Unauthorized(BAD_CREDENTIALS)
         await self.throttle.succeeded(username, client)
         log.info("auth.login", username=user.name, role=user.role, client=client)
-        return self.signer.issue(user.name, user.role)
+        return self.signer.issue(user.name, user.role, user_generation(user.name, user.role, user.password_hash))
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        """The principal of an `Authorization` header value; Unauthorized when it has none or a bad one."""
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization` header value; Unauthorized when it has none or a bad one.
+
+        A token that names its user's generation is accepted only while that user exists with the
+        same role and password: removing a user, or changing either, cuts its tokens off at once.
+        """
         if not authorization:
             raise MissingToken("this route needs a bearer token: log in at POST /auth/login")
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be `Bearer <token>`")
-        return self.signer.verify(token.strip())
+        verified = self.signer.verify_token(token.strip())
+        if verified.generation is not None:
+            user = await self.users.find(verified.principal.subject)
+            if user is None or user_generation(user.name, user.role, user.password_hash) != verified.generation:
+                raise InvalidToken("bearer token belongs to a user that was removed or changed; log in again")
+        return verified.principal

@@ -85,7 +85,14 @@ class PasswordHasher:
     def __init__(self, concurrency: int = 2) -> None:
         self._slots = asyncio.Semaphore(concurrency)
         # Verified when the user does not exist, so "no such user" costs as much as "wrong password".
+        # Built by `prepare()` at start: built lazily, the first unknown name would take twice as long.
         self._decoy: str | None = None
+
+    async def prepare(self) -> None:
+        """Build the decoy hash now (the node calls this before it serves logins)."""
+        if self._decoy is None:
+            async with self._slots:
+                self._decoy = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
 
     async def hash(self, password: str) -> str:
         async with self._slots:
@@ -94,7 +101,7 @@ class PasswordHasher:
     async def verify(self, password: str, encoded: str | None) -> bool:
         async with self._slots:
             if encoded is None:
-                if self._decoy is None:
+                if self._decoy is None:  # only when prepare() was skipped (a hasher used on its own)
                     self._decoy = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
                 await asyncio.to_thread(verify_password, password, self._decoy)
                 return False

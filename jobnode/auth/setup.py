@@ -25,6 +25,7 @@ async def build_authenticator(settings: Settings, redis: Redis, database: AsyncD
     """The authenticator of a node with AUTH_ENABLED; AuthSetupError when nobody could log in."""
     assert settings.jwt_secret is not None  # Settings refuses AUTH_ENABLED without a good one
     hasher = PasswordHasher()
+    await hasher.prepare()
     users_file = UsersFile(settings.users_file) if settings.users_file else None
     collection = UserCollection(database)
     try:

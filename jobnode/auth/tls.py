@@ -16,6 +16,9 @@ both. What each side checks:
   connection did not present one (`peer_certificate_middleware`). The HMAC signature with
   CLUSTER_SECRET is checked in any case: TLS protects the wire and proves CA membership,
   the signature proves the sender knows the cluster secret.
+- With mutual TLS, a peer's certificate also binds its node id: a message is accepted only
+  from a node the certificate names (`certificate_node_ids`), so one node's certificate
+  cannot speak for another.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from jobnode.core.settings import ConfigError, Settings
+from jobnode.core.settings import NODE_ID_URI_PREFIX, ConfigError, Settings
 from jobnode.core.errors import Unauthorized
 
 PEER_PATH_PREFIX = "/internal/"
@@ -105,6 +108,27 @@ def presented_certificate(request: web.Request) -> bool:
     """Whether this request's connection presented a client certificate the CA vouches for."""
     transport = request.transport
     return bool(transport is not None and transport.get_extra_info("peercert"))
+
+
+def certificate_node_ids(request: web.Request) -> frozenset[str] | None:
+    """The node ids the connection's client certificate vouches for; None without one (no mutual TLS).
+
+    A certificate names its node by a URI SAN `urn:jobnode:node:<id>` (what `jobnode cert` writes);
+    when it has none, by its DNS SANs, each read both whole and by its first label
+    (node-2.cluster.example names node-2), which is how certificates from an operator's CA
+    usually look.
+    """
+    transport = request.transport
+    certificate = transport.get_extra_info("peercert") if transport is not None else None
+    if not certificate:
+        return None
+    names = certificate.get("subjectAltName", ())
+    explicit = {value[len(NODE_ID_URI_PREFIX):] for kind, value in names
+                if kind == "URI" and value.startswith(NODE_ID_URI_PREFIX)}
+    if explicit:
+        return frozenset(explicit)
+    dns = [value for kind, value in names if kind == "DNS"]
+    return frozenset(dns) | frozenset(value.split(".", 1)[0] for value in dns)
 
 
 @web.middleware

@@ -7,6 +7,9 @@ checks that span several fields, and the `.env` file reader.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
 import math
 import os
 import re
@@ -107,6 +110,8 @@ _BOOLS = {
     **dict.fromkeys(("false", "0", "no", "off"), False),
 }
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+# How a TLS certificate names the node it belongs to: a URI subject alternative name.
+NODE_ID_URI_PREFIX = "urn:jobnode:node:"
 
 
 def parse_duration_s(text: str) -> float:
@@ -158,6 +163,54 @@ def parse_peers(text: str) -> dict[str, str]:
             raise ValueError(f"node id {node_id!r} appears twice")
         peers[node_id] = _parse_http_url(url, f"the url of {node_id!r}")
     return peers
+
+
+def parse_cidrs(text: str) -> tuple[str, ...] | None:
+    """Read `10.0.0.0/8,fd00::/8,192.0.2.7` into normalised CIDR texts; an empty text means none."""
+    networks = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+    return tuple(networks) or None
+
+
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def parse_domains(text: str) -> tuple[str, ...] | None:
+    """Read `example.com,mail.example.com` into lower-case domain names; an empty text means none."""
+    domains = []
+    for entry in (part.strip().lower() for part in text.split(",")):
+        if not entry:
+            continue
+        if not _DOMAIN.fullmatch(entry):
+            raise ValueError(f"{entry!r} is not a domain name")
+        domains.append(entry)
+    return tuple(domains) or None
+
+
+JOB_TYPE_ROLE_CHOICES = ("admin", "user")
+
+
+def parse_job_type_roles(text: str) -> dict[str, str]:
+    """Read `http=admin,email=user` into {job type: least role that may submit it}."""
+    roles: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        type_name, sep, role = (s.strip() for s in entry.partition("="))
+        if not sep or not type_name or any(ch.isspace() for ch in type_name):
+            raise ValueError(f"entry {entry!r} is not type=role")
+        if role not in JOB_TYPE_ROLE_CHOICES:
+            raise ValueError(f"the role of {type_name!r} must be admin or user, not {role!r}")
+        if type_name in roles:
+            raise ValueError(f"job type {type_name!r} appears twice")
+        roles[type_name] = role
+    return roles
 
 
 def format_duration(seconds: float) -> str:
@@ -311,6 +364,9 @@ _MONGODB_DATABASE = _pattern_rule(r"[A-Za-z0-9_-]{1,63}", "1-63 letters, digits,
 _REDIS_ADDR = Rule(_parse_redis_addr, "host:port, or a redis:// or rediss:// URL")
 _KEY_PREFIX = _pattern_rule(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", "1-64 letters, digits, '.', '_', ':' or '-'")
 _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', '_', '@' or '-'")
+_CIDRS = Rule(parse_cidrs, "comma-separated IP addresses or CIDR networks, such as 10.0.0.0/8,fd00::/8")
+_JOB_TYPE_ROLES = Rule(parse_job_type_roles, "comma-separated type=role pairs (role admin or user), such as http=admin")
+_DOMAINS = Rule(parse_domains, "comma-separated mail domains, such as example.com,mail.example.com")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -381,6 +437,10 @@ class Settings:
     admin_password: str | None = None
     rate_limit_per_min: int = 0
     rate_limit_burst: int = 0
+    job_type_roles: dict[str, str] = field(default_factory=lambda: {"http": "admin"})
+    # the http processor's destination policy (CIDR texts; None: only the built-in refusals)
+    http_processor_allow: tuple[str, ...] | None = None
+    http_processor_deny: tuple[str, ...] | None = None
     # TLS
     tls_enabled: bool = False
     tls_cert_file: Path | None = None
@@ -388,6 +448,7 @@ class Settings:
     tls_ca_file: Path | None = None
     # metrics and logging
     metrics_enabled: bool = True
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9090
     log_level: str = "info"
     log_format: str = "json"
@@ -397,6 +458,7 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_from: str = "jobnode@localhost"
+    smtp_allowed_from: tuple[str, ...] | None = None
     smtp_starttls: bool = False
     dev_mode: bool = False
 
@@ -464,6 +526,8 @@ class Settings:
                 value = str(value)
             elif isinstance(value, dict):
                 value = {key: mask_url_password(url) for key, url in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
             shown[f.name] = value
         return shown
 
@@ -548,17 +612,21 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MAX_BATCH_SIZE", "max_batch_size", _int_rule(1, 10000)),
     Variable("AUTH_ENABLED", "auth_enabled", _BOOL),
     Variable("JWT_SECRET", "jwt_secret", _TEXT),
-    Variable("JWT_TTL", "jwt_ttl_s", _duration_rule(1, 30 * 86400)),
+    Variable("JWT_TTL", "jwt_ttl_s", _duration_rule(1, 86400)),
     Variable("USERS_FILE", "users_file", _PATH),
     Variable("ADMIN_USERNAME", "admin_username", _USERNAME),
     Variable("ADMIN_PASSWORD", "admin_password", _TEXT),
     Variable("RATE_LIMIT", "rate_limit_per_min", _int_rule(0, 1_000_000, " requests per minute (0 = off)")),
     Variable("RATE_LIMIT_BURST", "rate_limit_burst", _int_rule(0, 1_000_000, " (0 = same as RATE_LIMIT)")),
+    Variable("JOB_TYPE_ROLES", "job_type_roles", _JOB_TYPE_ROLES),
+    Variable("HTTP_PROCESSOR_ALLOW", "http_processor_allow", _CIDRS),
+    Variable("HTTP_PROCESSOR_DENY", "http_processor_deny", _CIDRS),
     Variable("TLS_ENABLED", "tls_enabled", _BOOL),
     Variable("TLS_CERT_FILE", "tls_cert_file", _PATH),
     Variable("TLS_KEY_FILE", "tls_key_file", _PATH),
     Variable("TLS_CA_FILE", "tls_ca_file", _PATH),
     Variable("METRICS_ENABLED", "metrics_enabled", _BOOL),
+    Variable("METRICS_HOST", "metrics_host", _HOST),
     Variable("METRICS_PORT", "metrics_port", _PORT),
     Variable("LOG_LEVEL", "log_level", _choice_rule(LOG_LEVELS, aliases={"warn": "warning"})),
     Variable("LOG_FORMAT", "log_format", _choice_rule(LOG_FORMATS)),
@@ -567,6 +635,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SMTP_USERNAME", "smtp_username", _TEXT),
     Variable("SMTP_PASSWORD", "smtp_password", _TEXT),
     Variable("SMTP_FROM", "smtp_from", _EMAIL),
+    Variable("SMTP_ALLOWED_FROM", "smtp_allowed_from", _DOMAINS),
     Variable("SMTP_STARTTLS", "smtp_starttls", _BOOL),
     Variable("DEV_MODE", "dev_mode", _BOOL),
 )
@@ -635,18 +704,47 @@ def _check_ports_and_urls(s: Settings) -> None:
         )
 
 
-MIN_CLUSTER_SECRET_BYTES = 16
+MIN_CLUSTER_SECRET_BYTES = 32
+CLUSTER_SECRET_ALLOWED = (f"at least {MIN_CLUSTER_SECRET_BYTES} random bytes written as hex or base64 "
+                          "(openssl rand -hex 32)")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 
 
 def _check_cluster(s: Settings) -> None:
     # Peers talk over HTTP; without a shared secret anyone who reaches a node could vote.
     others = [node for node in s.peers if node != s.node_id]
     if others and not s.cluster_secret:
-        raise ConfigError("CLUSTER_SECRET", "", "a shared secret of at least 16 bytes",
-                          reason="PEERS names other nodes", secret=True)
-    if s.cluster_secret and len(s.cluster_secret.encode()) < MIN_CLUSTER_SECRET_BYTES:
-        raise ConfigError("CLUSTER_SECRET", s.cluster_secret, "a shared secret of at least 16 bytes",
+        raise ConfigError("CLUSTER_SECRET", "", CLUSTER_SECRET_ALLOWED, reason="PEERS names other nodes",
                           secret=True)
+    problem = cluster_secret_problem(s.cluster_secret) if s.cluster_secret else None
+    if problem:
+        raise ConfigError("CLUSTER_SECRET", s.cluster_secret, CLUSTER_SECRET_ALLOWED, reason=problem, secret=True)
+
+
+def cluster_secret_problem(secret: str) -> str | None:
+    """Say why a CLUSTER_SECRET is too weak (its holder can vote in elections), or None.
+
+    Its text must encode at least 32 bytes as hex or base64, which is what `openssl rand` and
+    `secrets.token_urlsafe` write; a phrase a person made up rarely has that much entropy.
+    """
+    lowered = secret.strip().lower()
+    if lowered in WELL_KNOWN_SECRETS or any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+        return "it is a well-known default or placeholder"
+    if len(set(secret)) < 8:
+        return "it repeats too few characters to be random"
+    if _HEX.fullmatch(secret):
+        size = len(secret) // 2
+    elif _BASE64.fullmatch(secret):
+        try:
+            size = len(base64.urlsafe_b64decode(secret.replace("+", "-").replace("/", "_").rstrip("=") + "=="))
+        except (binascii.Error, ValueError):
+            return "it is not hex or base64"
+    else:
+        return "it is not hex or base64"
+    if size < MIN_CLUSTER_SECRET_BYTES:
+        return f"it encodes {size} bytes, fewer than {MIN_CLUSTER_SECRET_BYTES}"
+    return None
 
 
 def _check_tls(s: Settings) -> None:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from jobnode.core.settings import NODE_ID_PATTERN
+from jobnode.core.settings import NODE_ID_PATTERN, NODE_ID_URI_PREFIX
 
 CA_DAYS = 3650
 NODE_DAYS = 825  # the longest validity common TLS clients accept for a leaf certificate
@@ -113,7 +113,8 @@ def _new_node_cert(node: str, hosts: list[str], ca_cert: x509.Certificate,
         .issuer_name(ca_cert.subject).public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now()).not_valid_after(_now() + datetime.timedelta(days=NODE_DAYS))
-        .add_extension(x509.SubjectAlternativeName(_alt_names([node, *hosts])), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(f"{NODE_ID_URI_PREFIX}{node}"),
+                                                    *_alt_names([node, *hosts])]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=False,
                                      crl_sign=False, content_commitment=False, data_encipherment=False,

@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from jobnode.dev.certs import DevCerts, write_dev_certs
-from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServerError, log_tail, port_is_free
+from jobnode.dev.embedded import (
+    PRIVATE_UMASK,
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    log_tail,
+    make_private_dir,
+    open_private_log,
+    port_is_free,
+)
 
 ALGORITHMS = ("bully", "raft", "gossip")
 STRATEGIES = ("round_robin", "least_loaded", "random", "priority")
@@ -73,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ADMIN_USERNAME = "admin"
+MONGO_USERNAME = "jobnode"
+# Under --secure, unless the environment sets its own: 20 requests a second per client, bursts of 200.
+SECURE_RATE_LIMIT = {"RATE_LIMIT": "1200", "RATE_LIMIT_BURST": "200"}
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,9 @@ class Backends:
                 server.stop()
 
 
-def _start_backends(data_dir: Path, environ: Mapping[str, str]) -> Backends:
+def _start_backends(data_dir: Path, environ: Mapping[str, str], secure: bool = False) -> Backends:
+    """The embedded servers the environment does not replace; with `secure`, each needs credentials
+    (a Redis password new on every run, a SecantusDB user whose password its data directory keeps)."""
     redis_addr = environ.get("REDIS_ADDR", "").strip()
     mongodb_uri = environ.get("MONGODB_URI", "").strip()
     backends = Backends(
@@ -176,13 +190,15 @@ def _start_backends(data_dir: Path, environ: Mapping[str, str]) -> Backends:
     )
     try:
         if not redis_addr:
-            backends.redis = EmbeddedRedis(data_dir / "redis").start()
+            password = secrets.token_urlsafe(24) if secure else None
+            backends.redis = EmbeddedRedis(data_dir / "redis", password=password).start()
             backends.redis_url = backends.redis.url
-            _say(f"redis    {backends.redis_url}  (embedded, log {backends.redis.log_path})")
+            _say(f"redis    {_redact(backends.redis_url)}  (embedded, log {backends.redis.log_path})")
         if not mongodb_uri:
-            backends.mongo = EmbeddedMongo(data_dir / "mongodb").start()
+            backends.mongo = EmbeddedMongo(data_dir / "mongodb", username=MONGO_USERNAME if secure else None).start()
             backends.mongodb_uri = backends.mongo.url
-            _say(f"mongodb  {backends.mongodb_uri}  (embedded SecantusDB, log {backends.mongo.log_path})")
+            _say(f"mongodb  {_redact(backends.mongodb_uri)}  "
+                 f"(embedded SecantusDB, log {backends.mongo.log_path})")
     except EmbeddedServerError as error:
         backends.stop()
         raise DevError(str(error)) from None
@@ -236,6 +252,9 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
         env["LOAD_BALANCER_STRATEGY"] = args.strategy
     if credentials is not None:
         env.update(credentials.node_environment())
+        for name, value in SECURE_RATE_LIMIT.items():
+            if not env.get(name):
+                env[name] = value
     if certs is not None:
         pair = certs.nodes[plan.id]
         env.update({"TLS_ENABLED": "true", "TLS_CERT_FILE": str(pair.cert_file),
@@ -244,8 +263,8 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
 
 
 def _start_node(plan: NodePlan, env: dict[str, str]) -> NodeProcess:
-    plan.data_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(plan.log_path, "ab")
+    make_private_dir(plan.data_dir)
+    log_file = open_private_log(plan.log_path)
     log_offset = log_file.tell()
     log_file.write(f"--- jobnode dev: starting {plan.id} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
     log_file.flush()
@@ -254,7 +273,7 @@ def _start_node(plan: NodePlan, env: dict[str, str]) -> NodeProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "jobnode", "serve"],
         env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True, umask=PRIVATE_UMASK,
     )
     _say(f"{plan.id}   {plan.url}  pid {process.pid}  log {plan.log_path}")
     return NodeProcess(plan, process, log_file, log_offset)
@@ -306,21 +325,19 @@ def _get_json(url: str, tls: ssl.SSLContext | None) -> tuple[int | None, Any]:
 
 def _readiness(nodes: list[NodeProcess], check_leader: bool,
                tls: ssl.SSLContext | None) -> tuple[bool, str | None, str]:
-    """(ready, agreed leader id or None, what is still awaited)."""
-    for node in nodes:
-        status, _ = _get_json(f"{node.plan.url}/health", tls)
-        if status != 200:
-            return False, None, f"{node.plan.id} /health answered {status or 'nothing'}"
-    if not check_leader:
-        return True, None, ""
+    """(ready, agreed leader id or None, what is still awaited).
+
+    Only /health is asked: it names the leader too, and it is exempt from rate limits, so a
+    RATE_LIMIT cannot turn this polling into 429s.
+    """
     leaders = set()
     for node in nodes:
-        status, body = _get_json(f"{node.plan.url}/api/v1/leader", tls)
-        if status == 404:
-            return True, None, ""  # this build has no cluster routes yet: nothing to agree on
+        status, body = _get_json(f"{node.plan.url}/health", tls)
         if status != 200 or not isinstance(body, dict):
-            return False, None, f"{node.plan.id} /api/v1/leader answered {status or 'nothing'}"
+            return False, None, f"{node.plan.id} /health answered {status or 'nothing'}"
         leaders.add(body.get("leader_id"))
+    if not check_leader:
+        return True, None, ""
     if len(leaders) == 1 and None not in leaders:
         return True, leaders.pop(), ""
     return False, None, f"nodes name leaders {sorted(map(str, leaders))}"
@@ -509,13 +526,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 
 def _run_cluster(args: argparse.Namespace, plans: list[NodePlan], data_dir: Path,
                  environ: Mapping[str, str], stop: _StopRequests) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     lock = _lock_data_dir(data_dir)
     cluster_file = data_dir / "cluster.json"
     try:
         cluster_file.unlink(missing_ok=True)  # a stale file would send scripts to dead nodes
         _check_ports_free(plans)
-        backends = _start_backends(data_dir, environ)
+        backends = _start_backends(data_dir, environ, secure=getattr(args, "secure", False))
         try:
             return _run_nodes(args, plans, backends, cluster_file, environ, stop)
         finally:

@@ -12,6 +12,7 @@ import atexit
 import importlib.util
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 from typing import IO, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -31,6 +32,9 @@ LOG_TAIL_LINES = 30
 # Binding a port picked by free_port() can still lose a race with another
 # process; only then (the port was ours to choose) is a fresh port worth trying.
 PORT_RACE_ATTEMPTS = 3
+# What the servers (and the nodes `jobnode dev` starts) create is theirs alone: the data holds
+# the leader lease, users' password hashes and job payloads.
+PRIVATE_UMASK = 0o077
 
 
 class EmbeddedServerError(RuntimeError):
@@ -199,7 +203,7 @@ class _EmbeddedServer:
         """Start the server and block until it answers; a no-op if it already runs."""
         if self.running:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
             try:
                 self._spawn()
@@ -238,7 +242,7 @@ class _EmbeddedServer:
 
     # -- process handling --------------------------------------------------
     def _spawn(self) -> None:
-        self._log_file = open(self.log_path, "ab")
+        self._log_file = open_private_log(self.log_path)
         self._log_offset = self._log_file.tell()
         self._log_file.write(f"--- jobnode: starting {self.name} on port {self._port}\n".encode())
         self._log_file.flush()
@@ -251,6 +255,7 @@ class _EmbeddedServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
         _running.add(self)
 
@@ -298,6 +303,19 @@ class _EmbeddedServer:
             os.killpg(process.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def make_private_dir(path: Path) -> None:
+    """Create `path` (and its parents) if needed; `path` itself ends up 0700 whatever the umask."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def open_private_log(path: Path) -> IO[bytes]:
+    """Open a log for appending, created 0600 (and made 0600 if an older run left it wider)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 class EmbeddedRedis(_EmbeddedServer):
@@ -384,10 +402,16 @@ def with_uri_options(uri: str, **options: str) -> str:
 
 
 class EmbeddedMongo(_EmbeddedServer):
-    """A private SecantusDB (MongoDB wire protocol) with a bounded oplog."""
+    """A private SecantusDB (MongoDB wire protocol) with a bounded oplog.
+
+    With `username`, the server requires SCRAM authentication: the first start creates that user
+    (with a generated password kept 0600 in the data directory, so later runs reuse it) on a
+    server without auth, then restarts it with `--auth`. `url` then carries the credentials.
+    """
 
     name = "secantusdb"
     log_name = "secantus.log"
+    password_file_name = "jobnode-user.password"
 
     def __init__(
         self,
@@ -395,6 +419,7 @@ class EmbeddedMongo(_EmbeddedServer):
         port: int | None = None,
         oplog_max_entries: int = 10000,
         test_commands: bool = False,
+        username: str | None = None,
     ) -> None:
         super().__init__(data_dir, port)
         if importlib.util.find_spec("secantus") is None:
@@ -403,6 +428,39 @@ class EmbeddedMongo(_EmbeddedServer):
             )
         self.oplog_max_entries = oplog_max_entries
         self.test_commands = test_commands
+        self.username = username
+        self.password: str | None = None
+        self._auth = False
+
+    def start(self) -> Self:
+        if self.running or self.username is None:
+            return super().start()
+        make_private_dir(self.data_dir)
+        password_file = self.data_dir / self.password_file_name
+        if not password_file.exists():
+            self._auth = False
+            super().start()
+            password = secrets.token_urlsafe(24)
+            self._create_user(password)
+            self.stop()
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(password)
+        self.password = password_file.read_text().strip()
+        self._auth = True
+        return super().start()
+
+    def _create_user(self, password: str) -> None:
+        client: MongoClient = MongoClient(self._plain_url, directConnection=True, serverSelectionTimeoutMS=5000)
+        try:
+            # The whole server is this development cluster's: one user for the nodes, with every right.
+            client.admin.command("createUser", self.username, pwd=password, roles=[{"role": "root", "db": "admin"}])
+        finally:
+            client.close()
+
+    @property
+    def _plain_url(self) -> str:
+        return with_uri_options(f"mongodb://127.0.0.1:{self._port}", retryWrites="false")
 
     @property
     def url(self) -> str:
@@ -412,7 +470,11 @@ class EmbeddedMongo(_EmbeddedServer):
         10,000 of them; without retryable writes it keeps its speed. `JobStore.insert_many` resends an insert whose reply was lost, which is safe
         since jobnode mints the ids (see there); the other writes are idempotent and done
         again by whoever asked for them."""
-        return with_uri_options(f"mongodb://127.0.0.1:{self._port}", retryWrites="false")
+        if not (self._auth and self.username and self.password):
+            return self._plain_url
+        credentials = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return with_uri_options(f"mongodb://{credentials}127.0.0.1:{self._port}", retryWrites="false",
+                                authSource="admin")
 
     @property
     def storage_path(self) -> Path:
@@ -436,6 +498,8 @@ class EmbeddedMongo(_EmbeddedServer):
         ]
         if self.test_commands:
             command.append("--enable-test-commands")
+        if self._auth:
+            command.append("--auth")
         return command
 
     def _answers(self) -> bool:

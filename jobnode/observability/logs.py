@@ -26,6 +26,10 @@ SENSITIVE_KEY = re.compile(
 MIN_SUBSTRING_SECRET_CHARS = 6
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# Drivers whose debug output echoes what they send: pymongo's command log holds whole documents
+# (a user's password hash, a job payload's Authorization header), which no redactor can know.
+# They log at INFO at most, whatever LOG_LEVEL says.
+QUIET_DRIVERS = ("pymongo",)
 
 
 class SecretRedactor:
@@ -141,6 +145,8 @@ def _install_handler(formatter: logging.Formatter, level: int, stream: IO[str] |
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in QUIET_DRIVERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 def debug_enabled(logger_name: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobnode.processors import registry
+from jobnode.processors.destinations import DestinationPolicy
 from jobnode.processors.echo import EchoProcessor
 from jobnode.processors.mail import EmailProcessor, SmtpConfig
 from jobnode.processors.registry import Processor, ProcessorRegistry
@@ -18,15 +19,15 @@ from jobnode.processors.webhook import HttpProcessor
 
 
 def builtin_processors(settings: Any) -> list[Processor]:
-    """One instance of each built-in; only the email processor reads `settings` (its smtp_* fields)."""
+    """One instance of each built-in, configured from `settings` (smtp_* and http_processor_*)."""
     email = EmailProcessor(SmtpConfig.from_settings(settings))
-    return [EchoProcessor(), SleepProcessor(), HttpProcessor(), email]
+    return [EchoProcessor(), SleepProcessor(), HttpProcessor(DestinationPolicy.from_settings(settings)), email]
 
 
 def build_registry(settings: Any) -> ProcessorRegistry:
     """The node's registry: built-ins, then entry points, then code-registered processors.
 
-    Reads only the `smtp_*` fields of `settings` (for the email built-in).
+    Reads the `smtp_*` and `http_processor_*` fields of `settings` (for the built-ins).
     """
     built = ProcessorRegistry()
     for processor in builtin_processors(settings):

@@ -41,6 +41,8 @@ class SmtpConfig:
     from_address: str = "jobnode@localhost"
     starttls: bool = False
     timeout_s: float = SMTP_TIMEOUT_S
+    # Domains a payload's `from` may use besides SMTP_FROM's own address (SMTP_ALLOWED_FROM).
+    allowed_from_domains: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Any) -> SmtpConfig:
@@ -51,6 +53,7 @@ class SmtpConfig:
             password=settings.smtp_password,
             from_address=settings.smtp_from,
             starttls=bool(settings.smtp_starttls),
+            allowed_from_domains=tuple(settings.smtp_allowed_from or ()),
         )
 
 
@@ -84,14 +87,25 @@ class EmailRequest:
         }
 
 
-def parse_email_request(payload: dict[str, Any], default_sender: str) -> EmailRequest:
-    """Validate an `email` payload; raises PermanentError naming the first bad field."""
+def parse_email_request(payload: dict[str, Any], default_sender: str,
+                        allowed_from_domains: tuple[str, ...] = ()) -> EmailRequest:
+    """Validate an `email` payload; raises PermanentError naming the first bad field.
+
+    A `from` must be SMTP_FROM's own address or one in `allowed_from_domains`: a job may not
+    send mail in just anybody's name.
+    """
     reject_unknown_fields(payload, EMAIL_FIELDS)
     body = payload.get("body", "")
     if not isinstance(body, str):
         raise invalid_field("payload.body", "must be a string")
+    default = _parse_address(default_sender, "SMTP_FROM")
+    sender = _parse_address(payload.get("from", default_sender), "payload.from")
+    allowed = {domain.lower() for domain in allowed_from_domains}
+    if sender.addr_spec.lower() != default.addr_spec.lower() and sender.domain.lower() not in allowed:
+        where = f"a domain in SMTP_ALLOWED_FROM ({', '.join(sorted(allowed))})" if allowed else "SMTP_ALLOWED_FROM"
+        raise invalid_field("payload.from", f"must be {default.addr_spec} or an address of {where}")
     return EmailRequest(
-        sender=_parse_address(payload.get("from", default_sender), "payload.from"),
+        sender=sender,
         recipients=_parse_recipients(payload.get("recipient")),
         subject=_parse_subject(payload.get("subject")),
         body=body,
@@ -137,7 +151,8 @@ class EmailProcessor:
     """`email`: sends a plain-text message through SMTP, or records it when no SMTP host is set.
 
     Payload: recipient (address or list), subject (one line), body (optional), from (optional,
-    default SMTP_FROM). Sent: {sent: true, recipients, refused, message_id}. Recorded (no
+    default SMTP_FROM; another address only within the SMTP_ALLOWED_FROM domains). The envelope
+    sender (MAIL FROM, where bounces go) is always SMTP_FROM. Sent: {sent: true, recipients, refused, message_id}. Recorded (no
     SMTP_HOST): {sent: false, recorded: {from, recipients, subject, body}}.
     Connection failures and SMTP 4xx are retryable; SMTP 5xx rejections are permanent. Delivery is
     at-least-once: a connection lost after the server took the message leads to a second copy,
@@ -156,14 +171,15 @@ class EmailProcessor:
         self._local_hostname = socket.gethostname() or "localhost"
 
     async def process(self, job: Job) -> Any:
-        request = parse_email_request(payload_object(job), self.config.from_address)
+        request = parse_email_request(payload_object(job), self.config.from_address,
+                                      self.config.allowed_from_domains)
         if self.config.host is None:
             log.info("email job %s recorded, not sent: SMTP_HOST is not set", job.id)
             return {"sent": False, "recorded": request.describe()}
         message = request.to_message(job.id)
         recipients = [a.addr_spec for a in request.recipients]
         try:
-            sender = request.sender.addr_spec
+            sender = _parse_address(self.config.from_address, "SMTP_FROM").addr_spec
             refused = await run_in_thread(
                 _send_blocking, self.config, self._local_hostname, message, sender, recipients
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from typing import Any
 
 import aiohttp
 import yarl
+from aiohttp.abc import AbstractResolver
 
 from jobnode import __version__
 from jobnode.core.job import Job
+from jobnode.processors.destinations import DESTINATION_NOT_ALLOWED, DestinationPolicy, guarded_connector, refusal_in
 from jobnode.processors.payload import invalid_field, number_field, payload_object, reject_unknown_fields
 from jobnode.processors.registry import PermanentError, RetryableError
 
@@ -32,6 +35,8 @@ FORBIDDEN_REQUEST_HEADERS = frozenset({"content-length", "transfer-encoding"})
 # Not forwarded when a redirect leaves the origin, so a token never reaches a host it was not meant for.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,17 +137,27 @@ class HttpProcessor:
     Retryable: connection errors, timeouts, 5xx, 408, 429. Permanent: other 4xx, a status not in
     expect_status, an invalid payload, a redirect that changes scheme or goes past 5 hops.
     Cookies are never kept between jobs.
+
+    Every connection, redirects included, goes only to addresses `policy` allows (by default
+    no loopback, private, link-local or otherwise internal one); a refused one fails the job
+    permanently with "destination not allowed". Connection errors say only "connection failed",
+    so a job cannot map which internal ports are open; the node's log has the detail.
+    `resolver` replaces the system DNS resolver (tests use a hosts-style one).
     """
 
     type = "http"
 
-    def __init__(self) -> None:
+    def __init__(self, policy: DestinationPolicy | None = None, resolver: AbstractResolver | None = None) -> None:
+        self.policy = policy or DestinationPolicy()
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use so it binds to the running loop, not to whatever loop built the registry.
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
+                connector=guarded_connector(self.policy, self._resolver),
+                trust_env=False,  # a proxy from the environment would dial for us, past the policy
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None),  # the per-job deadline below governs
                 headers={"User-Agent": f"jobnode/{__version__}"},
@@ -167,7 +182,12 @@ class HttpProcessor:
         except aiohttp.InvalidURL as exc:
             raise invalid_field("payload.url", f"invalid URL {exc}") from None
         except aiohttp.ClientError as exc:
-            raise RetryableError(f"http: {where} failed: {type(exc).__name__}: {exc}") from exc
+            refused = refusal_in(exc)
+            if refused is not None:
+                log.warning("http job %s: %s refused by the destination policy (%s)", job.id, where, refused.address)
+                raise PermanentError(f"http: {where}: {DESTINATION_NOT_ALLOWED}") from None
+            log.info("http job %s: %s failed: %s: %s", job.id, where, type(exc).__name__, exc)
+            raise RetryableError(f"http: {where}: connection failed") from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         text = _decode(data, charset, truncated)
         _check_status(request, status, where, text)

@@ -23,7 +23,7 @@ from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import DOWN_AFTER_S
-from jobnode.core.errors import NotFound, ValidationError
+from jobnode.core.errors import NotFound, Unauthorized, ValidationError
 from jobnode.core.job import isoformat, utcnow
 from jobnode.core.settings import Settings
 from jobnode.storage.mongo.cluster import ClusterStore
@@ -132,17 +132,26 @@ class ClusterService:
             "nodes": rows,
         }
 
-    async def receive_peer_message(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
-        """Hand a peer's election message to the elector once its signature checks out.
+    async def receive_peer_message(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
+                                   certificate_ids: frozenset[str] | None = None) -> None:
+        """Hand a peer's election message to the elector once its sender checks out.
 
-        Raises Unauthorized (and counts it) for an unsigned, forged, stale or replayed
-        request, ValidationError for a signed body that is no election message.
+        The signature names the sender, the message must come from that sender, and with mutual
+        TLS (`certificate_ids`: the node ids the client certificate names) the certificate must
+        name it too. Raises Unauthorized (and counts it) for an unsigned, forged, stale, replayed
+        or misattributed request, ValidationError for a signed body that is no election message.
         """
-        self.verifier.check(method, path, headers, body, self._wall_clock_s())
+        sender = self.verifier.check(method, path, headers, body, self._wall_clock_s())
+        if certificate_ids is not None and sender not in certificate_ids:
+            self.verifier.refused += 1
+            raise Unauthorized(f"the peer's certificate does not name node {sender!r}")
         try:
             message = election.decode(orjson.loads(body))
         except (orjson.JSONDecodeError, election.DecodeError) as exc:
             raise ValidationError("body", f"not an election message: {exc}") from None
+        if message.src != sender:
+            self.verifier.refused += 1
+            raise Unauthorized(f"the message claims to come from {message.src!r} but is signed by {sender!r}")
         await self.elector.deliver(message)
 
 

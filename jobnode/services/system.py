@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from jobnode.cluster.leadership import Leadership
 from jobnode.core.job import from_epoch_ms, isoformat
 from jobnode.core.settings import Settings
@@ -15,6 +17,8 @@ from jobnode.pipeline.workers import WorkerPool
 from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.storage.redis.queue import JobQueue
+
+log = structlog.get_logger(__name__)
 
 PROBE_TIMEOUT_S = 2.0
 PROBE_ERROR_MAX_CHARS = 300
@@ -36,7 +40,7 @@ class SystemService:
 
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
-                 throughput: Throughput | None = None) -> None:
+                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -45,17 +49,21 @@ class SystemService:
         self.probes = probes  # by the name the health report gives each check
         self.rate_limiter = rate_limiter
         self.throughput = throughput or Throughput()
+        # Who this node's elector names as leader: /health reports it, so readiness checks
+        # (`jobnode dev`, orchestrators) need no rate-limited route.
+        self.leader_of = leader_of or (lambda: None)
 
     async def health(self) -> Health:
         """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
         names = list(self.probes)
-        results = await asyncio.gather(*(_run_probe(self.probes[name]) for name in names))
+        results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
         ok = all(check["ok"] for check in checks.values())
         return Health(ok, {
             "status": "ok" if ok else "unavailable",
             "node_id": self.settings.node_id,
             "is_leader": self.leadership.is_leader,
+            "leader_id": self.leader_of(),
             "checks": checks,
         })
 
@@ -102,11 +110,14 @@ class SystemService:
         return rows
 
 
-async def _run_probe(probe: Probe) -> dict[str, Any]:
+async def _run_probe(name: str, probe: Probe) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
         await asyncio.wait_for(probe(), timeout=PROBE_TIMEOUT_S)
     except Exception as exc:  # any failure of a probe is an unhealthy dependency, never a 500
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:PROBE_ERROR_MAX_CHARS]}
+        # /health is public and a driver's message names internal hosts and ports: those go to the log.
+        log.warning("health.probe_failed", dependency=name,
+                    error=f"{type(exc).__name__}: {exc}"[:PROBE_ERROR_MAX_CHARS])
+        return {"ok": False, "error": f"{name} unavailable"}
     return {"ok": True, "latency_ms": round((loop.time() - started) * 1000, 2)}

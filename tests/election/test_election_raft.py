@@ -180,3 +180,46 @@ def test_a_leader_needs_a_majority(n: int, alive: int, expect_leader: bool) -> N
         sim.restart(node_id)
     sim.run_for(10 * T)
     assert any(sim.machine(i).role == "leader" for i in sim.live()) == expect_leader
+
+
+def heartbeat(src: str, dst: str, term: int) -> RaftAppendEntries:
+    return RaftAppendEntries(src=src, dst=dst, src_address=address(src), dst_address=address(dst), term=term,
+                             prev_log_index=0, prev_log_term=0, entries=(), leader_commit=0)
+
+
+def test_a_forged_maximal_term_is_not_adopted_and_the_cluster_keeps_electing() -> None:
+    sim = Simulation("raft", 3, seed=11, wire=True)
+    leader, term = settled(sim)
+    victims = [i for i in sim.live() if i != leader]
+    for victim in sim.live():  # one signed heartbeat in a member's name, as in the probe
+        sender = victims[0] if victim != victims[0] else victims[1]
+        sim.nodes[victim].machine.on_message(heartbeat(sender, victim, 2**63 - 1), sim.now)
+    assert all(sim.machine(i).term == term for i in sim.live()), "a term above MAX_TERM is dropped"
+    sim.crash(leader)
+    new_leader, new_term = settled(sim)
+    assert new_leader != leader and term < new_term < term + 10
+
+
+def test_a_term_far_ahead_moves_a_node_up_by_at_most_the_jump() -> None:
+    sim = Simulation("raft", 3, seed=12)
+    leader, term = settled(sim)
+    follower = next(i for i in sim.live() if i != leader)
+    jump = sim.nodes[follower].config.max_term_jump
+    out = sim.nodes[follower].machine.on_message(heartbeat(leader, follower, term + 50 * jump), sim.now)
+    assert sim.machine(follower).term == term + jump
+    assert out.persist is not None and out.persist.term == term + jump
+    assert sim.machine(follower).leader is None, "a message that was not adopted names no leader"
+    pre_vote = vote_request(leader, follower, term + 50 * jump, pre_vote=True)
+    sim.nodes[follower].machine.on_message(pre_vote, sim.now)
+    assert sim.machine(follower).term == term + jump, "a pre-vote's proposed term never moves anyone"
+
+
+def test_a_node_far_behind_catches_up_a_jump_per_message() -> None:
+    sim = Simulation("raft", 3, seed=13, start=False)
+    ahead = 5 * sim.nodes["n1"].config.max_term_jump + 3
+    for node_id in ("n1", "n2"):
+        sim.nodes[node_id].disk = RaftPersistentState(ahead, None)
+    for node_id in sim.nodes:  # n3 lost its state: term 0
+        sim.restart(node_id)
+    leader, term = settled(sim)
+    assert term > ahead and sim.machine("n3").term == term

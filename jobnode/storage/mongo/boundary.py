@@ -6,9 +6,15 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
+import structlog
 from pymongo import errors as mongo_errors
 
 from jobnode.core.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+# What callers (and so the public) are told: the driver's text names hosts and ports.
+MONGODB_UNAVAILABLE = "mongodb unavailable"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -17,7 +23,8 @@ UNREACHABLE = (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout)
 
 
 def unavailable(exc: Exception) -> Unavailable:
-    return Unavailable(f"mongodb is unreachable: {exc}")
+    log.warning("mongodb.unavailable", error=str(exc) or type(exc).__name__)
+    return Unavailable(MONGODB_UNAVAILABLE)
 
 
 def mongo_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -6,9 +6,15 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
+import structlog
 from redis import exceptions as redis_errors
 
 from jobnode.core.errors import NotLeader, Unavailable
+
+log = structlog.get_logger(__name__)
+
+# What callers (and so the public) are told: the driver's text names hosts and ports.
+REDIS_UNAVAILABLE = "redis unavailable"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -26,6 +32,7 @@ def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                 raise NotLeader("this node does not hold the leader lease") from None
             raise
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise Unavailable(f"redis is unreachable: {exc}") from exc
+            log.warning("redis.unavailable", call=fn.__qualname__, error=str(exc) or type(exc).__name__)
+            raise Unavailable(REDIS_UNAVAILABLE) from exc
 
     return wrapper
