@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from jobnode.core.errors import JobnodeError
+from jobnode.core.queues import QUEUE_NAME_RULE, parse_queues
 from jobnode.core.submission import MAX_RETRIES_LIMIT, MAX_TIMEOUT_S, JobDefaults
 
 SECRET_MASK = "***"
@@ -141,6 +142,15 @@ def parse_bool(text: str) -> bool:
         return _BOOLS[text.strip().lower()]
     except KeyError:
         raise ValueError() from None
+
+
+def parse_module_names(text: str) -> tuple[str, ...]:
+    """Read `pkg.mod,other` into module names to import; each part must be a dotted identifier."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"{name!r} is not a module name")
+    return names
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -311,6 +321,9 @@ _MONGODB_DATABASE = _pattern_rule(r"[A-Za-z0-9_-]{1,63}", "1-63 letters, digits,
 _REDIS_ADDR = Rule(_parse_redis_addr, "host:port, or a redis:// or rediss:// URL")
 _KEY_PREFIX = _pattern_rule(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", "1-64 letters, digits, '.', '_', ':' or '-'")
 _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', '_', '@' or '-'")
+_QUEUES = Rule(parse_queues, f"comma-separated queue names ({QUEUE_NAME_RULE}), each optionally with :N "
+                           "workers of its own, such as default,media:2")
+_IMPORTS = Rule(parse_module_names, "comma-separated Python module names, such as myapp.jobs,myapp.mail")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -338,6 +351,8 @@ class Settings:
     data_dir: Path = None  # type: ignore[assignment]  # None means ./data/{node_id}, set in __post_init__
     worker_count: int = 10
     worker_prefetch: int = 1
+    queues: dict[str, int | None] = field(default_factory=dict)  # {}: default + its processors' queues
+    imports: tuple[str, ...] = ()  # modules imported at start, so their processors register
     # storage
     mongodb_uri: str = "mongodb://localhost:27017"
     mongodb_database: str = "jobprocessor"
@@ -517,6 +532,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATA_DIR", "data_dir", _PATH),
     Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = this node runs no jobs)")),
     Variable("WORKER_PREFETCH", "worker_prefetch", _int_rule(0, 100)),
+    Variable("QUEUES", "queues", _QUEUES),
+    Variable("JOBNODE_IMPORTS", "imports", _IMPORTS),
     Variable("MONGODB_URI", "mongodb_uri", _MONGODB_URI),
     Variable("MONGODB_DATABASE", "mongodb_database", _MONGODB_DATABASE),
     Variable("MONGODB_TIMEOUT", "mongodb_timeout_s", _duration_rule(0.1, 600)),
