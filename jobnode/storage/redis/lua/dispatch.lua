@@ -75,7 +75,7 @@ for _, route in ipairs(redis.call('SMEMBERS', k('routes'))) do
   end
 end
 
-local WINDOW = math.min(max_jobs, 64)
+local WINDOW = math.min(max_jobs, 16)  -- larger windows measured slower (more reply to build and convert)
 local function has_free(r)
   for _, g in ipairs(r.eligible) do
     if free_of(g) > 0 then return true end
@@ -89,9 +89,11 @@ local function flush(r)
     r.taken = {}
   end
 end
--- The route's next ready job not yet taken by this call: {id, score}, or nil when empty.
+-- The route's next ready job not yet taken by this call: id, score; nil when it has none.
+-- The answer is kept (r.id, r.score) until that job is taken.
 local taken_ids = {}
 local function head(r)
+  if r.id and not taken_ids[r.id] then return r.id, r.score end
   while true do
     if not r.window or r.pos > #r.window then
       flush(r)
@@ -99,13 +101,16 @@ local function head(r)
       r.pos = 1
       if #r.window == 0 then
         redis.call('SREM', k('routes'), r.name)  -- ready_add puts it back with its next job
-        r.empty = true
+        r.empty, r.id = true, nil
         return nil
       end
     end
     local id = r.window[r.pos]
-    if not taken_ids[id] then return id, tonumber(r.window[r.pos + 1]) end
     r.pos = r.pos + 2
+    if not taken_ids[id] then
+      r.id, r.score = id, tonumber(r.window[r.pos - 1])
+      return r.id, r.score
+    end
   end
 end
 
@@ -121,8 +126,8 @@ local function next_job()
     if not r.empty and has_free(r) then
       local id, score
       if oldest then
+        -- The route's window stays: a job taken here is skipped there (taken_ids).
         flush(r)
-        r.window = nil
         local first = redis.call('ZRANGE', k('fifo', r.name), 0, 0, 'WITHSCORES')
         if first[1] then id, score = first[1], tonumber(first[2]) end
       else
@@ -149,9 +154,12 @@ local function choose_worker(priority, r)
   if mode == 'priority' then
     if priority >= 8 then mode = 'least_loaded' else mode = 'round_robin' end
   end
-  local open = {}
-  for _, g in ipairs(r.eligible) do
-    if free_of(g) > 0 then open[#open + 1] = g end
+  local open = r.eligible
+  if #open > 1 then
+    open = {}
+    for _, g in ipairs(r.eligible) do
+      if free_of(g) > 0 then open[#open + 1] = g end
+    end
   end
   if mode == 'least_loaded' then
     local best, best_group, most = nil, nil, -1
