@@ -7,10 +7,12 @@ key prefix (so one cluster); the multi-process versions are in test_queue_proces
 from __future__ import annotations
 
 import asyncio
+import sys
 from contextlib import AsyncExitStack
 
 import pytest
 
+from jobnode.client import AsyncClient, PayloadRejected, UnknownQueue
 from jobnode.core.job import Job, JobSpec
 from jobnode.core.queues import WorkerGroup, parse_queues, served_queues, worker_groups
 from jobnode.observability.metrics import NodeMetrics
@@ -140,6 +142,23 @@ async def test_a_job_no_group_can_run_stays_ready_and_is_counted_unroutable(queu
     assert set((await held_by(queue, ["b1"]))) == {job.id for job in waiting}
     await metrics.refresh_queue_depth(queue)
     assert b"jobnode_jobs_unroutable{" not in metrics.exposition()
+
+
+async def test_jobs_left_in_the_single_ready_set_of_an_older_version_are_moved_to_their_routes(queue, token):
+    job = Job.new(JobSpec(type="echo", priority=7))
+    await queue.enqueue([job])
+    route = queue.key("ready", "default:echo")
+    score = await queue.redis.zscore(route, job.id)
+    # As the version before queues kept it: one ready set, one fifo set.
+    await queue.redis.zrem(route, job.id)
+    await queue.redis.zrem(queue.key("fifo", "default:echo"), job.id)
+    await queue.redis.zadd(queue.key("ready"), {job.id: score})
+    await queue.redis.zadd(queue.key("fifo"), {job.id: 1})
+    await queue.register("node-a", 1, ["a1"], queues=["default"], types=["echo"])
+    result = await queue.dispatch("leader", token, max_jobs=10, strategy="round_robin", lease_ms=LEASE_MS,
+                                  share_every=0)
+    assert result.assigned == 1 and set(await held_by(queue, ["a1"])) == {job.id}
+    assert not await queue.redis.exists(queue.key("ready"), queue.key("fifo"))
 
 
 async def test_a_worker_group_leaves_with_its_last_worker(queue):
@@ -276,3 +295,37 @@ async def test_a_worker_without_the_processor_puts_the_job_back_instead_of_faili
             assert live["status"] in ("pending", "assigned", "running")
             assert int(live["attempts"]) <= 1 and live.get("errors", "[]") == "[]"
             assert await queue.redis.zcard(queue.key("dead")) == 0
+
+
+async def test_the_client_the_cli_and_the_openapi_document_know_queues_types_and_schemas(node_settings):
+    async with running_node(node_settings("node-1", QUEUES="default,media"), resize_registry()) as node:
+        url = str(node.make_url("")).rstrip("/")
+        async with AsyncClient(url) as client:
+            job = await client.submit("echo", {"n": 1}, queue="media")
+            assert job["queue"] == "media"
+            with pytest.raises(UnknownQueue) as unknown:
+                await client.submit("echo", {}, queue="videos")
+            assert unknown.value.details["queues"] == ["default", "media"]
+            with pytest.raises(PayloadRejected) as rejected:
+                await client.submit("resize", {"width": -1, "height": 1})
+            assert [e["field"] for e in rejected.value.details["errors"]] == ["payload.width"]
+            assert [row["type"] for row in await client.types()] == ["echo", "email", "http", "resize", "sleep"]
+
+        document = await (await node.get("/api/v1/openapi.json")).json()
+        schemas = document["components"]["schemas"]
+        assert schemas["Payload.resize"] == RESIZE_SCHEMA
+        rule = {"if": {"properties": {"type": {"const": "resize"}}, "required": ["type"]},
+                "then": {"properties": {"payload": {"$ref": "#/components/schemas/Payload.resize"}}}}
+        assert rule in schemas["JobSubmission"]["allOf"]
+        assert "/api/v1/types" in document["paths"]
+
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jobnode", "types", "--url", url, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(command.communicate(), timeout=60)
+        assert command.returncode == 0, err
+        lines = out.decode().splitlines()
+        assert lines[0].split() == ["type", "queue", "schema", "nodes"]
+        resize_line = next(line for line in lines if line.startswith("resize"))
+        assert resize_line.split() == ["resize", "default", "yes", "node-1"]
+        assert "Scale an image" in lines[lines.index(resize_line) + 1]

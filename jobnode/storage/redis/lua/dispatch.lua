@@ -36,6 +36,17 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', now, 'LIMI
   end
 end
 
+-- Jobs queued by a version without queues wait in one ready set (P:ready, P:fifo): move
+-- them to their routes, a bounded number per call, so an upgrade strands none of them.
+if redis.call('EXISTS', k('ready')) == 1 then
+  for _, id in ipairs(redis.call('ZRANGE', k('ready'), 0, 999)) do
+    local f = redis.call('HMGET', k('job', id), 'priority', 'seq', 'queue', 'type')
+    redis.call('ZREM', k('ready'), id)
+    redis.call('ZREM', k('fifo'), id)
+    if f[1] and f[2] then ready_add(id, tonumber(f[1]), tonumber(f[2]), route_of(f[3], f[4])) end
+  end
+end
+
 -- Per-call state, read once and written back at the end: the dispatch counter (for the
 -- starvation guard), the round-robin cursor, and each worker's node and capacity.
 local dispatches = tonumber(redis.call('GET', k('dispatch_count')) or 0)
