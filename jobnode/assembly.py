@@ -91,7 +91,8 @@ class NodeServices:
                                   ssl_context=peer_ssl, on_reached=contact.reached)
         elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
-        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue)
+        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue,
+                                   workers_total=len(pool.workers))
         elector.on_leader_change = recorder.on_leader_change
         metrics.watch(node_readings(pool, leadership, elector))
         catalog = TypeCatalog(CatalogStore(redis, settings.redis_key_prefix), queue, settings.node_id,
@@ -133,7 +134,8 @@ class NodeServices:
         await self.pool.start()
         await self.elector.start()  # last: the node takes part in elections once it can do the work
         self.tasks.append(supervise("cluster", self.recorder.run))
-        log.info("node.ready", node_id=s.node_id, workers=s.worker_count, processors=self.registry.types(),
+        log.info("node.ready", node_id=s.node_id, workers=len(self.pool.workers), processors=self.registry.types(),
+                 queues=sorted({q for worker in self.pool.workers for q in worker.queues}),
                  strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
 
     async def stop(self) -> None:

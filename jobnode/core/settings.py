@@ -530,7 +530,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PEERS", "peers", _PEERS),
     Variable("CLUSTER_SECRET", "cluster_secret", _TEXT),
     Variable("DATA_DIR", "data_dir", _PATH),
-    Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = this node runs no jobs)")),
+    Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = none but those of queues with their own count)")),
     Variable("WORKER_PREFETCH", "worker_prefetch", _int_rule(0, 100)),
     Variable("QUEUES", "queues", _QUEUES),
     Variable("JOBNODE_IMPORTS", "imports", _IMPORTS),

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from jobnode.core.errors import InvalidPayload, UnknownQueue, Unavailable
-from jobnode.core.job import JobSpec
+from jobnode.core.job import DEFAULT_QUEUE, JobSpec
 from jobnode.core.job_types import TypeSpec
 from jobnode.core.schemas import FieldProblem, PayloadCheck
 from jobnode.storage.redis.catalog import CatalogStore
@@ -97,7 +97,7 @@ class TypeCatalog:
         admitted = []
         for spec, prefix in zip(specs, fields):
             declared = self._types.get(spec.type)
-            queue = spec.queue or (declared.queue if declared else None) or "default"
+            queue = spec.queue or (declared.queue if declared else None) or DEFAULT_QUEUE
             if queue not in self.known_queues:
                 served = sorted(self.known_queues)
                 raise UnknownQueue(prefix + "queue", f"unknown queue {queue!r}; queues served: {', '.join(served)}",
