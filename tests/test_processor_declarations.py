@@ -92,6 +92,18 @@ def test_imported_modules_register_their_processors(tmp_path, monkeypatch):
     assert registry.spec("hello_from_import").queue == "greetings"
 
 
+def test_a_type_registered_twice_warns_naming_both_origins(tmp_path, monkeypatch, caplog):
+    (tmp_path / "first_jobs.py").write_text("from jobnode.processors import register_processor\n"
+                                            "@register_processor('twice')\nasync def one(job): return 1\n")
+    (tmp_path / "second_jobs.py").write_text("from jobnode.processors import register_processor\n"
+                                             "@register_processor('twice')\nasync def two(job): return 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry_module, "default_registry", ProcessorRegistry())
+    import_modules(["first_jobs", "second_jobs"])
+    [warning] = [r.getMessage() for r in caplog.records if "replaced" in r.getMessage()]
+    assert "first_jobs.one" in warning and "second_jobs.two" in warning
+
+
 def test_a_module_that_fails_to_import_is_named_with_its_error(tmp_path, monkeypatch):
     (tmp_path / "broken_jobs.py").write_text("raise RuntimeError('no database configured')\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -87,7 +87,9 @@ class FunctionProcessor:
         return await self.fn(job)
 
     def __repr__(self) -> str:
-        return f"FunctionProcessor({self.type!r}, {getattr(self.fn, '__qualname__', self.fn)!r})"
+        # Module and name: a warning about a replaced type then says where both came from.
+        origin = f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.fn)}"
+        return f"FunctionProcessor({self.type!r}, {origin!r})"
 
 
 class ProcessorRegistry:
