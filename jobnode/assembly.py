@@ -22,6 +22,7 @@ from jobnode.cluster.peers import PeerTransport
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.core.background import cancel_all, supervise
+from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.observability.metrics import NodeMetrics, NodeReadings
 from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
@@ -31,11 +32,13 @@ from jobnode.pipeline.retry import RetryPolicy
 from jobnode.pipeline.workers import PoolSettings, WorkerPool
 from jobnode.processors.registry import ProcessorRegistry
 from jobnode.services.cluster import ClusterService
+from jobnode.services.catalog import TypeCatalog
 from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
+from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
 from jobnode.storage.redis.rate_buckets import RateBuckets
@@ -78,7 +81,7 @@ class NodeServices:
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
         leadership = Leadership(lease)
         metrics = metrics or NodeMetrics(registry.types())
-        pool = WorkerPool(pool_settings(settings), queue, registry, metrics)
+        pool = WorkerPool(pool_settings(settings, registry), queue, registry, metrics)
         # Without a configured secret nobody can reach the peer route (a lone node needs none).
         secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
         contact = PeerContact.for_cluster(
@@ -88,11 +91,13 @@ class NodeServices:
                                   ssl_context=peer_ssl, on_reached=contact.reached)
         elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
-        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue)
+        recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue,
+                                   workers_total=len(pool.workers))
         elector.on_leader_change = recorder.on_leader_change
         metrics.watch(node_readings(pool, leadership, elector))
-        jobs = JobService(store, queue, known_types=registry.types(), max_batch=settings.commit_max_batch,
-                          metrics=metrics)
+        catalog = TypeCatalog(CatalogStore(redis, settings.redis_key_prefix), queue, settings.node_id,
+                              registry.specs(), list(served_queues(settings.queues, registry.queues())))
+        jobs = JobService(store, queue, catalog=catalog, max_batch=settings.commit_max_batch, metrics=metrics)
         verifier = Verifier(secret)
         rate_limiter = (RateLimiter(RateBuckets(redis, settings.redis_key_prefix), settings.rate_limit_per_min,
                                     settings.rate_limit_burst)
@@ -117,6 +122,7 @@ class NodeServices:
         s = self.settings
         await self.store.ensure_indexes()
         await self.cluster_store.ensure_indexes()
+        await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
         self.jobs.start()
         await self.transport.start()
         self.tasks = [
@@ -124,11 +130,13 @@ class NodeServices:
             supervise("outbox", self.outbox.run),
             supervise("dispatcher", self.dispatcher.run),
             supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
+            supervise("catalog", self.jobs.catalog.run),
         ]
         await self.pool.start()
         await self.elector.start()  # last: the node takes part in elections once it can do the work
         self.tasks.append(supervise("cluster", self.recorder.run))
-        log.info("node.ready", node_id=s.node_id, workers=s.worker_count, processors=self.registry.types(),
+        log.info("node.ready", node_id=s.node_id, workers=len(self.pool.workers), processors=self.registry.types(),
+                 queues=sorted({q for worker in self.pool.workers for q in worker.queues}),
                  strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
 
     async def stop(self) -> None:
@@ -170,10 +178,10 @@ def peer_timeout_s(settings: Settings) -> float:
     return max(0.2, min(2.0, settings.election_timeout_s))
 
 
-def pool_settings(settings: Settings) -> PoolSettings:
+def pool_settings(settings: Settings, registry: ProcessorRegistry) -> PoolSettings:
     return PoolSettings(
         node_id=settings.node_id,
-        worker_count=settings.worker_count,
+        groups=worker_groups(served_queues(settings.queues, registry.queues()), settings.worker_count),
         capacity=1 + settings.worker_prefetch,
         lease_ttl_s=settings.job_lease_ttl_s,
         heartbeat_interval_s=settings.worker_heartbeat_interval_s,

@@ -66,6 +66,17 @@ class BadRequest(ApiError):
     """400: the request was malformed or invalid; `details` usually names the field."""
 
 
+class UnknownQueue(BadRequest):
+    """400 `unknown_queue`: no node serves the queue named; `details["queues"]` lists the ones served."""
+
+
+class PayloadRejected(BadRequest):
+    """400 `invalid_payload`: the payload breaks its type's schema; `details["errors"]` names each field."""
+
+
+_ERRORS_BY_CODE: dict[str, type[ApiError]] = {"unknown_queue": UnknownQueue, "invalid_payload": PayloadRejected}
+
+
 class AuthError(ApiError):
     """401: no token, or one the server does not accept (log in again)."""
 
@@ -126,7 +137,7 @@ def _error_from_response(status: int, body: bytes, retry_after_s: float | None) 
         # A proxy or load balancer answered, not jobnode: keep a bounded piece of what it said.
         code, message, details = f"http_{status}", body[:200].decode("utf-8", "replace").strip(), None
         message = message or f"HTTP {status} with no body"
-    cls = _ERRORS_BY_STATUS.get(status, ApiError)
+    cls = _ERRORS_BY_CODE.get(code) or _ERRORS_BY_STATUS.get(status, ApiError)
     return cls(status, code, message, details, retry_after_s=retry_after_s)
 
 
@@ -304,6 +315,7 @@ class AsyncClient:
         timeout_seconds: float | None = None,
         scheduled_at: datetime | str | None = None,
         idempotency_key: str | None = None,
+        queue: str | None = None,
     ) -> dict:
         """Submit one job and return it (with its `id`). Retried on transient errors only if keyed."""
         body = _job_body(
@@ -314,6 +326,7 @@ class AsyncClient:
             timeout_seconds=timeout_seconds,
             scheduled_at=scheduled_at,
             idempotency_key=idempotency_key,
+            queue=queue,
         )
         return await self._request("POST", "/api/v1/jobs", body=body, retry=idempotency_key is not None)
 
@@ -424,6 +437,10 @@ class AsyncClient:
         return await self._request("DELETE", f"/api/v1/jobs/{_quote_id(job_id)}", retry=False)
 
     # ---- cluster ---------------------------------------------------------------------------
+
+    async def types(self) -> list[dict]:
+        """Every job type in the cluster: its queue, the nodes running it, its payload schema and description."""
+        return (await self._request("GET", "/api/v1/types", retry=True))["types"]
 
     async def stats(self) -> dict:
         """Counts per status, queue depths, throughput, this node and the leader."""
@@ -536,6 +553,7 @@ class Client:
     cancel = _blocking(AsyncClient.cancel)
     retry = _blocking(AsyncClient.retry)
     delete = _blocking(AsyncClient.delete)
+    types = _blocking(AsyncClient.types)
     stats = _blocking(AsyncClient.stats)
     workers = _blocking(AsyncClient.workers)
     nodes = _blocking(AsyncClient.nodes)

@@ -33,6 +33,7 @@ EXPECTED_ACCESS = {
     ("POST", "/api/v1/jobs/batch"): "user",
     ("GET", "/api/v1/jobs"): "user",
     ("GET", "/api/v1/jobs/{job_id}"): "user",
+    ("GET", "/api/v1/types"): "user",
     ("POST", "/api/v1/jobs/{job_id}/cancel"): "user",
     ("POST", "/api/v1/jobs/{job_id}/retry"): "admin",
     ("DELETE", "/api/v1/jobs/{job_id}"): "admin",

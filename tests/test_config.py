@@ -105,6 +105,21 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch, t
     assert Settings.from_env().server_port == 9001
 
 
+@pytest.mark.parametrize("text, problem", [
+    ("Media", "queue name 'Media'"), ("default,default", "listed twice"), ("media:0", "from 1 to 1000"),
+    ("media:x", "worker count of 'media'"), ("a" * 65, "queue name"),
+])
+def test_bad_queues_are_refused_naming_the_queue(text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match="QUEUES") as refused:
+        load({"QUEUES": text})
+    assert problem in str(refused.value)
+
+
+def test_bad_imports_are_refused() -> None:
+    with pytest.raises(ConfigError, match="JOBNODE_IMPORTS.*'my-app' is not a module name"):
+        load({"JOBNODE_IMPORTS": "ok.mod,my-app"})
+
+
 def test_settings_are_frozen_and_replace_revalidates() -> None:
     s = load()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -145,6 +160,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "SMTP_FROM": "Jobs <jobs@example.com>", "SMTP_STARTTLS": "1", "DEV_MODE": "no",
         "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
         "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8", "SMTP_ALLOWED_FROM": "Example.com, mail.example.org",
+        "QUEUES": "default, media:2", "JOBNODE_IMPORTS": "myapp.jobs,other",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -152,6 +168,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "node_id": "node-7", "node_priority": -5, "server_host": "10.1.2.3", "server_port": 8443,
         "advertise_url": "https://node-7.example:8443", "peers": {"node-8": "https://10.1.2.4:8443"},
         "cluster_secret": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "data_dir": tmp_path / "d", "worker_count": 0,
+        "queues": {"default": None, "media": 2}, "imports": ("myapp.jobs", "other"),
         "worker_prefetch": 4, "mongodb_uri": env["MONGODB_URI"], "mongodb_database": "jobs_test",
         "mongodb_timeout_s": 2.0, "redis_addr": "redis.internal:6380", "redis_password": "redis-pass-1",
         "redis_db": 2, "redis_key_prefix": "test:run-1", "election_algorithm": "raft", "election_timeout_s": 2.0,
@@ -269,6 +286,8 @@ BAD = {
     "PEERS": ("n2=ftp://x", "id=url pairs"),
     "WORKER_COUNT": ("-1", "from 0 to 1000"),
     "WORKER_PREFETCH": ("many", "from 0 to 100"),
+    "QUEUES": ("Media:2", "comma-separated queue names"),
+    "JOBNODE_IMPORTS": ("my-app", "Python module names"),
     "MONGODB_URI": ("postgres://db", "mongodb://"),
     "MONGODB_DATABASE": ("my.db", "letters, digits"),
     "MONGODB_TIMEOUT": ("forever", "a duration"),
@@ -664,7 +683,7 @@ def test_docs_table_gives_the_code_default_and_allowed_values() -> None:
             assert default.startswith("*") and default.endswith("*") and default != "*none*", variable.name
         else:
             assert default == "*none*", variable.name
-            assert code_default(variable) in (None, {}), f"{variable.name} has a default: document it"
+            assert code_default(variable) in (None, {}, ()), f"{variable.name} has a default: document it"
 
 
 def test_env_example_lists_every_variable_once_and_nothing_else() -> None:

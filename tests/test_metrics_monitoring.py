@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from jobnode.core.job import Job, JobSpec
+from jobnode.storage.redis.queue import JobQueue
 from tests.harness import start_node  # noqa: F401  (fixture)
 from tests.test_metrics import scrape, start_with_metrics
 
@@ -112,9 +114,12 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards() -> None:
     assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-async def test_every_metric_in_the_dashboard_and_alerts_is_served_by_a_node(start_node) -> None:
+async def test_every_metric_in_the_dashboard_and_alerts_is_served_by_a_node(start_node, redis_client,
+                                                                           key_prefix) -> None:
     client, port = await start_with_metrics(start_node)
     await client.get("/health")  # HTTP series appear with the first request
+    # A job no node can run: the unroutable gauge has a series only while there is one.
+    await JobQueue(redis_client, key_prefix).enqueue([Job.new(JobSpec(type="nowhere", queue="nowhere"))])
     served = {name for name, _ in await scrape(port)} | SCRAPE_SERIES
     used = set()
     for expr in dashboard_expressions() + [rule["expr"] for rule in alert_rules()]:

@@ -27,8 +27,13 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from redis.asyncio import Redis
+
 from jobnode.api.request_ids import REQUEST_ID_HEADER
 from jobnode.client import AsyncClient
+from jobnode.core.job import Job, JobSpec
+from jobnode.core.settings import Settings
+from jobnode.storage.redis.queue import JobQueue
 from jobnode.dev.embedded import free_port
 from tests.test_metrics import Samples, parse, value
 from tests.test_metrics_monitoring import ALERTS, alert_rules, dashboard_expressions, metric_names
@@ -210,6 +215,12 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_expression(dev_clu
     cluster = dev_cluster["cluster"]
     await run_jobs(cluster["nodes"][0]["url"], trace="prometheus-trace-1")
     submitted = total(await scrape_nodes(cluster), "jobnode_jobs_submitted_total")
+    # A job no node can run: jobnode_jobs_unroutable has a series only while there is one.
+    redis = Redis.from_url(cluster["redis_url"])
+    try:
+        await JobQueue(redis, Settings().redis_key_prefix).enqueue([Job.new(JobSpec(type="nowhere", queue="nowhere"))])
+    finally:
+        await redis.aclose()
 
     async with aiohttp.ClientSession() as session:
         last: dict[str, Any] = {}

@@ -16,6 +16,8 @@ log = structlog.get_logger(__name__)
 
 STATUS: dict[type[errors.JobnodeError], tuple[int, str]] = {
     errors.ValidationError: (400, "invalid_request"),
+    errors.UnknownQueue: (400, "unknown_queue"),
+    errors.InvalidPayload: (400, "invalid_payload"),
     errors.Unauthorized: (401, "unauthorized"),
     errors.Forbidden: (403, "forbidden"),
     errors.NotFound: (404, "not_found"),

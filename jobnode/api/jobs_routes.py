@@ -30,6 +30,7 @@ def _submitter(request: web.Request) -> str | None:
 async def submit(request: web.Request) -> web.Response:
     settings, service = request.app[SETTINGS], request.app[JOB_SERVICE]
     body = await read_json(request)
+    await service.catalog.refresh()
     spec = parse_submission(
         body,
         known_types=service.known_types,
@@ -37,6 +38,7 @@ async def submit(request: web.Request) -> web.Response:
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
     require_job_type_roles(request, [spec.type])
+    [spec] = service.catalog.admit([spec], [""])
     outcome = await service.submit(spec, submitted_by=_submitter(request), owner=owner_filter(request),
                                    request_id=request_id_of(request))
     status = 201 if outcome.created else 200
@@ -58,13 +60,14 @@ async def submit_batch(request: web.Request) -> web.Response:
         raise ValidationError("jobs", 'must be a non-empty array of jobs, e.g. {"jobs": [{"type": "echo"}]}')
     if len(items) > settings.max_batch_size:
         raise ValidationError("jobs", f"at most {settings.max_batch_size} jobs per batch, got {len(items)}")
+    await service.catalog.refresh()
+    prefixes = [f"jobs[{i}]." for i in range(len(items))]
     specs = [
-        parse_submission(
-            item, known_types=service.known_types, defaults=settings.job_defaults, field_prefix=f"jobs[{i}]."
-        )
-        for i, item in enumerate(items)
+        parse_submission(item, known_types=service.known_types, defaults=settings.job_defaults, field_prefix=prefix)
+        for item, prefix in zip(items, prefixes)
     ]
     require_job_type_roles(request, [spec.type for spec in specs])
+    specs = service.catalog.admit(specs, prefixes)
     keys = [spec.idempotency_key for spec in specs if spec.idempotency_key]
     if len(keys) != len(set(keys)):
         raise ValidationError("jobs", "two jobs in one batch carry the same idempotency_key")
@@ -72,6 +75,13 @@ async def submit_batch(request: web.Request) -> web.Response:
                                          request_id=request_id_of(request))
     jobs = [o.job.to_json() for o in outcomes]
     return web.json_response({"jobs": jobs, "count": len(jobs)}, status=201)
+
+
+@routes.get("/api/v1/types")
+@access(USER_ACCESS)
+async def list_types(request: web.Request) -> web.Response:
+    rows = await request.app[JOB_SERVICE].catalog.describe()
+    return web.json_response({"types": rows, "count": len(rows)})
 
 
 @routes.get("/api/v1/jobs")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +14,7 @@ from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.auth.roles import ROLES
 from jobnode.core.job import STATUSES
+from jobnode.core.queues import QUEUE_NAME
 from jobnode.core.submission import (
     IDEMPOTENCY_KEY_HEADER,
     MAX_IDEMPOTENCY_KEY_LEN,
@@ -74,18 +77,39 @@ SCHEMAS: dict[str, Any] = {
             "scheduled_at": {"type": "string", "format": "date-time",
                              "description": "ISO-8601; without a zone it is UTC"},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN},
+            "queue": {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$",
+                      "description": "the queue to wait in; default: the one its type declares (else `default`); "
+                                     "an unknown queue is refused with the list"},
         },
+    },
+    "JobType": {
+        "type": "object",
+        "required": ["type", "queue", "nodes", "payload_schema", "doc"],
+        "properties": {
+            "type": {"type": "string"},
+            "queue": {"type": "string", "description": "where its jobs go when the submitter names no queue"},
+            "nodes": {"type": "array", "items": {"type": "string"},
+                      "description": "the nodes whose workers run it now"},
+            "payload_schema": {"description": "JSON Schema of its payload; null: any object"},
+            "doc": {"type": "string"},
+        },
+    },
+    "JobTypeList": {
+        "type": "object",
+        "required": ["types", "count"],
+        "properties": {"types": {"type": "array", "items": _ref("JobType")}, "count": {"type": "integer"}},
     },
     "Job": {
         "type": "object",
         "required": [
             "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
-            "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id",
+            "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},
             "type": {"type": "string"},
+            "queue": {"type": "string"},
             "status": {"type": "string", "enum": list(STATUSES)},
             "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
             "payload": {"type": "object"},
@@ -253,6 +277,10 @@ PATHS: dict[str, Any] = {
         "post": _op("retryJob", "Run a failed or cancelled job again", "200", "Job", params=[JOB_ID],
                     errors=STATE_ERRORS),
     },
+    "/api/v1/types": {
+        "get": _op("listTypes", "Every job type in the cluster: queue, nodes running it, payload schema, description",
+                   "200", "JobTypeList", errors=("503",))
+    },
     "/api/v1/stats": {
         "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))
     },
@@ -322,9 +350,23 @@ def openapi_document(app: web.Application | None = None) -> dict[str, Any]:
     if app is not None and JOB_SERVICE in app:
         # The types this node can run: anything else is refused at submit, so say so here.
         submission = {**schemas["JobSubmission"]}
-        job_type = {**submission["properties"]["type"], "enum": sorted(app[JOB_SERVICE].known_types)}
-        schemas = {**schemas, "JobSubmission": {**submission, "properties": {**submission["properties"],
-                                                                             "type": job_type}}}
+        service = app[JOB_SERVICE]
+        job_type = {**submission["properties"]["type"], "enum": sorted(service.known_types)}
+        submission = {**submission, "properties": {**submission["properties"], "type": job_type}}
+        # Each type's payload schema as a component of its own, applied to the payload when
+        # the submission names that type.
+        payloads, rules = {}, []
+        for name in sorted(service.known_types):
+            spec = service.catalog.spec(name)
+            if spec is None or spec.schema is None:
+                continue
+            component = "Payload." + re.sub(r"[^A-Za-z0-9._-]", "_", name)
+            payloads[component] = spec.schema
+            rules.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                          "then": {"properties": {"payload": _ref(component)}}})
+        if rules:
+            submission["allOf"] = rules
+        schemas = {**schemas, **payloads, "JobSubmission": submission}
     return {
         "openapi": "3.1.0",
         "info": {"title": "jobnode", "version": __version__,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from jobnode.api.access import access
-from jobnode.api.appkeys import SYSTEM_SERVICE
+from jobnode.api.appkeys import JOB_SERVICE, SYSTEM_SERVICE
 from jobnode.api.openapi import openapi_document
 from jobnode.auth.roles import ADMIN_ACCESS, MONITOR_ACCESS, PUBLIC
 
@@ -35,4 +35,6 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/api/v1/openapi.json")
 @access(PUBLIC)
 async def openapi(request: web.Request) -> web.Response:
+    if JOB_SERVICE in request.app:  # the cluster's types and their payload schemas, as of now
+        await request.app[JOB_SERVICE].catalog.refresh()
     return web.json_response(openapi_document(request.app))

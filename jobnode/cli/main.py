@@ -19,6 +19,7 @@ from jobnode.cli.serve import add_serve_parser
 from jobnode.cli.session import add_login_parser
 from jobnode.cli.status import add_status_parser
 from jobnode.cli.submit import add_submit_parser
+from jobnode.cli.types import add_types_parser
 from jobnode.cli.usage import UsageError
 from jobnode.cli.users import add_user_parser
 from jobnode.client import ApiError, WaitTimeout
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_submit_parser(commands, common)
     add_jobs_parser(commands, common)
     add_status_parser(commands, common)
+    add_types_parser(commands, common)
     add_login_parser(commands, common)
     add_user_parser(commands)
     add_cert_parser(commands)

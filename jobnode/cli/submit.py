@@ -34,6 +34,7 @@ def add_submit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     payload.add_argument("--payload", help="payload as a JSON object")
     payload.add_argument("--payload-file", help="file holding the JSON payload (- for stdin)")
     submit.add_argument("--priority", help="0-10 or low/normal/high")
+    submit.add_argument("--queue", help="the queue to wait in (default: the one its type declares)")
     submit.add_argument("--max-retries", type=int)
     submit.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="per-attempt timeout")
     submit.add_argument("--at", metavar="ISO", help="run no earlier than this ISO-8601 time")
@@ -65,6 +66,7 @@ def _job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "max_retries": args.max_retries,
         "timeout_seconds": args.timeout,
         "scheduled_at": args.at,
+        "queue": args.queue,
     }
 
 

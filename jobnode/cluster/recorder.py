@@ -29,7 +29,7 @@ class ClusterRecorder:
     """Writes this node's heartbeat, its leader changes and metric snapshots to MongoDB."""
 
     def __init__(self, store: ClusterStore, settings: Settings, elector: Elector, leadership: Leadership,
-                 workers_busy: Callable[[], int], queue: JobQueue) -> None:
+                 workers_busy: Callable[[], int], queue: JobQueue, workers_total: int | None = None) -> None:
         self.store = store
         self.settings = settings
         self.elector = elector
@@ -37,6 +37,8 @@ class ClusterRecorder:
         # The worker pool sits above the cluster package: it is read through this callable.
         self.workers_busy = workers_busy
         self.queue = queue
+        # With per-queue worker counts a node runs more workers than WORKER_COUNT.
+        self.workers_total = settings.worker_count if workers_total is None else workers_total
         self.started_at = utcnow()
         # A new leader may wait out its predecessor's lease (bully, gossip) before it holds its own.
         self.lease_wait_s = LEASE_WAITS * settings.leader_lease_ttl_s
@@ -50,7 +52,7 @@ class ClusterRecorder:
             "term": view.term,
             "leader_id": view.leader,
             "holds_lease": self.leadership.is_leader,
-            "worker_count": self.settings.worker_count,
+            "worker_count": self.workers_total,
             "workers_busy": self.workers_busy(),
             "priority": self.settings.node_priority,
             "version": __version__,

@@ -22,6 +22,14 @@ class ValidationError(JobnodeError):
         self.field = field
 
 
+class UnknownQueue(ValidationError):
+    """A submission names a queue no node declares serving; `details["queues"]` lists those that are."""
+
+
+class InvalidPayload(ValidationError):
+    """A payload that breaks its type's schema; `details["errors"]` names every failing field."""
+
+
 class NotFound(JobnodeError):
     """The named thing does not exist (or the caller may not see it)."""
 

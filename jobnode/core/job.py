@@ -21,6 +21,7 @@ STATUSES = (PENDING, ASSIGNED, RUNNING, RETRYING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 DEFAULT_PRIORITY = 5
+DEFAULT_QUEUE = "default"
 
 
 def new_job_id() -> str:
@@ -62,6 +63,7 @@ class JobSpec:
     timeout_s: float = 300.0
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
+    queue: str | None = None  # None: the type's own queue, which the service fills in
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Job:
     errors: list[dict[str, Any]] = field(default_factory=list)
     submitted_by: str | None = None
     request_id: str | None = None  # of the API request that submitted it; worker log lines carry it
+    queue: str = DEFAULT_QUEUE  # only workers of nodes serving this queue run the job
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
@@ -111,6 +114,7 @@ class Job:
             idempotency_key=spec.idempotency_key,
             submitted_by=submitted_by,
             request_id=request_id,
+            queue=spec.queue or DEFAULT_QUEUE,
         )
 
     @property
@@ -140,6 +144,7 @@ class Job:
         return {
             "id": self.id,
             "type": self.type,
+            "queue": self.queue,
             "status": self.status,
             "priority": self.priority,
             "payload": self.payload,

@@ -90,6 +90,9 @@ FIELDS: tuple[Field, ...] = (
     _field("max_retries", INT, "max_retries", ENQUEUED, RESTORED, TAKEN),
     _field("timeout_ms", MS_SPAN, "timeout_s", ENQUEUED, RESTORED, TAKEN),
     _field("rid", TEXT, "request_id", ENQUEUED, TAKEN),
+    # Which ready set the job waits in (P:ready:{queue}:{type}); absent in jobs queued before
+    # queues existed, which the scripts read as the default queue.
+    _field("queue", TEXT, "queue", ENQUEUED, RESTORED, TAKEN, empty="default"),
     _field("seq", INT, None),  # submission order within a priority band
     _field("queued_ms", INT, None),  # when the job last became runnable (its wait starts)
     _field("shown", INT, None),  # 1 once MongoDB was told this attempt is running

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from jobnode.core.errors import JobnodeError
+from jobnode.core.queues import QUEUE_NAME_RULE, parse_queues
 from jobnode.core.submission import MAX_RETRIES_LIMIT, MAX_TIMEOUT_S, JobDefaults
 
 SECRET_MASK = "***"
@@ -146,6 +147,15 @@ def parse_bool(text: str) -> bool:
         return _BOOLS[text.strip().lower()]
     except KeyError:
         raise ValueError() from None
+
+
+def parse_module_names(text: str) -> tuple[str, ...]:
+    """Read `pkg.mod,other` into module names to import; each part must be a dotted identifier."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in names:
+        if not all(piece.isidentifier() for piece in name.split(".")):
+            raise ValueError(f"{name!r} is not a module name")
+    return names
 
 
 def parse_peers(text: str) -> dict[str, str]:
@@ -367,6 +377,9 @@ _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', 
 _CIDRS = Rule(parse_cidrs, "comma-separated IP addresses or CIDR networks, such as 10.0.0.0/8,fd00::/8")
 _JOB_TYPE_ROLES = Rule(parse_job_type_roles, "comma-separated type=role pairs (role admin or user), such as http=admin")
 _DOMAINS = Rule(parse_domains, "comma-separated mail domains, such as example.com,mail.example.com")
+_QUEUES = Rule(parse_queues, f"comma-separated queue names ({QUEUE_NAME_RULE}), each optionally with :N "
+                           "workers of its own, such as default,media:2")
+_IMPORTS = Rule(parse_module_names, "comma-separated Python module names, such as myapp.jobs,myapp.mail")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -394,6 +407,8 @@ class Settings:
     data_dir: Path = None  # type: ignore[assignment]  # None means ./data/{node_id}, set in __post_init__
     worker_count: int = 10
     worker_prefetch: int = 1
+    queues: dict[str, int | None] = field(default_factory=dict)  # {}: default + its processors' queues
+    imports: tuple[str, ...] = ()  # modules imported at start, so their processors register
     # storage
     mongodb_uri: str = "mongodb://localhost:27017"
     mongodb_database: str = "jobprocessor"
@@ -579,8 +594,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PEERS", "peers", _PEERS),
     Variable("CLUSTER_SECRET", "cluster_secret", _TEXT),
     Variable("DATA_DIR", "data_dir", _PATH),
-    Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = this node runs no jobs)")),
+    Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = none but those of queues with their own count)")),
     Variable("WORKER_PREFETCH", "worker_prefetch", _int_rule(0, 100)),
+    Variable("QUEUES", "queues", _QUEUES),
+    Variable("JOBNODE_IMPORTS", "imports", _IMPORTS),
     Variable("MONGODB_URI", "mongodb_uri", _MONGODB_URI),
     Variable("MONGODB_DATABASE", "mongodb_database", _MONGODB_DATABASE),
     Variable("MONGODB_TIMEOUT", "mongodb_timeout_s", _duration_rule(0.1, 600)),

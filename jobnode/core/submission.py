@@ -10,6 +10,7 @@ from typing import Any
 
 from jobnode.core.errors import ValidationError
 from jobnode.core.job import DEFAULT_PRIORITY, JobSpec
+from jobnode.core.queues import QUEUE_NAME_RULE, is_queue_name
 
 PRIORITY_NAMES = {"low": 1, "normal": 5, "high": 10}
 MIN_PRIORITY, MAX_PRIORITY = 0, 10
@@ -32,6 +33,7 @@ SUBMIT_FIELDS = (
     "timeout_seconds",
     "scheduled_at",
     "idempotency_key",
+    "queue",
 )
 
 
@@ -76,7 +78,16 @@ def parse_submission(
         timeout_s=_parse_timeout(body.get("timeout_seconds", defaults.timeout_s), f + "timeout_seconds"),
         scheduled_at=parse_datetime(body.get("scheduled_at"), f + "scheduled_at"),
         idempotency_key=_parse_idempotency_key(key, key_name),
+        queue=_parse_queue(body.get("queue"), f + "queue"),
     )
+
+
+def _parse_queue(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not is_queue_name(value):
+        raise ValidationError(name, f"must be a queue name: {QUEUE_NAME_RULE}")
+    return value
 
 
 def _parse_type(value: Any, known_types: Collection[str], name: str) -> str:

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="load balancer strategy (default: the node's own, round_robin)")
     add("--startup-timeout", dest="startup_timeout_s", type=float, default=60.0, metavar="SECONDS",
         help="how long to wait for healthy nodes that agree on a leader (default 60)")
+    add("--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="a module each node imports at start, so the processors it registers are served "
+             "(repeatable; added to JOBNODE_IMPORTS; found from the current directory too)")
     add("--secure", action="store_true",
         help="turn on auth (generated JWT secret and admin password, printed and kept in cluster.json) "
              "and TLS with mutual TLS between peers (a development CA and node certificates under DIR/tls)")
@@ -250,6 +253,9 @@ def _node_environment(plan: NodePlan, plans: list[NodePlan], backends: Backends,
     })
     if args.strategy:
         env["LOAD_BALANCER_STRATEGY"] = args.strategy
+    imports = [name for name in (env.get("JOBNODE_IMPORTS") or "").split(",") if name.strip()]
+    if getattr(args, "imports", None):
+        env["JOBNODE_IMPORTS"] = ",".join([*imports, *args.imports])
     if credentials is not None:
         env.update(credentials.node_environment())
         for name, value in SECURE_RATE_LIMIT.items():

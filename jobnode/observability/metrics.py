@@ -88,6 +88,9 @@ class NodeMetrics:
         self.queue_depth = Gauge("jobnode_queue_depth", "Jobs in the cluster's Redis queue by state "
                                  "(cluster-wide: every node reports the same value)", ["state"],
                                  registry=self.registry)
+        self.unroutable = Gauge("jobnode_jobs_unroutable", "Pending jobs that no registered worker can run: "
+                                "no live node serves their queue and has their type (cluster-wide)",
+                                ["queue", "type"], registry=self.registry)
         self.node_info = Gauge("jobnode_node_info", "Always 1; labels describe the node",
                                ["node_id", "algorithm", "strategy"], registry=self.registry)
         self.node_info.labels(node_id, algorithm, strategy).set(1)
@@ -179,13 +182,19 @@ class NodeMetrics:
     async def refresh_queue_depth(self, queue: JobQueue) -> None:
         """Sample the queue's depths (one pipelined Redis round trip); on failure, report none."""
         try:
-            depths = await queue.depths()
+            routes = await queue.routes()
+            depths = await queue.depths(routes)
         except BaseException:  # a timeout cancels the call: that is a failure too
             # A stale depth would look like a healthy queue; no series says "unknown" honestly.
             self.queue_depth.clear()
+            self.unroutable.clear()
             raise
         for state, key in QUEUE_STATES.items():
             self.queue_depth.labels(state).set(depths[key])
+        self.unroutable.clear()  # a route that became runnable must not keep its last count
+        for route in routes:
+            if not route.routable:
+                self.unroutable.labels(route.queue, route.type).set(route.ready)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,9 @@
-"""The worker pool: WORKER_COUNT workers on this node running the jobs assigned to them.
+"""The worker pool: this node's workers running the jobs assigned to them.
+
+The workers come in groups by the queues they serve (jobnode.core.queues: WORKER_COUNT
+workers share the queues QUEUES gives no count, a queue with a count has workers of its
+own); each group is registered with the queues it serves and the job types this node runs,
+so the leader assigns a worker only jobs it can run.
 
 Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
 it (take.lua checks the job is still its own and starts the lease), runs the processor
@@ -25,6 +30,7 @@ from structlog.contextvars import bind_contextvars
 from jobnode.core.background import cancel_all
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Unavailable
+from jobnode.core.queues import WorkerGroup
 from jobnode.core.job import COMPLETED, FAILED, RETRYING, RUNNING, Job, utcnow
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
@@ -46,11 +52,15 @@ class PoolSettings:
     """What the pool needs from the node's settings."""
 
     node_id: str
-    worker_count: int
+    groups: list[WorkerGroup]
     capacity: int
     lease_ttl_s: float
     heartbeat_interval_s: float
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def worker_count(self) -> int:
+        return sum(group.workers for group in self.groups)
 
     @property
     def lease_ms(self) -> int:
@@ -62,6 +72,7 @@ class Worker:
     """One worker slot and what it is doing now."""
 
     id: str
+    queues: tuple[str, ...] = ("default",)
     current_job: str | None = None
     job_task: asyncio.Task[Any] | None = None
     # The whole of one job here, from take to reported outcome: shutdown waits for this,
@@ -80,7 +91,10 @@ class WorkerPool:
         self.queue = queue
         self.registry = registry
         self.metrics = metrics or NodeMetrics(registry.types())
-        self.workers = [Worker(f"{settings.node_id}/w{i}") for i in range(1, settings.worker_count + 1)]
+        self.workers = []
+        for group in settings.groups:
+            first = len(self.workers) + 1
+            self.workers += [Worker(f"{settings.node_id}/w{i}", group.queues) for i in range(first, first + group.workers)]
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rng = random.Random()
@@ -90,7 +104,7 @@ class WorkerPool:
     async def start(self) -> None:
         if not self.workers:
             return
-        await self.queue.register(self.settings.node_id, self.settings.capacity, [w.id for w in self.workers])
+        await self._register(self.workers)
         self._reports.start()
         self._tasks = [asyncio.create_task(self._run_worker(w), name=w.id) for w in self.workers]
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
@@ -116,6 +130,14 @@ class WorkerPool:
         returned = await self.queue.handback([w.id for w in self.workers])
         log.info("workers.stopped", handed_back=returned)
         return returned
+
+    async def _register(self, workers: list[Worker]) -> None:
+        by_queues: dict[tuple[str, ...], list[str]] = {}
+        for worker in workers:
+            by_queues.setdefault(worker.queues, []).append(worker.id)
+        for queues, ids in by_queues.items():
+            await self.queue.register(self.settings.node_id, self.settings.capacity, ids,
+                                      queues=queues, types=self.registry.types())
 
     @property
     def busy(self) -> int:
@@ -168,6 +190,8 @@ class WorkerPool:
             return None
         kind, body = outcome
         duration_s = asyncio.get_running_loop().time() - started
+        if kind == "returned":
+            return (await self._report(Report(worker.id, taken.id, "returned")))[1]
         if kind == "completed":
             worker.processed += 1
             report = Report(worker.id, taken.id, "completed", result=body)
@@ -215,7 +239,11 @@ class WorkerPool:
         try:
             processor = self.registry.get(taken.type)
         except UnknownProcessorType:
-            return "failed", _error_text(f"no processor for type {taken.type!r} on {self.settings.node_id}")
+            # Routing sends a worker only types its node registered, so this is a worker
+            # group record that disagrees with this node: the job goes back, unharmed, for
+            # a node that has the processor; it is never failed for a missing processor.
+            log.warning("job.returned", reason=f"no processor for type {taken.type!r} on {self.settings.node_id}")
+            return "returned", b""
         debug = debug_enabled(__name__)
         if debug:
             log.debug("job.started", wait_s=taken.wait_s)
@@ -251,7 +279,7 @@ class WorkerPool:
                         worker.job_task.cancel()
                 if missing:
                     log.warning("workers.reregistering", workers=missing)
-                    await self.queue.register(self.settings.node_id, self.settings.capacity, missing)
+                    await self._register([w for w in self.workers if w.id in missing])
             except Unavailable as exc:
                 log.warning("heartbeat.redis_unavailable", error=str(exc))
             await asyncio.sleep(self.settings.heartbeat_interval_s)

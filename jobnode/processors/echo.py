@@ -11,6 +11,7 @@ class EchoProcessor:
     """`echo`: returns the job's payload as its result (smoke tests, plumbing checks)."""
 
     type = "echo"
+    payload_schema: dict[str, Any] = {"type": "object"}
 
     async def process(self, job: Job) -> Any:
         return job.payload

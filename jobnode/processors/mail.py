@@ -147,6 +147,21 @@ def _parse_subject(value: Any) -> str:
     return value
 
 
+_ADDRESS_TEXT = {"type": "string", "minLength": 3}
+EMAIL_PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "recipient": {"anyOf": [_ADDRESS_TEXT,
+                                {"type": "array", "items": _ADDRESS_TEXT, "minItems": 1, "maxItems": MAX_RECIPIENTS}]},
+        "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LEN},
+        "body": {"type": "string"},
+        "from": _ADDRESS_TEXT,
+    },
+    "required": ["recipient", "subject"],
+    "additionalProperties": False,
+}
+
+
 class EmailProcessor:
     """`email`: sends a plain-text message through SMTP, or records it when no SMTP host is set.
 
@@ -160,6 +175,7 @@ class EmailProcessor:
     """
 
     type = "email"
+    payload_schema = EMAIL_PAYLOAD_SCHEMA
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config

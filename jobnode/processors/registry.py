@@ -19,7 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from jobnode.core.errors import NotFound
-from jobnode.core.job import Job
+from jobnode.core.job import DEFAULT_QUEUE, Job
+from jobnode.core.job_types import TypeSpec
+from jobnode.core.queues import QUEUE_NAME_RULE, is_queue_name
+from jobnode.core.schemas import as_json_schema
 from jobnode.core.submission import MAX_TYPE_LEN
 
 ENTRY_POINT_GROUP = "jobnode.processors"
@@ -35,7 +38,8 @@ class Processor(Protocol):
     """What the worker pool calls to run a job; `type` is the job type it serves.
 
     A processor may also define `async def close()`, awaited by `ProcessorRegistry.close()` at
-    shutdown to release connections it holds.
+    shutdown to release connections it holds, a `queue` (where its jobs go when the submitter
+    names none) and a `payload_schema` (a JSON Schema dict, checked at submit time).
     """
 
     type: str
@@ -83,7 +87,9 @@ class FunctionProcessor:
         return await self.fn(job)
 
     def __repr__(self) -> str:
-        return f"FunctionProcessor({self.type!r}, {getattr(self.fn, '__qualname__', self.fn)!r})"
+        # Module and name: a warning about a replaced type then says where both came from.
+        origin = f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.fn)}"
+        return f"FunctionProcessor({self.type!r}, {origin!r})"
 
 
 class ProcessorRegistry:
@@ -96,20 +102,27 @@ class ProcessorRegistry:
 
     def __init__(self) -> None:
         self._processors: dict[str, Processor] = {}
+        self._specs: dict[str, TypeSpec] = {}
         self._retired: list[Processor] = []
         # Entry points that could not be loaded, name → reason, for diagnostics.
         self.load_errors: dict[str, str] = {}
 
-    def register(self, type_name: str, target: Any) -> Processor:
+    def register(self, type_name: str, target: Any, *, queue: str | None = None, payload: Any = None) -> Processor:
         """Register a Processor instance, a Processor class (instantiated with no arguments)
-        or an async function under `type_name`. Raises TypeError/ValueError for anything else."""
+        or an async function under `type_name`, optionally with its default queue and its
+        payload schema (a JSON Schema dict, or a model class with `model_json_schema()`).
+        Raises TypeError/ValueError for anything else."""
         processor = as_processor(type_name, target)
-        self.add(processor)
+        self.add(processor, queue=queue, payload=payload, doc_of=target)
         return processor
 
-    def add(self, processor: Processor) -> None:
+    def add(self, processor: Processor, *, queue: str | None = None, payload: Any = None,
+            doc_of: Any = None) -> None:
         """Register a ready-made processor under its own `type`."""
         _check_type_name(processor.type)
+        self._put(processor, type_spec(processor, queue=queue, payload=payload, doc_of=doc_of))
+
+    def _put(self, processor: Processor, spec: TypeSpec) -> None:
         old = self._processors.get(processor.type)
         if old is not None and old is not processor:
             log.warning(
@@ -117,11 +130,24 @@ class ProcessorRegistry:
             )
             self._retired.append(old)
         self._processors[processor.type] = processor
+        self._specs[processor.type] = spec
 
     def update(self, other: ProcessorRegistry) -> None:
         """Register every processor of `other` here (same replacement rule as `add`)."""
-        for processor in other._processors.values():
-            self.add(processor)
+        for name, processor in other._processors.items():
+            self._put(processor, other._specs[name])
+
+    def spec(self, type_name: str) -> TypeSpec:
+        """The type's queue, payload schema and description."""
+        self.get(type_name)  # the same error as a lookup of the processor
+        return self._specs[type_name]
+
+    def specs(self) -> list[TypeSpec]:
+        return [self._specs[name] for name in self.types()]
+
+    def queues(self) -> set[str]:
+        """The default queues of the processors here."""
+        return {spec.queue for spec in self._specs.values()}
 
     def get(self, type_name: str) -> Processor:
         try:
@@ -207,6 +233,24 @@ def as_processor(type_name: str, target: Any) -> Processor:
     )
 
 
+def type_spec(processor: Processor, *, queue: str | None = None, payload: Any = None,
+              doc_of: Any = None) -> TypeSpec:
+    """What the cluster is told about a processor: explicit arguments first, then its own attributes."""
+    queue = queue if queue is not None else getattr(processor, "queue", None) or DEFAULT_QUEUE
+    if not is_queue_name(queue):
+        raise ValueError(f"processor {processor.type!r}: queue {queue!r} must be {QUEUE_NAME_RULE}")
+    declared = payload if payload is not None else getattr(processor, "payload_schema", None)
+    try:
+        schema = as_json_schema(declared) if declared is not None else None
+    except ValueError as exc:
+        raise ValueError(f"processor {processor.type!r}: payload {exc}") from None
+    described = doc_of if doc_of is not None else processor
+    if isinstance(processor, FunctionProcessor):
+        described = processor.fn
+    doc = inspect.getdoc(described)  # an instance without its own: its class's
+    return TypeSpec(processor.type, queue, schema, doc or "")
+
+
 def _check_type_name(type_name: Any) -> None:
     if (
         not isinstance(type_name, str)
@@ -229,19 +273,22 @@ default_registry = ProcessorRegistry()
 """Where `register_processor` puts code-registered processors; `catalog.build_registry` copies them."""
 
 
-def register_processor(type_name: str, target: Any = None) -> Any:
+def register_processor(type_name: str, target: Any = None, *, queue: str | None = None,
+                       payload: Any = None) -> Any:
     """Register a processor in code, into `default_registry`.
 
     Either `register_processor("resize", fn_or_class_or_instance)`, or as a decorator on an async
     function or a processor class: `@register_processor("resize")`. The decorator returns what it
-    decorates unchanged.
+    decorates unchanged. `queue` is where the type's jobs go when the submitter names none
+    (default `default`); `payload` is the payload's JSON Schema (a dict) or a model class with
+    `model_json_schema()`, checked when a job is submitted, on any node.
     """
     if target is not None:
-        default_registry.register(type_name, target)
+        default_registry.register(type_name, target, queue=queue, payload=payload)
         return target
 
     def decorate(obj: T) -> T:
-        default_registry.register(type_name, obj)
+        default_registry.register(type_name, obj, queue=queue, payload=payload)
         return obj
 
     return decorate

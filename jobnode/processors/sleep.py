@@ -21,6 +21,16 @@ class SleepProcessor:
 
     type = "sleep"
     max_seconds = 3600.0
+    payload_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "seconds": {"type": "number", "minimum": 0, "maximum": max_seconds},
+            "fail": {"type": "boolean"},
+            "fail_permanently": {"type": "boolean"},
+        },
+        "required": ["seconds"],
+        "additionalProperties": False,
+    }
 
     async def process(self, job: Job) -> Any:
         payload = payload_object(job)

@@ -127,6 +127,23 @@ def _parse_expect_status(value: Any) -> frozenset[int] | None:
     return frozenset(codes)
 
 
+_STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
+HTTP_PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "minLength": 1, "maxLength": MAX_URL_LEN},
+        "method": {"type": "string"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "json": {},
+        "body": {"type": "string"},
+        "timeout_seconds": {"type": "number", "minimum": 0.001, "maximum": MAX_HTTP_TIMEOUT_S},
+        "expect_status": {"anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]},
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
+
+
 class HttpProcessor:
     """`http`: makes the request a payload describes (a webhook) and returns the answer.
 
@@ -146,6 +163,7 @@ class HttpProcessor:
     """
 
     type = "http"
+    payload_schema = HTTP_PAYLOAD_SCHEMA
 
     def __init__(self, policy: DestinationPolicy | None = None, resolver: AbstractResolver | None = None) -> None:
         self.policy = policy or DestinationPolicy()

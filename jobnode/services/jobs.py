@@ -25,6 +25,7 @@ from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, utcnow
 from jobnode.core.record import decode_snapshot
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
+from jobnode.services.catalog import TypeCatalog
 from jobnode.storage.redis.queue import JobQueue
 from jobnode.storage.mongo.jobs import DuplicateIdempotencyKey, JobStore, Snapshot
 
@@ -49,16 +50,21 @@ class Submitted:
 class JobService:
     """Submit, read, cancel, retry and delete jobs."""
 
-    def __init__(self, store: JobStore, queue: JobQueue, *, known_types: Collection[str], max_batch: int,
+    def __init__(self, store: JobStore, queue: JobQueue, *, catalog: TypeCatalog, max_batch: int,
                  metrics: NodeMetrics | None = None) -> None:
         self.store = store
         self.queue = queue
-        self.known_types = known_types
-        self.metrics = metrics or NodeMetrics(known_types)
+        self.catalog = catalog
+        self.metrics = metrics or NodeMetrics(catalog.known_types)
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
                                                           max_waiting=WAITING_BATCHES * max_batch,
                                                           max_inflight=SUBMIT_WRITES_IN_FLIGHT)
         self._counts: tuple[float, dict[str, int]] | None = None
+
+    @property
+    def known_types(self) -> Collection[str]:
+        """Every job type the cluster runs (as last read; `catalog.refresh()` reads again)."""
+        return self.catalog.known_types
 
     def start(self) -> None:
         self._commits.start()

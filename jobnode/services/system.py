@@ -69,7 +69,8 @@ class SystemService:
 
     async def stats(self) -> dict[str, Any]:
         settings, queue = self.settings, self.queue
-        counts, depths = await asyncio.gather(self.jobs.counts(), queue.depths())
+        counts, routes = await asyncio.gather(self.jobs.counts(), queue.routes())
+        depths = await queue.depths(routes)
         # Sampled when someone asks: the rate is over the stats requests of the last window.
         self.throughput.observe(asyncio.get_running_loop().time(), depths["completed_total"])
         holder = await self.leadership.lease.holder()
@@ -86,12 +87,17 @@ class SystemService:
                 "retried_total": depths["retried_total"],
                 "failed_total": depths["failed_total"],
                 "outbox": depths["outbox"],
+                # Pending jobs no registered worker can run (no live node serves their queue
+                # and has their type); they run when such a node registers.
+                "unroutable": [{"queue": r.queue, "type": r.type, "jobs": r.ready} for r in routes
+                               if not r.routable],
             },
             "node": {
                 "id": settings.node_id,
                 "is_leader": self.leadership.is_leader,
                 "strategy": settings.load_balancer_strategy,
-                "worker_count": settings.worker_count,
+                "worker_count": len(self.pool.workers),
+                "queues": sorted({q for worker in self.pool.workers for q in worker.queues}),
                 "workers_busy": self.pool.busy,
             },
             "leader": {"id": holder.node_id, "fencing_token": holder.token} if holder else None,

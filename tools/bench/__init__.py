@@ -33,24 +33,28 @@ from tools.bench.machine import MachineWatch
 from tools.bench.resources import ResourceSampler, run_steady
 from tools.bench.profile import Profiler
 from tools.bench.redis_work import ScriptTimes, redis_mark, redis_work
+from tools.bench.routing import run_routing
 from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from tools.bench.writes import mark, writes_between
 
-SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover")
+SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing")
 COMPARE = ("arq", "celery-mongo")
 PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
-             "latency_s": 30.0, "failover_runs": 5},
+             "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000},
     "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
-              "latency_s": 3.0, "failover_runs": 1},
+              "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000},
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
            "raft_failover_median_ms": 300, "node_rss_mib_during_drain": 150,
            # "No growth" with room for allocator noise: the last minute against the first.
-           "steady_rss_growth_mib": 10}
+           "steady_rss_growth_mib": 10,
+           # Named queues: dispatch with 3 queues x 100 workers costs Redis at most 1.5x one queue
+           # of 300, and 10x the workers per queue at most 1.5x (O(log n) in workers).
+           "routing_three_queues_vs_one": 1.5, "routing_thousand_vs_hundred_workers": 1.5}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
@@ -146,6 +150,9 @@ class Bench:
             await self.run_comparisons(servers)
             if self.wanted("failover"):
                 self.run_failovers(servers)
+            if self.wanted("routing"):
+                progress(f"routing: dispatch of {self.sizes['routing_jobs']} jobs per queue layout")
+                self.report["routing"] = await run_routing(servers.redis_url, jobs=self.sizes["routing_jobs"])
         finally:
             servers.stop()
         self.finish_report(time.monotonic() - began)
@@ -321,9 +328,11 @@ class Bench:
             if self.args.failover_algorithm == "raft" else None,
             "node_rss_mib_during_drain": _max_of((get("drain", "rss_mib", "peak") or {}).values()),
             "steady_rss_growth_mib": _max_of(node.get("growth_mib") for node in (get("steady", "rss") or {}).values()),
+            "routing_three_queues_vs_one": get("routing", "three_queues_vs_one"),
+            "routing_thousand_vs_hundred_workers": get("routing", "thousand_vs_hundred_workers_per_queue"),
         }
         lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
-                           "steady_rss_growth_mib"}
+                           "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers"}
         targets = {name: {"target": target, "measured": measured[name],
                           "met": None if measured[name] is None else
                           (measured[name] <= target if name in lower_is_better else measured[name] >= target)}

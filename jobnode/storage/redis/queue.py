@@ -2,13 +2,17 @@
 
 Keys (all under the configured prefix P):
   P:job:{id}        hash   the job's runtime state: the fields jobnode.core.record declares
-  P:ready, P:fifo   zsets  ready jobs by (priority desc, sequence) and by sequence alone
+  P:ready:{q}:{t}   zset   ready jobs of queue q and type t (a route) by (priority desc, sequence)
+  P:fifo:{q}:{t}    zset   the same jobs by sequence alone
+  P:routes          set    the routes "q:t" that may hold ready jobs
   P:delayed         zset   scheduled and retrying jobs by due time (server ms)
   P:leases          zset   assigned/running jobs by lease expiry (server ms)
   P:inbox:{worker}  list   jobs assigned to a worker, in order
   P:wjobs:{worker}  set    every job a worker holds (so a dead worker's jobs can be found)
   P:workers, P:capacity, P:load  hashes  worker -> node, capacity, assigned+running
-  P:free, P:free_rr zsets  workers with free capacity (by free slots; by name)
+  P:groups          hash   worker group -> its queues and job types (JSON); see register()
+  P:group_size, P:wgroup  hashes  group -> its registered workers; worker -> its group
+  P:free:{g}, P:free_rr:{g}  zsets  a group's workers with free capacity (by free slots; by name)
   P:seen            zset   worker heartbeats (server ms)
   P:dead            zset   the dead-letter set: failed jobs by time
   P:outbox          stream state changes waiting to be written to MongoDB (outbox_stream.py)
@@ -19,11 +23,13 @@ Keys (all under the configured prefix P):
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from jobnode.core.job import Job, to_epoch_ms
@@ -46,6 +52,7 @@ class TakenJob:
     priority: int
     wait_s: float | None = None  # queued (or due) until this start, by the Redis clock
     request_id: str | None = None  # of the API request that submitted the job
+    queue: str = "default"
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,26 @@ class Report:
 @dataclass(frozen=True)
 class DispatchResult:
     assigned: int
-    ready: int
     free_workers: int
+
+
+@dataclass(frozen=True)
+class Route:
+    """The ready jobs of one queue and type, and whether any registered worker can run them."""
+
+    queue: str
+    type: str
+    ready: int
+    routable: bool
+
+
+def group_id(queues: Sequence[str], types: Sequence[str] | None) -> tuple[str, str]:
+    """A worker group's id and definition: the same queues and types give the same group on any node."""
+    definition: dict[str, Any] = {"q": sorted(queues)}
+    if types is not None:
+        definition["t"] = sorted(types)
+    text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS).decode()
+    return hashlib.sha1(text.encode()).hexdigest()[:16], text
 
 
 @dataclass(frozen=True)
@@ -107,8 +132,8 @@ class JobQueue:
     ) -> DispatchResult:
         seed = random.randrange(1, 2**31 - 1)
         args = [self.prefix, node_id, token, max_jobs, strategy, lease_ms, share_every, seed]
-        assigned, ready, free = await self.scripts.dispatch(args=args)
-        return DispatchResult(int(assigned), int(ready), int(free))
+        assigned, free = await self.scripts.dispatch(args=args)
+        return DispatchResult(int(assigned), int(free))
 
     @redis_boundary
     async def reap(self, node_id: str, token: int, *, worker_ttl_ms: int, max_jobs: int = 1000) -> ReapResult:
@@ -116,8 +141,11 @@ class JobQueue:
         return ReapResult([_text(w) for w in dead], int(moved))
 
     @redis_boundary
-    async def register(self, node_id: str, capacity: int, workers: Sequence[str]) -> None:
-        await self.scripts.register(args=[self.prefix, node_id, capacity, *workers])
+    async def register(self, node_id: str, capacity: int, workers: Sequence[str], *,
+                       queues: Sequence[str] = ("default",), types: Sequence[str] | None = None) -> None:
+        """Register workers that serve `queues` and run `types` (None: any type, for tools and tests)."""
+        group, definition = group_id(queues, types)
+        await self.scripts.register(args=[self.prefix, node_id, capacity, group, definition, *workers])
 
     @redis_boundary
     async def heartbeat(
@@ -225,9 +253,48 @@ class JobQueue:
         await self.redis.blpop([self.key("wake")], timeout=timeout_s)
 
     @redis_boundary
-    async def depths(self) -> dict[str, int]:
+    async def routes(self) -> list[Route]:
+        """Every route with ready jobs, and whether a registered worker group can run it."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.key("ready"))
+            pipe.smembers(self.key("routes"))
+            pipe.hgetall(self.key("groups"))
+            names, groups = await pipe.execute()
+        names = sorted(_text(name) for name in names)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(self.key("ready", name))
+            counts = await pipe.execute()
+        served = [orjson.loads(definition) for definition in groups.values()]
+        found = []
+        for name, count in zip(names, counts):
+            if not count:
+                continue
+            queue, _, job_type = name.partition(":")
+            routable = any(queue in g["q"] and ("t" not in g or job_type in g["t"]) for g in served)
+            found.append(Route(queue, job_type, int(count), routable))
+        return found
+
+    @redis_boundary
+    async def served(self) -> list[dict[str, Any]]:
+        """The worker groups registered now: their queues, types (None: any) and workers' nodes."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.key("groups"))
+            pipe.hgetall(self.key("wgroup"))
+            pipe.hgetall(self.key("workers"))
+            groups, wgroup, nodes = await pipe.execute()
+        found = []
+        for raw_id, definition in groups.items():
+            group = orjson.loads(definition)
+            members = [w for w, g in wgroup.items() if g == raw_id]
+            found.append({"queues": group["q"], "types": group.get("t"), "workers": len(members),
+                          "nodes": sorted({_text(nodes[w]) for w in members if w in nodes})})
+        return found
+
+    @redis_boundary
+    async def depths(self, routes: Sequence[Route] | None = None) -> dict[str, int]:
+        """Cluster-wide counts by state; `routes` (from routes()) saves reading them again."""
+        ready = sum(route.ready for route in (await self.routes() if routes is None else routes))
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.key("delayed"))
             pipe.zcard(self.key("leases"))
             pipe.zcard(self.key("dead"))
@@ -235,7 +302,7 @@ class JobQueue:
             pipe.get(self.key("count", "completed"))
             pipe.get(self.key("count", "failed"))
             pipe.get(self.key("count", "retried"))
-            ready, delayed, leased, dead, outbox, completed, failed, retried = await pipe.execute()
+            delayed, leased, dead, outbox, completed, failed, retried = await pipe.execute()
         return {
             "ready": ready,
             "delayed": delayed,

@@ -5,11 +5,11 @@
 -- its late completion is ignored by finish.lua.
 -- Returns nil when Redis does not hold the job, else {status before, 1 if cancelled}.
 local id = ARGV[2]
-local f = redis.call('HMGET', k('job', id), 'status', 'worker')
+local f = redis.call('HMGET', k('job', id), 'status', 'worker', 'queue', 'type')
 if not f[1] then return nil end
 if f[1] == 'completed' or f[1] == 'failed' or f[1] == 'cancelled' then return {f[1], 0} end
 local now = now_ms()
-ready_remove(id)
+ready_remove(id, route_of(f[3], f[4]))
 redis.call('ZREM', k('delayed'), id)
 redis.call('ZREM', k('leases'), id)
 if (f[1] == 'assigned' or f[1] == 'running') and f[2] then

@@ -1,5 +1,6 @@
 -- dispatch.lua: the leader's dispatch step: promote due delayed jobs, then assign ready
--- jobs to workers with free capacity, chosen by the load-balancing strategy.
+-- jobs to workers with free capacity that can run them, chosen by the load-balancing
+-- strategy among those workers.
 -- ARGV: prefix, node, token, max_jobs, strategy, lease_ms, share_every, seed.
 -- Atomic and fenced: it runs only while ARGV's node and token hold the leader lease, so
 -- a stale leader (paused, partitioned, or behind on the election) can never assign a job,
@@ -28,9 +29,22 @@ end
 
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('delayed'), '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', k('delayed'), id)
-  local f = redis.call('HMGET', k('job', id), 'status', 'priority', 'seq')
+  local f = redis.call('HMGET', k('job', id), 'status', 'priority', 'seq', 'queue', 'type')
   if f[1] == 'retrying' then transition(id, 'pending', now) end
-  if f[1] == 'retrying' or f[1] == 'pending' then ready_add(id, tonumber(f[2]), tonumber(f[3])) end
+  if f[1] == 'retrying' or f[1] == 'pending' then
+    ready_add(id, tonumber(f[2]), tonumber(f[3]), route_of(f[4], f[5]))
+  end
+end
+
+-- Jobs queued by a version without queues wait in one ready set (P:ready, P:fifo): move
+-- them to their routes, a bounded number per call, so an upgrade strands none of them.
+if redis.call('EXISTS', k('ready')) == 1 then
+  for _, id in ipairs(redis.call('ZRANGE', k('ready'), 0, 999)) do
+    local f = redis.call('HMGET', k('job', id), 'priority', 'seq', 'queue', 'type')
+    redis.call('ZREM', k('ready'), id)
+    redis.call('ZREM', k('fifo'), id)
+    if f[1] and f[2] then ready_add(id, tonumber(f[1]), tonumber(f[2]), route_of(f[3], f[4])) end
+  end
 end
 
 -- Per-call state, read once and written back at the end: the dispatch counter (for the
@@ -38,20 +52,105 @@ end
 local dispatches = tonumber(redis.call('GET', k('dispatch_count')) or 0)
 local cursor = redis.call('GET', k('rr_cursor'))
 local node_of, capacity_of = {}, {}
--- Workers with a free slot: counted once, then kept here (only assign_to fills slots in
--- this script, and a worker chosen from `free` always had one).
-local free_workers = redis.call('ZCARD', k('free'))
 
--- Starvation guard: every share_every-th dispatch takes the oldest ready job whatever its
--- priority, so a flood of urgent jobs slows low-priority ones but never stops them.
+-- The worker groups (see lib.lua), each with its count of workers with a free slot:
+-- counted once, then kept here (only assign_to fills slots in this script).
+local groups = {}
+local group_defs = redis.call('HGETALL', k('groups'))
+for i = 1, #group_defs, 2 do
+  local def = cjson.decode(group_defs[i + 1])
+  local g = {id = group_defs[i], queues = {}, types = {}, any_type = def.t == nil, free = -1}
+  for _, q in ipairs(def.q) do g.queues[q] = true end
+  for _, t in ipairs(def.t or {}) do g.types[t] = true end
+  groups[#groups + 1] = g
+end
+local function free_of(g)
+  if g.free < 0 then g.free = redis.call('ZCARD', k('free', g.id)) end
+  return g.free
+end
+
+-- The routes (queue, type) with ready jobs that some group can run. A route no group can
+-- run is left alone: its jobs stay pending until a node that can run them registers.
+-- Each route keeps a window of its first ready jobs, read once per call; the jobs this
+-- call assigns are removed from its sets in one command per route at the end.
+local routes = {}
+for _, route in ipairs(redis.call('SMEMBERS', k('routes'))) do
+  local sep = string.find(route, ':', 1, true)
+  local queue, job_type = string.sub(route, 1, sep - 1), string.sub(route, sep + 1)
+  local eligible = {}
+  for _, g in ipairs(groups) do
+    if g.queues[queue] and (g.any_type or g.types[job_type]) then eligible[#eligible + 1] = g end
+  end
+  if #eligible > 0 then
+    routes[#routes + 1] = {name = route, eligible = eligible, window = nil, pos = 1, taken = {}}
+  end
+end
+
+local WINDOW = math.min(max_jobs, 16)  -- larger windows measured slower (more reply to build and convert)
+local function has_free(r)
+  for _, g in ipairs(r.eligible) do
+    if free_of(g) > 0 then return true end
+  end
+  return false
+end
+local function flush(r)
+  if #r.taken > 0 then
+    redis.call('ZREM', k('ready', r.name), unpack(r.taken))
+    redis.call('ZREM', k('fifo', r.name), unpack(r.taken))
+    r.taken = {}
+  end
+end
+-- The route's next ready job not yet taken by this call: id, score; nil when it has none.
+-- The answer is kept (r.id, r.score) until that job is taken.
+local taken_ids = {}
+local function head(r)
+  if r.id and not taken_ids[r.id] then return r.id, r.score end
+  while true do
+    if not r.window or r.pos > #r.window then
+      flush(r)
+      r.window = redis.call('ZRANGE', k('ready', r.name), 0, WINDOW - 1, 'WITHSCORES')
+      r.pos = 1
+      if #r.window == 0 then
+        redis.call('SREM', k('routes'), r.name)  -- ready_add puts it back with its next job
+        r.empty, r.id = true, nil
+        return nil
+      end
+    end
+    local id = r.window[r.pos]
+    r.pos = r.pos + 2
+    if not taken_ids[id] then
+      r.id, r.score = id, tonumber(r.window[r.pos - 1])
+      return r.id, r.score
+    end
+  end
+end
+
+-- The next job to assign: the most urgent (priority band, then sequence) among the routes
+-- that have a free eligible worker. Starvation guard: every share_every-th pick takes the
+-- oldest such job whatever its priority, so a flood of urgent jobs slows low-priority ones
+-- but never stops them.
 local function next_job()
   dispatches = dispatches + 1
-  local source, other = k('ready'), k('fifo')
-  if share_every > 0 and dispatches % share_every == 0 then source, other = other, source end
-  local popped = redis.call('ZPOPMIN', source)
-  if not popped[1] then return nil end
-  redis.call('ZREM', other, popped[1])
-  return popped[1]
+  local oldest = share_every > 0 and dispatches % share_every == 0
+  local best, best_id, best_score
+  for _, r in ipairs(routes) do
+    if not r.empty and has_free(r) then
+      local id, score
+      if oldest then
+        -- The route's window stays: a job taken here is skipped there (taken_ids).
+        flush(r)
+        local first = redis.call('ZRANGE', k('fifo', r.name), 0, 0, 'WITHSCORES')
+        if first[1] then id, score = first[1], tonumber(first[2]) end
+      else
+        id, score = head(r)
+      end
+      if id and (not best_score or score < best_score) then best, best_id, best_score = r, id, score end
+    end
+  end
+  if not best then return nil end
+  taken_ids[best_id] = true
+  best.taken[#best.taken + 1] = best_id
+  return best_id, best
 end
 
 local function random_index(n)
@@ -59,47 +158,76 @@ local function random_index(n)
   return rng % n
 end
 
--- Each choice is O(log n) in the number of workers with free capacity.
-local function choose_worker(priority)
+-- Each choice is O(log n) in the number of workers with free capacity, per eligible group
+-- (one group in a cluster whose nodes serve the same queues and types).
+local function choose_worker(priority, r)
   local mode = strategy
   if mode == 'priority' then
     if priority >= 8 then mode = 'least_loaded' else mode = 'round_robin' end
   end
-  if mode == 'least_loaded' then
-    return redis.call('ZREVRANGE', k('free'), 0, 0)[1]
-  elseif mode == 'random' then
-    local i = random_index(redis.call('ZCARD', k('free_rr')))
-    return redis.call('ZRANGE', k('free_rr'), i, i)[1]
+  local open = r.eligible
+  if #open > 1 then
+    open = {}
+    for _, g in ipairs(r.eligible) do
+      if free_of(g) > 0 then open[#open + 1] = g end
+    end
   end
-  local w
-  if cursor then w = redis.call('ZRANGEBYLEX', k('free_rr'), '(' .. cursor, '+', 'LIMIT', 0, 1)[1] end
-  if not w then w = redis.call('ZRANGEBYLEX', k('free_rr'), '-', '+', 'LIMIT', 0, 1)[1] end
-  cursor = w
-  return w
+  if mode == 'least_loaded' then
+    local best, best_group, most = nil, nil, -1
+    for _, g in ipairs(open) do
+      local top = redis.call('ZREVRANGE', k('free', g.id), 0, 0, 'WITHSCORES')
+      if top[1] and tonumber(top[2]) > most then best, best_group, most = top[1], g, tonumber(top[2]) end
+    end
+    return best, best_group
+  elseif mode == 'random' then
+    local total = 0
+    for _, g in ipairs(open) do total = total + g.free end
+    local i = random_index(total)
+    for _, g in ipairs(open) do
+      if i < g.free then return redis.call('ZRANGE', k('free_rr', g.id), i, i)[1], g end
+      i = i - g.free
+    end
+  end
+  -- round robin: the first free worker by name after the cursor, over every open group
+  local best, best_group
+  for pass = 1, 2 do
+    for _, g in ipairs(open) do
+      local w
+      if pass == 1 then
+        if cursor then w = redis.call('ZRANGEBYLEX', k('free_rr', g.id), '(' .. cursor, '+', 'LIMIT', 0, 1)[1] end
+      else
+        w = redis.call('ZRANGEBYLEX', k('free_rr', g.id), '-', '+', 'LIMIT', 0, 1)[1]
+      end
+      if w and (not best or w < best) then best, best_group = w, g end
+    end
+    if best then break end
+  end
+  cursor = best
+  return best, best_group
 end
 
 -- Count one more job against the worker's capacity; returns the worker's node.
-local function assign_to(worker)
+local function assign_to(worker, g)
   if not node_of[worker] then
     node_of[worker] = redis.call('HGET', k('workers'), worker)
     capacity_of[worker] = tonumber(redis.call('HGET', k('capacity'), worker) or 0)
   end
   local load = redis.call('HINCRBY', k('load'), worker, 1)
-  set_free(worker, capacity_of[worker] - load)
-  if capacity_of[worker] - load <= 0 then free_workers = free_workers - 1 end
+  set_free(worker, capacity_of[worker] - load, g.id)
+  if capacity_of[worker] - load <= 0 then g.free = g.free - 1 end
   return node_of[worker]
 end
 
 local assigned = 0
 local start_count, start_cursor = dispatches, cursor
-while assigned < max_jobs and free_workers > 0 do
-  local id = next_job()
+while assigned < max_jobs do
+  local id, r = next_job()
   if not id then break end
   local jkey = k('job', id)
   local f = redis.call('HMGET', jkey, 'status', 'priority', 'rev')
   if f[1] == 'pending' then
-    local worker = choose_worker(tonumber(f[2]))
-    local worker_node = assign_to(worker)
+    local worker, g = choose_worker(tonumber(f[2]), r)
+    local worker_node = assign_to(worker, g)
     redis.call('HSET', jkey, 'status', 'assigned', 'worker', worker, 'node', worker_node,
                'updated_ms', now, 'rev', (tonumber(f[3]) or 0) + 1)
     redis.call('ZADD', k('leases'), now + lease_ms, id)
@@ -108,6 +236,9 @@ while assigned < max_jobs and free_workers > 0 do
     assigned = assigned + 1
   end
 end
+for _, r in ipairs(routes) do flush(r) end
 if dispatches ~= start_count then redis.call('SET', k('dispatch_count'), dispatches) end
 if cursor and cursor ~= start_cursor then redis.call('SET', k('rr_cursor'), cursor) end
-return {assigned, redis.call('ZCARD', k('ready')), free_workers}
+local free_workers = 0
+for _, g in ipairs(groups) do free_workers = free_workers + math.max(free_of(g), 0) end
+return {assigned, free_workers}

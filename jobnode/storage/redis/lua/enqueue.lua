@@ -22,7 +22,8 @@ while i <= #ARGV do
     if due > now then
       redis.call('ZADD', k('delayed'), due, id)
     else
-      ready_add(id, tonumber(argv_value(first, last, 'priority')), seq)
+      ready_add(id, tonumber(argv_value(first, last, 'priority')), seq,
+                route_of(argv_value(first, last, 'queue'), argv_value(first, last, 'type')))
     end
     added = added + 1
   end

@@ -1,6 +1,6 @@
 -- finish.lua: workers report the outcomes of jobs they ran, and start their next ones.
 -- ARGV: prefix, n, then n reports of 7 values each: worker, id, outcome (completed | retry
---       | failed), result, error, delay_ms, next_lease_ms (0: take no next job, the worker
+--       | failed | returned: not run, put back unchanged), result, error, delay_ms, next_lease_ms (0: take no next job, the worker
 --       is stopping).
 -- Atomic so that an outcome is accepted only from the worker that holds the job while it
 -- is running: a duplicate, late (lease lost) or cancelled completion changes nothing.
@@ -10,7 +10,7 @@
 -- not the script, is the cost.
 -- Whether a failed attempt may run again is decided by retries_left (lib.lua), the rule
 -- requeue uses too; the worker learns the outcome from the row.
--- Returns one row per report: {the job's new status (completed | retrying | failed), or 0
+-- Returns one row per report: {the job's new status (completed | retrying | failed | pending), or 0
 -- when the report was refused, then the next job as take_next returns it, if one was taken}.
 
 local now = now_ms()
@@ -19,6 +19,11 @@ local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after 
 local function finish(worker, id, outcome, result, error, delay_ms)
   local job = read_job(id, {'max_retries'})
   if job.status ~= 'running' or job.worker ~= worker then return 0 end
+  if outcome == 'returned' then  -- the worker cannot run this type: back to the queue, attempt refunded
+    release_slot(worker)
+    requeue(id, '', now, true)
+    return 'pending'
+  end
   redis.call('ZREM', k('leases'), id)
   redis.call('SREM', k('wjobs', worker), id)
   release_slot(worker)

@@ -10,10 +10,10 @@ for i = 2, #ARGV do
     returned = returned + requeue(id, 'node shut down', now, true)
   end
   redis.call('DEL', k('wjobs', worker), k('inbox', worker))
+  leave_group(worker)
   redis.call('HDEL', k('capacity'), worker)
   redis.call('HDEL', k('load'), worker)
   redis.call('HDEL', k('workers'), worker)
   redis.call('ZREM', k('seen'), worker)
-  set_free(worker, 0)
 end
 return returned

@@ -23,9 +23,10 @@ for i = 3, #ARGV, 2 do
   else
     redis.call('ZADD', k('seen'), now, worker)
     -- Seen alive: a worker paused after a takeover (dispatch.lua) is offered jobs again.
-    if not redis.call('ZSCORE', k('free'), worker) then
+    local group = redis.call('HGET', k('wgroup'), worker)
+    if group and not redis.call('ZSCORE', k('free', group), worker) then
       local cap = tonumber(redis.call('HGET', k('capacity'), worker))
-      set_free(worker, cap - tonumber(redis.call('HGET', k('load'), worker) or 0))
+      set_free(worker, cap - tonumber(redis.call('HGET', k('load'), worker) or 0), group)
     end
     for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
       local f = redis.call('HMGET', k('job', id), 'status', 'worker')

@@ -19,16 +19,27 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A ready job waits in the ready set of its route, its queue and type: P:ready:{queue}:{type}
+-- (P:fifo:{queue}:{type} holds the same jobs by sequence alone). P:routes lists the routes
+-- that may hold ready jobs, so the dispatcher looks only at those. A queue name has no ':',
+-- so the first ':' of a route separates the two. Jobs queued before queues existed have no
+-- queue field: they belong to the default queue.
+local function route_of(queue, job_type)
+  if not queue or queue == '' then queue = 'default' end
+  return queue .. ':' .. (job_type or '')
+end
+
 -- Ready order: priority band first (10 = most urgent), then submission sequence (FIFO).
 -- 2^44 sequence numbers per band keep every score an exact integer in a double.
 local PRIORITY_STRIDE = 17592186044416
-local function ready_add(id, priority, seq)
-  redis.call('ZADD', k('ready'), (10 - priority) * PRIORITY_STRIDE + seq, id)
-  redis.call('ZADD', k('fifo'), seq, id)
+local function ready_add(id, priority, seq, route)
+  redis.call('ZADD', k('ready', route), (10 - priority) * PRIORITY_STRIDE + seq, id)
+  redis.call('ZADD', k('fifo', route), seq, id)
+  redis.call('SADD', k('routes'), route)
 end
-local function ready_remove(id)
-  redis.call('ZREM', k('ready'), id)
-  redis.call('ZREM', k('fifo'), id)
+local function ready_remove(id, route)
+  redis.call('ZREM', k('ready', route), id)
+  redis.call('ZREM', k('fifo', route), id)
 end
 
 -- Nudge the leader's dispatcher: one token at most, so a burst costs nothing.
@@ -36,15 +47,22 @@ local function wake()
   if redis.call('LLEN', k('wake')) == 0 then redis.call('RPUSH', k('wake'), 1) end
 end
 
--- Free capacity index used by the strategies: `free` scores workers by free slots,
--- `free_rr` holds the same workers at score 0 so they sort by name for round robin.
-local function set_free(worker, free)
+-- Workers come in groups: the workers of one group serve the same queues and run the same
+-- job types (a group's id is derived from both, so nodes configured alike share a group).
+-- P:groups maps a group to its definition (JSON {q: queues, t: types}), P:group_size to
+-- its registered workers, P:wgroup each worker to its group.
+-- Free capacity index of a group, used by the strategies: `free:{group}` scores its workers
+-- by free slots, `free_rr:{group}` holds the same workers at score 0 so they sort by name
+-- for round robin. `group` may be given when the caller knows it (one HGET less).
+local function set_free(worker, free, group)
+  group = group or redis.call('HGET', k('wgroup'), worker)
+  if not group then return end
   if free > 0 then
-    redis.call('ZADD', k('free'), free, worker)
-    redis.call('ZADD', k('free_rr'), 0, worker)
+    redis.call('ZADD', k('free', group), free, worker)
+    redis.call('ZADD', k('free_rr', group), 0, worker)
   else
-    redis.call('ZREM', k('free'), worker)
-    redis.call('ZREM', k('free_rr'), worker)
+    redis.call('ZREM', k('free', group), worker)
+    redis.call('ZREM', k('free_rr', group), worker)
   end
 end
 -- Give back a worker's slot. The caller rings wake() (once per call, however many slots
@@ -55,6 +73,19 @@ local function release_slot(worker)
   local load = redis.call('HINCRBY', k('load'), worker, -1)
   if load < 0 then redis.call('HSET', k('load'), worker, 0); load = 0 end
   set_free(worker, tonumber(cap) - load)
+end
+
+-- Take a worker out of its group (reaped, handed back, or re-registering in another group);
+-- the group's definition goes when its last worker does.
+local function leave_group(worker)
+  local group = redis.call('HGET', k('wgroup'), worker)
+  if not group then return end
+  set_free(worker, 0, group)
+  redis.call('HDEL', k('wgroup'), worker)
+  if redis.call('HINCRBY', k('group_size'), group, -1) <= 0 then
+    redis.call('HDEL', k('group_size'), group)
+    redis.call('HDEL', k('groups'), group)
+  end
 end
 
 -- The outbox is the only way job state reaches MongoDB: every state change appends the
@@ -132,22 +163,23 @@ end
 -- an unstarted job simply goes back; a started one has used an attempt (unless refund).
 local function requeue(id, reason, now, refund)
   local f = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'max_retries',
-                       'priority', 'seq')
+                       'priority', 'seq', 'queue', 'type')
+  local route = route_of(f[7], f[8])
   redis.call('ZREM', k('leases'), id)
   if f[2] then redis.call('SREM', k('wjobs', f[2]), id) end
   if f[1] == 'assigned' then
     transition(id, 'pending', now, 'worker', '', 'node', '')
-    ready_add(id, tonumber(f[5]), tonumber(f[6]))
+    ready_add(id, tonumber(f[5]), tonumber(f[6]), route)
   elseif f[1] == 'running' then
     if refund then
       redis.call('HINCRBY', k('job', id), 'attempts', -1)
       transition(id, 'pending', now)
-      ready_add(id, tonumber(f[5]), tonumber(f[6]))
+      ready_add(id, tonumber(f[5]), tonumber(f[6]), route)
     else
       local errors = append_error(id, reason, now)
       if retries_left(f[3], f[4]) then
         transition(id, 'pending', now, 'error', reason, 'errors', errors)
-        ready_add(id, tonumber(f[5]), tonumber(f[6]))
+        ready_add(id, tonumber(f[5]), tonumber(f[6]), route)
       else
         transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
         redis.call('ZADD', k('dead'), now, id)

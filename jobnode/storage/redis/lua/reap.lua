@@ -10,11 +10,11 @@ local dead = redis.call('ZRANGEBYSCORE', k('seen'), '-inf', now - tonumber(ARGV[
 local moved = 0
 for _, worker in ipairs(dead) do
   -- Unregister first so the requeued jobs do not hand capacity back to a dead worker.
+  leave_group(worker)
   redis.call('HDEL', k('capacity'), worker)
   redis.call('HDEL', k('load'), worker)
   redis.call('HDEL', k('workers'), worker)
   redis.call('ZREM', k('seen'), worker)
-  set_free(worker, 0)
   for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
     moved = moved + requeue(id, 'worker ' .. worker .. ' stopped answering', now, false)
   end

@@ -21,6 +21,7 @@ local seq = redis.call('INCR', k('seq'))
 redis.call('HSET', jkey, 'seq', seq, 'attempts', 0, 'worker', '', 'node', '', 'result', '',
            'error', '', 'started_ms', '', 'finished_ms', '', 'queued_ms', now)
 transition(id, 'pending', now)
-ready_add(id, tonumber(redis.call('HGET', jkey, 'priority')), seq)
+local f = redis.call('HMGET', jkey, 'priority', 'queue', 'type')
+ready_add(id, tonumber(f[1]), seq, route_of(f[2], f[3]))
 wake()
 return status
