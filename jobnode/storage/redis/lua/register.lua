@@ -17,5 +17,6 @@ for i = 4, #ARGV do
   redis.call('ZADD', k('seen'), now, worker)
   set_free(worker, capacity)
 end
+publish('node.joined', 'node', node, 'workers', #ARGV - 3)
 wake()
 return #ARGV - 3

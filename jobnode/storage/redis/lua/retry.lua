@@ -20,7 +20,9 @@ local seq = redis.call('INCR', k('seq'))
 -- queued_ms restarts: the wait of the new first attempt counts from this retry.
 redis.call('HSET', jkey, 'seq', seq, 'attempts', 0, 'worker', '', 'node', '', 'result', '',
            'error', '', 'started_ms', '', 'finished_ms', '', 'queued_ms', now)
+redis.call('HDEL', jkey, 'progress')
 transition(id, 'pending', now)
+publish_job('job.retrying', id, 'attempt', 0, 'retry_at_ms', now, 'by', 'admin')
 ready_add(id, tonumber(redis.call('HGET', jkey, 'priority')), seq)
 wake()
 return status
