@@ -33,9 +33,10 @@ class SleepProcessor:
         seconds = number_field(payload, "seconds", 0, self.max_seconds)
         fail, fail_permanently = flag_field(payload, "fail"), flag_field(payload, "fail_permanently")
         if seconds >= PROGRESS_FROM_S:
-            for step in range(1, PROGRESS_STEPS + 1):
+            for step in range(1, PROGRESS_STEPS):  # the completion reports the last tenth
                 await asyncio.sleep(seconds / PROGRESS_STEPS)
                 await job.progress(step / PROGRESS_STEPS, f"slept {seconds * step / PROGRESS_STEPS:g}s of {seconds:g}s")
+            await asyncio.sleep(seconds / PROGRESS_STEPS)
         else:
             await asyncio.sleep(seconds)
         if fail_permanently:
