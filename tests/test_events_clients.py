@@ -112,3 +112,19 @@ async def test_cli_events_prints_one_json_line_per_event(start_node, capsys):
     events = [json.loads(line) for line in printed]
     assert [e["event"] for e in events] == ["job.submitted", "job.started", "job.completed"]
     assert {e["data"]["job"] for e in events} == {job["id"]}
+
+
+async def test_a_node_without_subscribers_reads_no_events(start_node):
+    node = await start_node()
+    hub = node.app[NODE_SERVICES].events.hub
+    async with AsyncClient(str(node.make_url("")).rstrip("/")) as client:
+        first = await client.submit("sleep", {"seconds": 0})
+
+        async def finished() -> bool:
+            return (await client.get(first["id"]))["status"] == "completed"
+
+        await wait_until(finished, timeout_s=30, message="the job finished")
+        assert not hub.reading  # no one asked, so the node decoded nothing
+        done = await client.wait((await client.submit("sleep", {"seconds": 0}))["id"], timeout_s=30)
+        assert done["status"] == "completed"  # wait subscribed: the reader ran for it
+        await wait_until(lambda: not hub.reading, timeout_s=15, message="the reader stops once alone")

@@ -1,6 +1,7 @@
 """One reader per node fans the Redis event stream out to every subscriber on that node.
 
-The hub runs one XREAD loop; each event is decoded and encoded once, then offered to every
+The hub runs one XREAD loop while the node has subscribers (none: it reads nothing); each
+event is decoded and encoded once, then offered to every
 subscription, which keeps it only if its filter matches. A subscription holds at most
 `buffer_events` events the client has not taken yet: when a slow client lets it overflow,
 the subscription is dropped (its buffer freed at once) and told so, and its connection is
@@ -107,10 +108,14 @@ class EventHub:
         # subscribers' connections take it: a read larger than a buffer would overflow them all.
         self.read_count = max(1, min(read_count, buffer_events))
         self.block_ms = block_ms
-        self.position = "0-0"  # the id of the last event fanned out
+        self.position = "0-0"  # the id of the last event fanned out (valid while reading)
         self.subscriptions: set[Subscription] = set()
         self.dropped = 0  # subscriptions dropped for overflowing, since start
-        self._ready = asyncio.Event()
+        # The reader stops while nobody subscribes (most nodes, most of the time): it would
+        # otherwise decode every event of the cluster for no one.
+        self.reading = False
+        self._activating = asyncio.Lock()
+        self._wake = asyncio.Event()
         self._trimmed_at = 0.0
 
     @property
@@ -118,9 +123,16 @@ class EventHub:
         return len(self.subscriptions)
 
     async def subscribe(self, event_filter: EventFilter) -> Subscription:
-        await self._ready.wait()
-        subscription = Subscription(event_filter, self.buffer_events, self.position)
-        self.subscriptions.add(subscription)
+        """A new subscription; every event after its `start_id` will be offered to it."""
+        async with self._activating:
+            if not self.reading:
+                # Start reading at the newest event now: what follows it reaches this subscription.
+                self.position = (await self.stream.bounds()).last_id
+                self.reading = True
+                self._wake.set()
+            # No await from the check above to here: the reader cannot stop in between.
+            subscription = Subscription(event_filter, self.buffer_events, self.position)
+            self.subscriptions.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -132,15 +144,22 @@ class EventHub:
             subscription.close()
 
     async def run(self) -> None:
-        while not self._ready.is_set():
-            try:
-                self.position = (await self.stream.bounds()).last_id
-                self._ready.set()
-            except Unavailable as exc:
-                log.warning("events.redis_unavailable", error=str(exc))
-                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
         while True:
             try:
+                if not self.subscriptions and not self._activating.locked():
+                    self.reading = False
+                    self._wake.clear()
+                    try:
+                        async with asyncio.timeout(TRIM_EVERY_S):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                    await self._trim()
+                    continue
+                if not self.reading:  # a subscriber is starting the reader: let it set the position
+                    self._wake.clear()  # (it sets `reading` and wakes us in one step, not yet taken)
+                    await self._wake.wait()
+                    continue
                 entries = await self.stream.read_after(self.position, count=self.read_count, block_ms=self.block_ms)
                 for entry_id, fields in entries:
                     self.fan_out(decode_event(entry_id, fields))
