@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from jobnode.storage.redis.boundary import redis_boundary
 
+KEY = "log"  # P:log:{id}
 LOG_LINES = 100
 LOG_LINE_MAX_BYTES = 1000
 TRUNCATED = " [cut]"
@@ -42,7 +43,7 @@ class JobLogs:
         self._retention_ms = max(1, int(retention_s * 1000))
 
     def key(self, job_id: str) -> str:
-        return f"{self._prefix}:log:{job_id}"
+        return f"{self._prefix}:{KEY}:{job_id}"
 
     @redis_boundary
     async def append(self, lines: Mapping[str, Sequence[dict[str, Any]]]) -> None:

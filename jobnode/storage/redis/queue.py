@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from jobnode.core.job import Job, to_epoch_ms
 from jobnode.core.record import ENQUEUED, RESTORED, decode_taken, encode_pairs
 from jobnode.storage.redis.boundary import redis_boundary
+from jobnode.storage.redis import job_logs
 from jobnode.storage.redis.outbox_stream import STREAM, OutboxStream
 from jobnode.storage.redis.scripts import DEFAULT_EVENTS_MAX_ENTRIES, Scripts
 
@@ -225,7 +226,7 @@ class JobQueue:
     async def delete(self, job_id: str) -> None:
         """Remove a job's runtime record and its log (after it was cancelled)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key("job", job_id), self.key("log", job_id))
+            pipe.delete(self.key("job", job_id), self.key(job_logs.KEY, job_id))
             pipe.zrem(self.key("dead"), job_id)
             await pipe.execute()
 
