@@ -10,6 +10,8 @@ an import that this table does not allow.
     client         the Python HTTP client (usable without the rest of the package)
     storage        the Redis and MongoDB adapters: key names, scripts, collections, error mapping
     processors     the processor protocol, its registry and the built-in processors
+    events         the live event stream as subscribers see it: filters, resume and gap
+                   decisions, the per-node hub that fans the Redis stream out
     auth           users, passwords, tokens, roles, peer signatures, TLS
     observability  metrics, the metrics endpoint, logs, throughput
     cluster        the elector driver, peer transport, quorum, leadership, the cluster record
@@ -32,14 +34,16 @@ LAYERS: dict[str, frozenset[str]] = {
     "client": frozenset(),
     "storage": frozenset({"core"}),
     "processors": frozenset({"core"}),
+    "events": frozenset({"core", "storage"}),
     "auth": frozenset({"core", "storage"}),
     "observability": frozenset({"core", "storage"}),
     "cluster": frozenset({"core", "storage", "auth", "observability"}),
     "pipeline": frozenset({"core", "storage", "processors", "observability", "cluster"}),
-    "services": frozenset({"core", "storage", "processors", "auth", "observability", "cluster", "pipeline"}),
+    "services": frozenset({"core", "storage", "processors", "events", "auth", "observability", "cluster",
+                           "pipeline"}),
     "api": frozenset({"core", "auth", "observability", "services"}),
-    "wiring": frozenset({"core", "storage", "processors", "auth", "observability", "cluster", "pipeline",
-                         "services", "api"}),
+    "wiring": frozenset({"core", "storage", "processors", "events", "auth", "observability", "cluster",
+                         "pipeline", "services", "api"}),
     "dev": frozenset({"core", "client"}),
     "cli": frozenset({"core", "client", "auth", "observability", "processors", "wiring", "dev"}),
 }

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from jobnode.auth.peer_signatures import Verifier
+from jobnode.auth.stream_tokens import StreamTokens
 from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import PeerTransport
@@ -24,8 +25,10 @@ from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.core.background import cancel_all, supervise
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
+from jobnode.events.hub import EventHub
 from jobnode.observability.metrics import NodeMetrics, NodeReadings
 from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
+from jobnode.pipeline.job_reports import JobReports
 from jobnode.pipeline.outbox import OutboxWriter
 from jobnode.pipeline.reconciler import Reconciler
 from jobnode.pipeline.retry import RetryPolicy
@@ -33,12 +36,15 @@ from jobnode.pipeline.workers import PoolSettings, WorkerPool
 from jobnode.processors.registry import ProcessorRegistry
 from jobnode.services.cluster import ClusterService
 from jobnode.services.catalog import TypeCatalog
+from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
 from jobnode.storage.redis.catalog import CatalogStore
+from jobnode.storage.redis.event_stream import EventStream
+from jobnode.storage.redis.job_logs import JobLogs
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
 from jobnode.storage.redis.rate_buckets import RateBuckets
@@ -70,6 +76,8 @@ class NodeServices:
     cluster: ClusterService
     system: SystemService
     rate_limiter: RateLimiter | None
+    events: EventService
+    reports: JobReports
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -77,11 +85,14 @@ class NodeServices:
               registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
               peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
-        store, queue = JobStore(db), JobQueue(redis, settings.redis_key_prefix)
+        store = JobStore(db)
+        queue = JobQueue(redis, settings.redis_key_prefix, events_max_entries=settings.events_max_entries)
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
         leadership = Leadership(lease)
         metrics = metrics or NodeMetrics(registry.types())
-        pool = WorkerPool(pool_settings(settings, registry), queue, registry, metrics)
+        job_logs = JobLogs(redis, settings.redis_key_prefix, retention_s=settings.job_log_retention_s)
+        reports = JobReports(queue, job_logs, progress_interval_s=settings.job_progress_interval_s)
+        pool = WorkerPool(pool_settings(settings, registry), queue, registry, metrics, reports)
         # Without a configured secret nobody can reach the peer route (a lone node needs none).
         secret = (settings.cluster_secret or secrets.token_hex(32)).encode()
         contact = PeerContact.for_cluster(
@@ -102,6 +113,11 @@ class NodeServices:
         rate_limiter = (RateLimiter(RateBuckets(redis, settings.redis_key_prefix), settings.rate_limit_per_min,
                                     settings.rate_limit_burst)
                         if settings.rate_limit_per_min > 0 else None)
+        hub = EventHub(EventStream(redis, settings.redis_key_prefix), buffer_events=settings.events_subscriber_buffer,
+                       retention_s=settings.events_retention_s)
+        stream_tokens = StreamTokens(settings.jwt_secret) if settings.auth_enabled and settings.jwt_secret else None
+        events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
+                              stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
@@ -115,7 +131,7 @@ class NodeServices:
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
                                  leader_of=lambda: elector.view.leader),
-            rate_limiter=rate_limiter,
+            rate_limiter=rate_limiter, events=events, reports=reports,
         )
 
     async def start(self) -> None:
@@ -130,6 +146,8 @@ class NodeServices:
             supervise("outbox", self.outbox.run),
             supervise("dispatcher", self.dispatcher.run),
             supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
+            supervise("events", self.events.hub.run),
+            supervise("job_reports", self.reports.run),
             supervise("catalog", self.jobs.catalog.run),
         ]
         await self.pool.start()
@@ -146,6 +164,7 @@ class NodeServices:
             ("election", self.elector.stop()),
             ("lease", self.leadership.resign()),
             ("workers", self.pool.stop(self.settings.shutdown_grace_s)),
+            ("job_reports", self.reports.flush()),
             ("submits", self.jobs.stop()),
             ("tasks", cancel_all(self.tasks)),
             ("outbox", self.outbox.flush(timeout_s=OUTBOX_FLUSH_AT_STOP_S)),

@@ -33,6 +33,11 @@ import yarl
 from jobnode import __version__
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# A job's last event (see docs/events.md): it completed, failed for good, or was cancelled.
+TERMINAL_EVENTS = frozenset({"job.completed", "job.dead", "job.cancelled"})
+# An event stream is silent at most a heartbeat (15 s by default); longer means it is dead.
+STREAM_READ_TIMEOUT_S = 60.0
+RECONNECT_PAUSE_S = 0.5
 
 # Statuses worth asking again for: the server (or a proxy in front of it) says "not now".
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -126,6 +131,39 @@ _ERRORS_BY_STATUS: dict[int, type[ApiError]] = {
     429: RateLimitedError,
     503: ServiceUnavailable,
 }
+
+
+class SseParser:
+    """Turns the lines of a text/event-stream into events: {"id", "event", "data"} dicts.
+
+    `data` is the parsed JSON; a frame without `id:` (a stream.gap) has id None. Comments
+    (heartbeats) and `retry:` lines are skipped."""
+
+    def __init__(self) -> None:
+        self._id: str | None = None
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> dict | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            if not self._data and self._event is None:
+                return None
+            raw = "\n".join(self._data)
+            event = {"id": self._id, "event": self._event or "message", "data": json.loads(raw) if raw else None}
+            self._id, self._event, self._data = None, None, []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            self._id = value
+        elif name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
 
 
 def _error_from_response(status: int, body: bytes, retry_after_s: float | None) -> ApiError:
@@ -363,9 +401,31 @@ class AsyncClient:
             if not cursor:
                 return
 
-    async def wait(self, job_id: str, *, timeout_s: float = 60, poll_interval_s: float = 0.1) -> dict:
-        """Poll a job until it is completed, failed or cancelled; raises WaitTimeout after `timeout_s`."""
+    async def wait(self, job_id: str, *, timeout_s: float = 60, poll_interval_s: float = 0.1,
+                   on_event: Callable[[dict], None] | None = None) -> dict:
+        """Wait until a job is completed, failed or cancelled, and return it; raises WaitTimeout
+        after `timeout_s`. Follows the job's event stream (`on_event` sees each event, progress
+        included), and polls a node that has none."""
         deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for item in self.job_events(job_id):
+                    if on_event is not None:
+                        on_event(item)
+            return await self.get(job_id)
+        except TimeoutError:
+            job = await self.get(job_id)
+            if job.get("status") in TERMINAL_STATUSES:
+                return job
+            raise WaitTimeout(f"job {job_id} is still {job.get('status')} after {timeout_s:g}s",
+                              pending_ids=[job_id], jobs={job_id: job}) from None
+        except ApiError as exc:
+            # 404/405: a node without job event streams (or no such job, which the poll says).
+            if exc.status not in (404, 405):
+                raise
+        return await self._poll(job_id, deadline, poll_interval_s, timeout_s)
+
+    async def _poll(self, job_id: str, deadline: float, poll_interval_s: float, timeout_s: float) -> dict:
         while True:
             job = await self.get(job_id)
             if job.get("status") in TERMINAL_STATUSES:
@@ -395,6 +455,17 @@ class AsyncClient:
         pending, finished = list(order), {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        try:
+            await self._wait_by_events(order, finished, deadline, concurrency, on_progress)
+            return [finished[job_id] for job_id in order]
+        except TimeoutError:
+            pending = [job_id for job_id in order if job_id not in finished]
+            raise WaitTimeout(f"{len(pending)} of {len(order)} jobs not finished after {timeout_s:g}s",
+                              pending_ids=pending, jobs=finished) from None
+        except ApiError as exc:
+            if exc.status not in (404, 405):  # 404/405: a node without an event stream; poll it
+                raise
+        pending = [job_id for job_id in order if job_id not in finished]
         while pending:
             pending = await self._poll_round(pending, finished, concurrency)
             if on_progress is not None:
@@ -409,6 +480,47 @@ class AsyncClient:
                 )
             await asyncio.sleep(poll_interval_s)
         return [finished[job_id] for job_id in order]
+
+    async def _wait_by_events(self, order: list[str], finished: dict[str, dict], deadline: float,
+                              concurrency: int, on_progress: Callable[[int, int], None] | None) -> None:
+        """Subscribe to terminal events first, then look at each job once: a job that ends
+        after its look is caught by the stream, one that ended before by the look."""
+        wanted = set(order)
+        opened = asyncio.Event()
+        stream = self._follow("/api/v1/events", {"event": ",".join(sorted(TERMINAL_EVENTS))}, None,
+                              reconnect=True, opened=opened)
+        ended: asyncio.Queue[str] = asyncio.Queue()
+
+        async def listen() -> None:
+            async for item in stream:
+                job_id = (item.get("data") or {}).get("job")
+                if item["event"] in TERMINAL_EVENTS and job_id in wanted:
+                    ended.put_nowait(job_id)
+
+        listener = asyncio.create_task(listen())
+        try:
+            async with asyncio.timeout_at(deadline):
+                waiting_open = asyncio.create_task(opened.wait())
+                await asyncio.wait([waiting_open, listener], return_when=asyncio.FIRST_COMPLETED)
+                if listener.done():
+                    waiting_open.cancel()
+                    listener.result()  # the stream failed to open: raise its error
+                for start in range(0, len(order), concurrency):
+                    chunk = order[start : start + concurrency]
+                    for job in await asyncio.gather(*(self.get(job_id) for job_id in chunk)):
+                        if job.get("status") in TERMINAL_STATUSES:
+                            finished[job["id"]] = job
+                if on_progress is not None:
+                    on_progress(len(finished), len(order))
+                while len(finished) < len(order):
+                    job_id = await ended.get()
+                    if job_id not in finished:
+                        finished[job_id] = await self.get(job_id)
+                        if on_progress is not None:
+                            on_progress(len(finished), len(order))
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
 
     async def _poll_round(self, pending: list[str], finished: dict[str, dict], concurrency: int) -> list[str]:
         """Look at pending jobs oldest first, a chunk at a time; return those still unfinished.
@@ -435,6 +547,79 @@ class AsyncClient:
     async def delete(self, job_id: str) -> dict:
         """Cancel if needed and delete a job's record (admin): `{"id": ..., "deleted": true}`."""
         return await self._request("DELETE", f"/api/v1/jobs/{_quote_id(job_id)}", retry=False)
+
+    # ---- events ----------------------------------------------------------------------------
+
+    async def events(
+        self,
+        *,
+        type: str | None = None,
+        queue: str | None = None,
+        job: str | None = None,
+        event: str | None = None,
+        last_event_id: str | None = None,
+        reconnect: bool = True,
+    ) -> AsyncIterator[dict]:
+        """The cluster's events as they happen: `{"id", "event", "data"}` dicts.
+
+        Filters are prefixes (`event="job."`), several comma-separated. After a dropped
+        connection it reconnects with the last id it got, so nothing within the stream's
+        retention is missed; a `stream.gap` event says that something was (resync then).
+        Runs until you stop iterating (or, with `reconnect=False`, until the stream ends)."""
+        params = {"type": type, "queue": queue, "job": job, "event": event}
+        async for item in self._follow("/api/v1/events", params, last_event_id, reconnect=reconnect):
+            yield item
+
+    async def job_events(self, job_id: str, *, last_event_id: str | None = None) -> AsyncIterator[dict]:
+        """One job's events from its submission, ending after its terminal event (reconnecting
+        as `events` does); for a finished job, only its terminal event."""
+        async for item in self._follow(f"/api/v1/jobs/{_quote_id(job_id)}/events", {}, last_event_id,
+                                       reconnect=True, until_terminal=True):
+            yield item
+
+    async def logs(self, job_id: str) -> dict:
+        """A job's last log lines: `{"id", "lines": [{"at", "attempt", "message"}], "count"}`."""
+        return await self._request("GET", f"/api/v1/jobs/{_quote_id(job_id)}/logs", retry=True)
+
+    async def stream_token(self) -> dict:
+        """A short-lived token for opening an event stream with `?access_token=` (browsers)."""
+        return await self._request("POST", "/api/v1/events/token", retry=False)
+
+    async def _follow(self, path: str, params: dict, last_event_id: str | None, *, reconnect: bool,
+                      until_terminal: bool = False, opened: asyncio.Event | None = None) -> AsyncIterator[dict]:
+        query = {name: str(value) for name, value in params.items() if value is not None}
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            url = yarl.URL(self.base_url + path, encoded=True).with_query(query)
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=STREAM_READ_TIMEOUT_S)
+            try:
+                async with self._get_session().get(url, headers=headers, timeout=timeout) as resp:
+                    if resp.status != 200:
+                        raise _error_from_response(resp.status, await resp.read(),
+                                                   _parse_retry_after(resp.headers.get("Retry-After")))
+                    if opened is not None:
+                        opened.set()
+                    parser = SseParser()
+                    async for raw in resp.content:
+                        item = parser.feed(raw.decode("utf-8", "replace"))
+                        if item is None:
+                            continue
+                        if item["id"]:
+                            last_event_id = item["id"]
+                        yield item
+                        if until_terminal and item["event"] in TERMINAL_EVENTS:
+                            return
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if not reconnect:
+                    raise ConnectionFailed(f"event stream from {self.base_url} broke: {self._reason(exc)}") from None
+            else:
+                if not reconnect:
+                    return
+            await self._pause(RECONNECT_PAUSE_S)
 
     # ---- cluster ---------------------------------------------------------------------------
 
@@ -489,6 +674,10 @@ class AsyncClient:
 
 
 T = TypeVar("T")
+
+
+async def _next(stream: AsyncIterator[T]) -> T:
+    return await anext(stream)
 
 
 def _blocking(method: Callable[..., Awaitable[T]]) -> Callable[..., T]:
@@ -550,6 +739,8 @@ class Client:
     list = _blocking(AsyncClient.list)
     wait = _blocking(AsyncClient.wait)
     wait_many = _blocking(AsyncClient.wait_many)
+    logs = _blocking(AsyncClient.logs)
+    stream_token = _blocking(AsyncClient.stream_token)
     cancel = _blocking(AsyncClient.cancel)
     retry = _blocking(AsyncClient.retry)
     delete = _blocking(AsyncClient.delete)
@@ -564,6 +755,25 @@ class Client:
     algorithms = _blocking(AsyncClient.algorithms)
     health = _blocking(AsyncClient.health)
     login = _blocking(AsyncClient.login)
+
+    def events(self, **filters: Any) -> Iterator[dict]:
+        """`AsyncClient.events` for blocking code: iterate, and break out when done."""
+        return self._iterate(self._async.events(**filters))
+
+    def job_events(self, job_id: str, **options: Any) -> Iterator[dict]:
+        return self._iterate(self._async.job_events(job_id, **options))
+
+    def _iterate(self, stream: AsyncIterator[dict]) -> Iterator[dict]:
+        self._check_open()
+        try:
+            while True:
+                try:
+                    yield self._run(_next(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(stream.aclose())  # type: ignore[attr-defined]
 
     def iter_jobs(self, status: str | None = None, type: str | None = None, limit: int | None = None) -> Iterator[dict]:
         """Every matching job, newest first, fetched page by page as you iterate."""

@@ -23,15 +23,17 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import auth_routes, cluster_routes, jobs_routes, ratelimit, system_routes
+from jobnode.api import auth_routes, cluster_routes, event_routes, jobs_routes, ratelimit, system_routes
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
     AUTHENTICATOR,
     CLUSTER_SERVICE,
+    EVENT_SERVICE,
     JOB_SERVICE,
     METRICS,
     RATE_LIMITER,
     SETTINGS,
+    STREAM_TOKENS,
     SYSTEM_SERVICE,
     TLS,
 )
@@ -87,6 +89,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(system_routes.routes)
     app.router.add_routes(cluster_routes.routes)
     app.router.add_routes(auth_routes.routes)
+    app.router.add_routes(event_routes.routes)
+    app.on_shutdown.append(close_event_streams)
     if settings.rate_limit_per_min > 0:
         ratelimit.enable(app, auth_middleware)
     return app
@@ -139,6 +143,9 @@ async def services(app: web.Application) -> AsyncIterator[None]:
                               peer_ssl=app[TLS].peer_client)
     app[NODE_SERVICES] = node
     app[JOB_SERVICE], app[CLUSTER_SERVICE], app[SYSTEM_SERVICE] = node.jobs, node.cluster, node.system
+    app[EVENT_SERVICE] = node.events
+    if node.events.stream_tokens is not None:
+        app[STREAM_TOKENS] = node.events.stream_tokens
     if node.rate_limiter is not None:
         app[RATE_LIMITER] = node.rate_limiter
     try:
@@ -146,6 +153,13 @@ async def services(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await node.stop()
+
+
+async def close_event_streams(app: web.Application) -> None:
+    """End the open event streams first on shutdown: they would otherwise hold it for its timeout."""
+    node = app.get(NODE_SERVICES)
+    if node is not None:
+        node.events.hub.close_all()
 
 
 async def metrics_server(app: web.Application) -> AsyncIterator[None]:

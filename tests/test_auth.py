@@ -49,6 +49,10 @@ EXPECTED_ACCESS = {
     ("GET", "/health"): "any",
     ("GET", "/api/v1/openapi.json"): "any",
     ("POST", "/auth/login"): "any",
+    ("GET", "/api/v1/events"): "user or worker",
+    ("POST", "/api/v1/events/token"): "user or worker",
+    ("GET", "/api/v1/jobs/{job_id}/events"): "user",
+    ("GET", "/api/v1/jobs/{job_id}/logs"): "user",
     ("POST", "/internal/v1/election"): "peer (CLUSTER_SECRET signature)",
 }
 ALLOWED = {"user": {USER, ADMIN}, "admin": {ADMIN}, "user or worker": {USER, ADMIN, WORKER}}

@@ -161,6 +161,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "JOB_TYPE_ROLES": "http=user,email=admin", "HTTP_PROCESSOR_ALLOW": "10.9.0.0/16",
         "HTTP_PROCESSOR_DENY": "10.9.9.9,fd00::/8", "SMTP_ALLOWED_FROM": "Example.com, mail.example.org",
         "QUEUES": "default, media:2", "JOBNODE_IMPORTS": "myapp.jobs,other",
+        "EVENTS_MAX_ENTRIES": "5000", "EVENTS_RETENTION": "10m", "EVENTS_HEARTBEAT": "5s",
+        "EVENTS_SUBSCRIBER_BUFFER": "64", "JOB_PROGRESS_INTERVAL": "250ms", "JOB_LOG_RETENTION": "24h",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -187,6 +189,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "smtp_starttls": True, "dev_mode": False, "job_type_roles": {"http": "user", "email": "admin"},
         "http_processor_allow": ("10.9.0.0/16",), "http_processor_deny": ("10.9.9.9/32", "fd00::/8"),
         "smtp_allowed_from": ("example.com", "mail.example.org"),
+        "events_max_entries": 5000, "events_retention_s": 600.0, "events_heartbeat_s": 5.0,
+        "events_subscriber_buffer": 64, "job_progress_interval_s": 0.25, "job_log_retention_s": 86400.0,
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -314,6 +318,12 @@ BAD = {
     "COMMIT_MAX_BATCH": ("0", "from 1 to 100000"),
     "COMMIT_INTERVAL": ("2s", "from 0s to 1s"),
     "SHUTDOWN_GRACE": ("2h", "from 0s to 1h"),
+    "EVENTS_MAX_ENTRIES": ("10", "from 1000 to 10000000"),
+    "EVENTS_RETENTION": ("8d", "from 0s to 168h"),
+    "EVENTS_HEARTBEAT": ("1h", "from 50ms to 5m"),
+    "EVENTS_SUBSCRIBER_BUFFER": ("0", "from 1 to 100000"),
+    "JOB_PROGRESS_INTERVAL": ("2m", "from 0s to 1m"),
+    "JOB_LOG_RETENTION": ("0", "from 1s to 8760h"),
     "MAX_BODY_SIZE": ("2GiB", "from 1KiB to 1GiB"),
     "MAX_BATCH_SIZE": ("10001", "from 1 to 10000"),
     "AUTH_ENABLED": ("maybe", "true or false"),

@@ -136,6 +136,9 @@ def test_generated_requests_get_no_5xx_and_documented_answers(api_schema):
     failures: list[str] = []
     sent: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
+    # An event stream does not end by itself, so a generated valid request would wait forever:
+    # tests/test_events.py covers those routes, bad input included.
+    operations = [op for op in operations if not op.definition.raw.get("x-jobnode-stream")]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:

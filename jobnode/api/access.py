@@ -7,6 +7,9 @@ Every route says its access level next to its definition:
     async def stats(request): ...
 
 With AUTH_ENABLED=false the middleware lets everything through, as before auth existed.
+The event stream routes also declare `accepts_stream_token`: a request to them without an
+Authorization header may carry a short-lived stream token in `?access_token=` instead
+(jobnode.auth.stream_tokens), for browsers' EventSource, which cannot send headers.
 With it on, a route that declares nothing is treated as admin-only (a forgotten
 declaration fails closed), public routes ignore the Authorization header, and every
 other route needs a valid bearer token (401) whose role the level allows (403).
@@ -19,14 +22,16 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from jobnode.api.appkeys import AUTHENTICATOR, SETTINGS
+from jobnode.api.appkeys import AUTHENTICATOR, SETTINGS, STREAM_TOKENS
 from jobnode.auth.roles import ADMIN, ADMIN_ACCESS, Access, Principal
+from jobnode.auth.stream_tokens import QUERY_PARAMETER
 from jobnode.core.errors import Forbidden
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Handler)
 
 ACCESS_ATTRIBUTE = "jobnode_access"
+STREAM_TOKEN_ATTRIBUTE = "jobnode_accepts_stream_token"
 PRINCIPAL = web.RequestKey("principal", Principal)
 UNDECLARED = ADMIN_ACCESS
 
@@ -41,6 +46,12 @@ def access(level: Access) -> Callable[[H], H]:
     return declare
 
 
+def accepts_stream_token(handler: H) -> H:
+    """Let the decorated (event stream) route be opened with a stream token in the query."""
+    setattr(handler, STREAM_TOKEN_ATTRIBUTE, True)
+    return handler
+
+
 def access_of(handler: object) -> Access:
     return getattr(handler, ACCESS_ATTRIBUTE, UNDECLARED)
 
@@ -52,7 +63,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     level = access_of(request.match_info.handler)
     if level.is_public:
         return await handler(request)
-    principal = await request.app[AUTHENTICATOR].authenticate(request.headers.get("Authorization"))
+    authorization = request.headers.get("Authorization")
+    query_token = request.query.get(QUERY_PARAMETER)
+    if (not authorization and query_token is not None
+            and getattr(request.match_info.handler, STREAM_TOKEN_ATTRIBUTE, False)):
+        principal = request.app[STREAM_TOKENS].verify(query_token)
+    else:
+        principal = await request.app[AUTHENTICATOR].authenticate(authorization)
     if not level.allows(principal.role):
         raise Forbidden(f"{request.method} {request.match_info.route.resource.canonical} needs role {level.name}; "
                         f"this token has role {principal.role}",

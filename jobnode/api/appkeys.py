@@ -12,10 +12,12 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from jobnode.auth.login import Authenticator
+    from jobnode.auth.stream_tokens import StreamTokens
     from jobnode.auth.tls import TlsContexts
     from jobnode.core.settings import Settings
     from jobnode.observability.metrics import NodeMetrics
     from jobnode.services.cluster import ClusterService
+    from jobnode.services.events import EventService
     from jobnode.services.jobs import JobService
     from jobnode.services.rate_limiter import RateLimiter
     from jobnode.services.system import SystemService
@@ -27,6 +29,8 @@ JOB_SERVICE = web.AppKey("job_service", "JobService")
 CLUSTER_SERVICE = web.AppKey("cluster_service", "ClusterService")
 SYSTEM_SERVICE = web.AppKey("system_service", "SystemService")
 AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")
+STREAM_TOKENS = web.AppKey("stream_tokens", "StreamTokens")
+EVENT_SERVICE = web.AppKey("event_service", "EventService")
 RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
 
 # Per request, set by jobnode.api.request_ids.

@@ -104,7 +104,7 @@ SCHEMAS: dict[str, Any] = {
         "required": [
             "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
-            "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue",
+            "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue", "progress",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -129,6 +129,12 @@ SCHEMAS: dict[str, Any] = {
             "errors": {"type": "array", "items": {"type": "object"}, "description": "one entry per failed attempt"},
             "submitted_by": _nullable("string"),
             "request_id": _nullable("string", description="X-Request-Id of the request that submitted the job"),
+            "progress": {
+                "type": ["object", "null"],
+                "description": "the last progress the processor reported (null: none)",
+                "properties": {"fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                               "message": {"type": "string"}, "at_ms": {"type": "integer"}},
+            },
         },
     },
     "JobList": {
@@ -156,6 +162,26 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
     },
     "Object": {"type": "object"},
+    "JobLogs": {
+        "type": "object",
+        "required": ["id", "lines", "count"],
+        "properties": {
+            "id": {"type": "string"},
+            "lines": {"type": "array", "items": {
+                "type": "object", "required": ["at", "attempt", "message"],
+                "properties": {"at": TIME, "attempt": {"type": "integer"}, "message": {"type": "string"}}}},
+            "count": {"type": "integer", "minimum": 0, "maximum": 100},
+        },
+    },
+    "StreamToken": {
+        "type": "object",
+        "required": ["token", "expires_in", "role"],
+        "properties": {
+            "token": {"type": "string", "description": "open an event stream with ?access_token=<token>"},
+            "expires_in": {"type": "integer", "description": "seconds the token may be used to open a stream"},
+            "role": {"type": "string", "enum": list(ROLES)},
+        },
+    },
     "LoginRequest": {
         "type": "object",
         "required": ["username", "password"],
@@ -244,6 +270,31 @@ def _submit_op() -> dict[str, Any]:
     return op
 
 
+LAST_EVENT_ID = [
+    {"name": "Last-Event-ID", "in": "header", "required": False,
+     "description": "resume after this event id (what an EventSource sends when it reconnects)",
+     "schema": {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$", "maxLength": 40}},
+    _query("last_event_id", {"type": "string", "pattern": "^[0-9]+(-[0-9]+)?$", "maxLength": 40,
+                             "description": "the same as the Last-Event-ID header, for a new EventSource"}),
+    _query("access_token", {"type": "string", "description": "a stream token from POST /api/v1/events/token, "
+                                                             "instead of an Authorization header"}),
+]
+
+
+def _stream_op(operation_id: str, summary: str, params: list[Any], errors: tuple[str, ...]) -> dict[str, Any]:
+    """An operation whose answer is a text/event-stream (see docs/events.md)."""
+    op = _op(operation_id, summary, "200", "Object", params=params, errors=errors)
+    op["responses"]["200"] = {"description": "a stream of Server-Sent Events: `id:`, `event:` and JSON `data:`",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    op["x-jobnode-stream"] = True  # it does not end by itself: fuzzers and generic clients beware
+    return op
+
+
+def _prefixes(name: str, what: str) -> dict[str, Any]:
+    return _query(name, {"type": "string", "maxLength": 4096,
+                         "description": f"{what} prefixes, comma-separated or repeated (any one matches)"})
+
+
 PATHS: dict[str, Any] = {
     "/api/v1/jobs": {
         "post": _submit_op(),
@@ -280,6 +331,23 @@ PATHS: dict[str, Any] = {
     "/api/v1/types": {
         "get": _op("listTypes", "Every job type in the cluster: queue, nodes running it, payload schema, description",
                    "200", "JobTypeList", errors=("503",))
+    },
+    "/api/v1/jobs/{job_id}/events": {
+        "get": _stream_op("getJobEvents", "The job's events from its submission, ending after its terminal event",
+                          [JOB_ID, *LAST_EVENT_ID], ONE_JOB_ERRORS),
+    },
+    "/api/v1/jobs/{job_id}/logs": {
+        "get": _op("getJobLogs", "The job's last log lines (at most 100), oldest first", "200", "JobLogs",
+                   params=[JOB_ID], errors=ONE_JOB_ERRORS),
+    },
+    "/api/v1/events": {
+        "get": _stream_op("getEvents", "The cluster's events as they happen (what the caller's role may see)",
+                          [_prefixes("type", "job type"), _prefixes("queue", "queue"), _prefixes("job", "job id"),
+                           _prefixes("event", "event name"), *LAST_EVENT_ID], ("400", "503")),
+    },
+    "/api/v1/events/token": {
+        "post": _op("createStreamToken", "A short-lived token that opens event streams (for EventSource)",
+                    "200", "StreamToken", errors=("404",)),
     },
     "/api/v1/stats": {
         "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))

@@ -1,4 +1,4 @@
-"""`jobnode jobs`: list jobs, or get, cancel, retry or delete one."""
+"""`jobnode jobs`: list jobs, or get, watch, cancel, retry or delete one, or show its logs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from jobnode.cli.arguments import positive_int
 from jobnode.cli.connection import client_command
+from jobnode.cli.events import add_watch_parser
 from jobnode.cli.output import format_table, print_json
 from jobnode.cli.usage import UsageError
 from jobnode.client import AsyncClient
@@ -32,7 +33,10 @@ def add_jobs_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         action = actions.add_parser(name, parents=[common], help=help_text)
         action.add_argument("id")
         action.set_defaults(handler=client_command(run_job_action))
-
+    add_watch_parser(actions, common)
+    logs = actions.add_parser("logs", parents=[common], help="show a job's last log lines")
+    logs.add_argument("id")
+    logs.set_defaults(handler=client_command(run_job_logs))
 
 def _add_list_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", default=argparse.SUPPRESS)
@@ -59,6 +63,16 @@ async def run_jobs_list(client: AsyncClient, args: argparse.Namespace) -> int:
     print(format_table(JOB_COLUMNS, rows))
     if page.get("next_cursor"):
         print(f"more jobs: add --cursor {page['next_cursor']} (or --all)", file=sys.stderr)
+    return 0
+
+
+async def run_job_logs(client: AsyncClient, args: argparse.Namespace) -> int:
+    answer = await client.logs(args.id)
+    if args.json:
+        print(json.dumps(answer))
+        return 0
+    for line in answer["lines"]:
+        print(f"{line['at']} [attempt {line['attempt']}] {line['message']}")
     return 0
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from jobnode.cli.certs import add_cert_parser
 from jobnode.cli.connection import add_client_options, report_api_error
 from jobnode.cli.dev import add_dev_parser
+from jobnode.cli.events import add_events_parser
 from jobnode.cli.jobs import add_jobs_parser
 from jobnode.cli.serve import add_serve_parser
 from jobnode.cli.session import add_login_parser
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(commands)
     add_submit_parser(commands, common)
     add_jobs_parser(commands, common)
+    add_events_parser(commands, common)
     add_status_parser(commands, common)
     add_types_parser(commands, common)
     add_login_parser(commands, common)

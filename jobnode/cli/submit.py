@@ -14,6 +14,7 @@ from typing import Any
 
 from jobnode.cli.arguments import positive_float, positive_int
 from jobnode.cli.connection import client_command
+from jobnode.cli.events import watch_job
 from jobnode.cli.output import Progress, print_json
 from jobnode.cli.usage import UsageError
 from jobnode.client import ApiError, AsyncClient
@@ -95,7 +96,7 @@ async def run_submit(client: AsyncClient, args: argparse.Namespace) -> int:
     if args.count is None:
         job = await client.submit(**spec, idempotency_key=args.key)
         if args.wait:
-            job = await client.wait(job["id"], timeout_s=args.wait_timeout)
+            job = await watch_job(client, job["id"], timeout_s=args.wait_timeout)
         print_json(job, args)
         return 0 if not args.wait or job["status"] == "completed" else 1
     args.key = args.key or f"cli-{uuid.uuid4().hex[:12]}"

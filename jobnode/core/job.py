@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 PENDING = "pending"
 ASSIGNED = "assigned"
@@ -92,9 +92,14 @@ class Job:
     submitted_by: str | None = None
     request_id: str | None = None  # of the API request that submitted it; worker log lines carry it
     queue: str = DEFAULT_QUEUE  # only workers of nodes serving this queue run the job
+    # The last progress its processor reported: {"fraction", "message", "at_ms"} (None: none yet).
+    last_progress: dict[str, Any] | None = None
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
+    # Where a running job's progress and log lines go (set by the worker that runs it; a job
+    # read from storage has none, and then progress() and log() only check their arguments).
+    _reporter: JobReporter | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def new(cls, spec: JobSpec, *, submitted_by: str | None = None, request_id: str | None = None,
@@ -125,6 +130,7 @@ class Job:
         doc = dataclasses.asdict(self)
         doc["_id"] = doc.pop("id")
         doc["timeout_seconds"] = doc.pop("timeout_s")
+        del doc["_reporter"]
         return doc
 
     @classmethod
@@ -133,6 +139,7 @@ class Job:
         data = {k: v for k, v in doc.items() if k in names}
         data["id"] = doc["_id"]
         data["timeout_s"] = doc.get("timeout_seconds", 0.0)
+        data.pop("_reporter", None)
         for key in ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at"):
             value = data.get(key)
             if isinstance(value, datetime) and value.tzinfo is None:
@@ -164,4 +171,38 @@ class Job:
             "errors": self.errors,
             "submitted_by": self.submitted_by,
             "request_id": self.request_id,
+            "progress": self.last_progress,
         }
+
+    def attach_reporter(self, reporter: JobReporter) -> None:
+        self._reporter = reporter
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the job has come (0.0 to 1.0), with an optional short message.
+
+        Reports are throttled per job (the last one wins), stored on the job as `progress`
+        and published as a `job.progress` event. Raises ValueError for a fraction outside
+        0..1 or a message that is not text."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be a number from 0 to 1, got {fraction!r}")
+        if message is not None and not isinstance(message, str):
+            raise ValueError(f"progress message must be text, got {type(message).__name__}")
+        if self._reporter is not None:
+            await self._reporter.progress(float(fraction), message)
+
+    def log(self, message: str) -> None:
+        """Keep a line in the job's log (the last lines are kept; see GET /api/v1/jobs/{id}/logs).
+
+        Safe to call from a thread the processor started."""
+        if not isinstance(message, str):
+            message = str(message)
+        if self._reporter is not None:
+            self._reporter.log(message)
+
+
+class JobReporter(Protocol):
+    """Where a running job's progress and log lines go (the worker pool provides one per job)."""
+
+    async def progress(self, fraction: float, message: str | None) -> None: ...
+
+    def log(self, message: str) -> None: ...

@@ -14,6 +14,8 @@ The groups:
   TAKEN     what a worker gets when it starts the job (take_next in lib.lua)
 
 Fields without a group (`seq`, `queued_ms`, `shown`) are the scripts' own bookkeeping.
+The scripts also read `type`, `sub` and `queue` (when a job has one) by name to label the job
+events they publish (lib.lua's publish_job).
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ FIELDS: tuple[Field, ...] = (
     # Which ready set the job waits in (P:ready:{queue}:{type}); absent in jobs queued before
     # queues existed, which the scripts read as the default queue.
     _field("queue", TEXT, "queue", ENQUEUED, RESTORED, TAKEN, empty="default"),
+    # The last progress its processor reported ({fraction, message, at_ms}); written by
+    # progress.lua without a state change, so it reaches MongoDB with the next one.
+    _field("progress", JSON, "last_progress", SNAPSHOT),
+    # Who submitted it: job events carry it so a user's stream shows only their own jobs.
+    _field("sub", TEXT, "submitted_by", ENQUEUED, RESTORED),
     _field("seq", INT, None),  # submission order within a priority band
     _field("queued_ms", INT, None),  # when the job last became runnable (its wait starts)
     _field("shown", INT, None),  # 1 once MongoDB was told this attempt is running

@@ -440,6 +440,13 @@ class Settings:
     commit_max_batch: int = 500
     commit_interval_s: float = 0.02
     shutdown_grace_s: float = 30.0
+    # the event stream, job progress and job logs
+    events_max_entries: int = 100_000
+    events_retention_s: float = 3600.0
+    events_heartbeat_s: float = 15.0
+    events_subscriber_buffer: int = 1000
+    job_progress_interval_s: float = 1.0
+    job_log_retention_s: float = 7 * 86400.0
     # API limits
     max_body_bytes: int = 1048576
     max_batch_size: int = 1000
@@ -625,6 +632,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("COMMIT_MAX_BATCH", "commit_max_batch", _int_rule(1, 100000)),
     Variable("COMMIT_INTERVAL", "commit_interval_s", _duration_rule(0, 1)),
     Variable("SHUTDOWN_GRACE", "shutdown_grace_s", _duration_rule(0, 3600)),
+    Variable("EVENTS_MAX_ENTRIES", "events_max_entries", _int_rule(1000, 10_000_000)),
+    Variable("EVENTS_RETENTION", "events_retention_s", _duration_rule(0, 7 * 86400)),
+    Variable("EVENTS_HEARTBEAT", "events_heartbeat_s", _duration_rule(0.05, 300)),
+    Variable("EVENTS_SUBSCRIBER_BUFFER", "events_subscriber_buffer", _int_rule(1, 100_000)),
+    Variable("JOB_PROGRESS_INTERVAL", "job_progress_interval_s", _duration_rule(0, 60)),
+    Variable("JOB_LOG_RETENTION", "job_log_retention_s", _duration_rule(1, 365 * 86400)),
     Variable("MAX_BODY_SIZE", "max_body_bytes", _size_rule(2**10, 2**30)),
     Variable("MAX_BATCH_SIZE", "max_batch_size", _int_rule(1, 10000)),
     Variable("AUTH_ENABLED", "auth_enabled", _BOOL),

@@ -34,6 +34,7 @@ from jobnode.core.queues import WorkerGroup
 from jobnode.core.job import COMPLETED, FAILED, RETRYING, RUNNING, Job, utcnow
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
+from jobnode.pipeline.job_reports import JobReports
 from jobnode.processors.registry import PermanentError, ProcessorRegistry, UnknownProcessorType
 from jobnode.storage.redis.queue import JobQueue, Report, TakenJob
 from jobnode.pipeline.retry import RetryPolicy
@@ -86,8 +87,9 @@ class WorkerPool:
     """Runs the workers and the heartbeat of one node."""
 
     def __init__(self, settings: PoolSettings, queue: JobQueue, registry: ProcessorRegistry,
-                 metrics: NodeMetrics | None = None) -> None:
+                 metrics: NodeMetrics | None = None, reports: JobReports | None = None) -> None:
         self.settings = settings
+        self.reports = reports  # where jobs' progress and log lines go (None: nowhere)
         self.queue = queue
         self.registry = registry
         self.metrics = metrics or NodeMetrics(registry.types())
@@ -247,9 +249,12 @@ class WorkerPool:
         debug = debug_enabled(__name__)
         if debug:
             log.debug("job.started", wait_s=taken.wait_s)
+        job = _as_job(taken, self.settings.node_id, worker_id)
+        if self.reports is not None:
+            job.attach_reporter(self.reports.reporter(taken.id, worker_id, taken.attempts))
         try:
             async with asyncio.timeout(taken.timeout_s):  # in this task: wait_for would start another
-                result = await processor.process(_as_job(taken, self.settings.node_id, worker_id))
+                result = await processor.process(job)
             encoded = orjson.dumps(result)
             if debug:
                 log.debug("job.completed")
@@ -267,6 +272,9 @@ class WorkerPool:
         except Exception as exc:  # any processor failure is the job's failure, never the worker's
             log.info("job.attempt_failed", error=str(exc))
             return "retry", _error_text(f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.reports is not None:
+                self.reports.finished(taken.id)
 
     async def _heartbeat(self) -> None:
         while True:

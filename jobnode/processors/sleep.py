@@ -10,6 +10,11 @@ from jobnode.processors.payload import flag_field, number_field, payload_object
 from jobnode.processors.registry import PermanentError, RetryableError
 
 
+# Shorter waits (most load tests) report nothing: their events would only add load.
+PROGRESS_FROM_S = 1.0
+PROGRESS_STEPS = 10
+
+
 class SleepProcessor:
     """`sleep`: waits `payload.seconds` (0..3600), for tests and load generation.
 
@@ -17,6 +22,7 @@ class SleepProcessor:
     - `fail: true` raises a RetryableError, so the job goes through its retries;
     - `fail_permanently: true` raises a PermanentError, so it fails at once (dead-letter tests).
     Result: `{"slept_seconds": seconds}`.
+    A wait of a second or more reports its progress at every tenth of it.
     """
 
     type = "sleep"
@@ -36,7 +42,13 @@ class SleepProcessor:
         payload = payload_object(job)
         seconds = number_field(payload, "seconds", 0, self.max_seconds)
         fail, fail_permanently = flag_field(payload, "fail"), flag_field(payload, "fail_permanently")
-        await asyncio.sleep(seconds)
+        if seconds >= PROGRESS_FROM_S:
+            for step in range(1, PROGRESS_STEPS):  # the completion reports the last tenth
+                await asyncio.sleep(seconds / PROGRESS_STEPS)
+                await job.progress(step / PROGRESS_STEPS, f"slept {seconds * step / PROGRESS_STEPS:g}s of {seconds:g}s")
+            await asyncio.sleep(seconds / PROGRESS_STEPS)
+        else:
+            await asyncio.sleep(seconds)
         if fail_permanently:
             raise PermanentError("sleep: failed permanently as asked (payload.fail_permanently)")
         if fail:

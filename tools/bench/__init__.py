@@ -5,7 +5,8 @@ measures the store's own ceiling for job documents, starts a `jobnode dev` clust
 runs the workloads through its HTTP API (submit, drain, latency, counting MongoDB writes
 and sampling the nodes' memory on the way; with --steady-seconds also a long steady run for
 memory growth), optionally the same drain and latency through arq, then kills the leader of
-fresh raft clusters K times (failover). Progress goes to stderr. docs/benchmark.md says
+fresh raft clusters K times (failover), and measures the event stream on a 2-node cluster
+(subscribers, their memory, delivery). Progress goes to stderr. docs/benchmark.md says
 how to read the figures.
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 from tools.bench import stages
 from tools.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from tools.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
+from tools.bench.events import run_events
 from tools.bench.failover import config_for, run_failover
 from tools.bench.machine import MachineWatch
 from tools.bench.resources import ResourceSampler, run_steady
@@ -37,15 +39,15 @@ from tools.bench.routing import run_routing
 from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from tools.bench.writes import mark, writes_between
 
-SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing")
+SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events")
 COMPARE = ("arq", "celery-mongo")
 PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
-             "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000},
+             "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000, "subscribers": 1000, "events_s": 30.0},
     "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
-              "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000},
+              "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000, "subscribers": 1000, "events_s": 3.0},
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
@@ -54,7 +56,11 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            "steady_rss_growth_mib": 10,
            # Named queues: dispatch with 3 queues x 100 workers costs Redis at most 1.5x one queue
            # of 300, and 10x the workers per queue at most 1.5x (O(log n) in workers).
-           "routing_three_queues_vs_one": 1.5, "routing_thousand_vs_hundred_workers": 1.5}
+           "routing_three_queues_vs_one": 1.5, "routing_thousand_vs_hundred_workers": 1.5,
+           # The event stream: 1,000 subscribers on one node, each costing it little, and a
+           # completion at a subscriber on another node within a few event-loop turns.
+           "events_subscribers": 1000, "events_rss_mib_per_1000_subscribers": 64,
+           "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
@@ -90,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--failover-nodes", type=int, default=3, help="nodes of each failover cluster (default 3)")
     add("--failover-algorithm", choices=("bully", "raft", "gossip"), default="raft")
     add("--failover-rate", type=float, default=20.0, help="jobs/s submitted during a failover (default 20)")
+    add("--subscribers", type=int, help="event stream subscribers opened on one node (default 1000)")
+    add("--events-seconds", type=float, help="how long the events section offers load at --rate")
     add("--profile", type=Path, metavar="DIR", help="py-spy the node(s) and SecantusDB during the drain")
     add("--work-dir", type=Path, help="where servers and clusters keep their files (default: a temp dir)")
     add("--timeout", type=float, default=600.0, help="limit of each wait, seconds (default 600)")
@@ -101,7 +109,8 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     chosen = dict(SIZES["quick" if args.quick else "full"])
     overrides = {"ceiling_jobs": args.ceiling_jobs, "single_jobs": args.single_jobs,
                  "batch_jobs": args.batch_jobs, "drain_jobs": args.drain_jobs,
-                 "latency_s": args.latency_seconds, "failover_runs": args.failover_runs}
+                 "latency_s": args.latency_seconds, "failover_runs": args.failover_runs,
+                 "subscribers": args.subscribers, "events_s": args.events_seconds}
     chosen.update({name: value for name, value in overrides.items() if value is not None})
     return chosen
 
@@ -153,6 +162,8 @@ class Bench:
             if self.wanted("routing"):
                 progress(f"routing: dispatch of {self.sizes['routing_jobs']} jobs per queue layout")
                 self.report["routing"] = await run_routing(servers.redis_url, jobs=self.sizes["routing_jobs"])
+            if self.wanted("events"):
+                await self.run_events(servers)
         finally:
             servers.stop()
         self.finish_report(time.monotonic() - began)
@@ -302,6 +313,17 @@ class Bench:
         self.report["failover"] = run_failover(plan, servers, self.work_dir, runs=self.sizes["failover_runs"],
                                                rate_per_s=a.failover_rate, startup_timeout_s=a.startup_timeout)
 
+    async def run_events(self, servers: DataServers) -> None:
+        a = self.args
+        plan = ClusterPlan("events", 2, a.algorithm, a.workers, python=a.node_python)
+        cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
+        try:
+            self.report["events"] = await run_events(
+                cluster.urls, cluster.node_pids[-1], subscribers=self.sizes["subscribers"], rate_per_s=a.rate,
+                duration_s=self.sizes["events_s"], timeout_s=a.timeout)
+        finally:
+            cluster.stop()
+
     def finish_report(self, seconds: float) -> None:
         ceiling, writes = self.report.get("store_ceiling"), self.report.get("writes_per_job")
         if ceiling and writes and writes.get("documents_per_job"):
@@ -330,9 +352,14 @@ class Bench:
             "steady_rss_growth_mib": _max_of(node.get("growth_mib") for node in (get("steady", "rss") or {}).values()),
             "routing_three_queues_vs_one": get("routing", "three_queues_vs_one"),
             "routing_thousand_vs_hundred_workers": get("routing", "thousand_vs_hundred_workers_per_queue"),
+            "events_subscribers": get("events", "subscribers"),
+            "events_rss_mib_per_1000_subscribers": get("events", "rss_mib_per_1000_subscribers"),
+            "events_delivery_p50_ms": get("events", "delivery_ms", "p50") if self.args.rate == 200 else None,
+            "events_delivery_p99_ms": get("events", "delivery_ms", "p99") if self.args.rate == 200 else None,
         }
         lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
-                           "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers"}
+                           "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers",
+                           "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms"}
         targets = {name: {"target": target, "measured": measured[name],
                           "met": None if measured[name] is None else
                           (measured[name] <= target if name in lower_is_better else measured[name] >= target)}

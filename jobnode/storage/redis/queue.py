@@ -16,6 +16,8 @@ Keys (all under the configured prefix P):
   P:seen            zset   worker heartbeats (server ms)
   P:dead            zset   the dead-letter set: failed jobs by time
   P:outbox          stream state changes waiting to be written to MongoDB (outbox_stream.py)
+  P:events          stream job, node and leader events for subscribers (event_stream.py)
+  P:log:{id}        list   a job's last log lines (job_logs.py)
   P:leader, P:fence        the fenced leader lease (see lease.py)
   P:leader:last, :previous  its last holder, and the one a takeover found (pauses its workers)
   P:wake            list   a one-token doorbell for the dispatcher
@@ -35,8 +37,9 @@ from redis.asyncio import Redis
 from jobnode.core.job import Job, to_epoch_ms
 from jobnode.core.record import ENQUEUED, RESTORED, decode_taken, encode_pairs
 from jobnode.storage.redis.boundary import redis_boundary
+from jobnode.storage.redis import job_logs
 from jobnode.storage.redis.outbox_stream import STREAM, OutboxStream
-from jobnode.storage.redis.scripts import Scripts
+from jobnode.storage.redis.scripts import DEFAULT_EVENTS_MAX_ENTRIES, Scripts
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,16 @@ class Report:
     error: str = ""
     delay_ms: int = 0  # before a retry
     next_lease_ms: int = 0  # 0: take no next job
+
+
+@dataclass(frozen=True)
+class ProgressReport:
+    """How far a worker's running job has come."""
+
+    worker: str
+    job_id: str
+    fraction: float
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,10 +115,10 @@ class ReapResult:
 class JobQueue:
     """Every Redis operation on jobs and workers, each one atomic, and the outbox stream."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, events_max_entries: int = DEFAULT_EVENTS_MAX_ENTRIES) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, events_max_entries)
         self.outbox = OutboxStream(redis, prefix)
 
     def key(self, *parts: str) -> str:
@@ -208,6 +221,17 @@ class JobQueue:
         return [(_text(row[0]) if row[0] else None, _taken(row[1:]) if len(row) > 1 else None) for row in rows]
 
     @redis_boundary
+    async def progress(self, reports: Sequence[ProgressReport]) -> int:
+        """Set running jobs' progress and publish it (progress.lua); how many were accepted
+        (a report for a job its worker no longer runs is dropped)."""
+        if not reports:
+            return 0
+        args: list[Any] = [self.prefix]
+        for r in reports:
+            args += [r.worker, r.job_id, repr(float(r.fraction)), r.message or ""]
+        return int(await self.scripts.progress(args=args))
+
+    @redis_boundary
     async def cancel(self, job_id: str) -> tuple[str, bool] | None:
         row = await self.scripts.cancel(args=[self.prefix, job_id])
         if row is None:
@@ -228,9 +252,9 @@ class JobQueue:
 
     @redis_boundary
     async def delete(self, job_id: str) -> None:
-        """Remove a job's runtime record (after it was cancelled)."""
+        """Remove a job's runtime record and its log (after it was cancelled)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key("job", job_id))
+            pipe.delete(self.key("job", job_id), self.key(job_logs.KEY, job_id))
             pipe.zrem(self.key("dead"), job_id)
             await pipe.execute()
 

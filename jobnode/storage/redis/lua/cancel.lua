@@ -18,4 +18,5 @@ if (f[1] == 'assigned' or f[1] == 'running') and f[2] then
   wake()
 end
 transition(id, 'cancelled', now, 'finished_ms', now)
+publish_job('job.cancelled', id, 'previous', f[1])
 return {f[1], 1}

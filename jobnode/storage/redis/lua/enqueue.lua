@@ -17,8 +17,14 @@ while i <= #ARGV do
     local seq = redis.call('INCR', k('seq'))
     redis.call('HSET', jkey, 'seq', seq, 'status', 'pending', 'updated_ms', now,
                'queued_ms', math.max(now, due), unpack(ARGV, first, last))
-    -- A re-enqueue (the reconciler, rev > 0) tells MongoDB the job is pending again.
-    if tonumber(argv_value(first, last, 'rev') or 0) > 0 then transition(id, 'pending', now) end
+    -- A re-enqueue (the reconciler, rev > 0) tells MongoDB the job is pending again; a job
+    -- queued for the first time is announced (job.submitted).
+    if tonumber(argv_value(first, last, 'rev') or 0) > 0 then
+      transition(id, 'pending', now)
+    else
+      publish_job('job.submitted', id, 'priority', argv_value(first, last, 'priority') or '',
+                  'due_ms', math.max(now, due))
+    end
     if due > now then
       redis.call('ZADD', k('delayed'), due, id)
     else

@@ -31,6 +31,8 @@ local function finish(worker, id, outcome, result, error, delay_ms)
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     counts.completed = counts.completed + 1
     transition_read(job, id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
+    publish_job('job.completed', id, 'attempt', job.attempts or 0, 'worker', worker, 'node', job.node or '',
+                'duration_ms', now - (tonumber(job.started_ms) or now))
     return 'completed'
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)
@@ -39,11 +41,13 @@ local function finish(worker, id, outcome, result, error, delay_ms)
     counts.retried = counts.retried + 1
     transition_read(job, id, 'retrying', now, 'error', error, 'errors', errors)
     redis.call('ZADD', k('delayed'), now + tonumber(delay_ms), id)
+    publish_failure(id, job.attempts, error, now + tonumber(delay_ms))
     return 'retrying'
   end
   counts.failed = counts.failed + 1
   transition_read(job, id, 'failed', now, 'error', error, 'errors', errors, 'finished_ms', now)
   redis.call('ZADD', k('dead'), now, id)
+  publish_failure(id, job.attempts, error, nil)
   return 'failed'
 end
 

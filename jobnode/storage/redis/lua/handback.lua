@@ -4,6 +4,7 @@
 -- off mid-run are refunded their attempt: the node stopped, the job did not fail.
 local now = now_ms()
 local returned = 0
+local node = ARGV[2] and redis.call('HGET', k('workers'), ARGV[2])
 for i = 2, #ARGV do
   local worker = ARGV[i]
   for _, id in ipairs(redis.call('SMEMBERS', k('wjobs', worker))) do
@@ -16,4 +17,5 @@ for i = 2, #ARGV do
   redis.call('HDEL', k('workers'), worker)
   redis.call('ZREM', k('seen'), worker)
 end
+if node then publish('node.left', 'node', node, 'workers', #ARGV - 1) end
 return returned

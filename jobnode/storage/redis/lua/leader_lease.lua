@@ -63,4 +63,6 @@ if contender == node then redis.call('DEL', k('leader:contender')) end
 local previous = holder or redis.call('GET', k('leader:last'))
 if previous and previous ~= node then redis.call('SET', k('leader:previous'), previous) end
 redis.call('SET', k('leader:last'), node)
-return hold(redis.call('INCR', k('fence')))
+local held = hold(redis.call('INCR', k('fence')))
+publish('leader.changed', 'node', node, 'token', held, 'previous', holder or previous or '')
+return held

@@ -1,5 +1,6 @@
 -- lib.lua: helpers prepended to every jobnode script (see jobnode/storage/redis/scripts.py,
--- which also puts before it the generated field lists SNAPSHOT and TAKE_FIELDS).
+-- which also puts before it the generated field lists SNAPSHOT and TAKE_FIELDS, and
+-- EVENTS_MAX_ENTRIES, the length the event stream is capped at).
 --
 -- Every script takes the key prefix as ARGV[1] and derives its key names from it, so one
 -- Redis can host several clusters. Keys are derived inside the scripts, which means jobnode
@@ -85,6 +86,31 @@ local function leave_group(worker)
   if redis.call('HINCRBY', k('group_size'), group, -1) <= 0 then
     redis.call('HDEL', k('group_size'), group)
     redis.call('HDEL', k('groups'), group)
+  end
+end
+
+-- Events: each job state change, and each node and leader change, is also published on the
+-- capped stream P:events in the same atomic step, so a subscriber can never see a change
+-- that did not happen nor miss one that did (within the stream's retention). Entries are
+-- flat name/value pairs; jobnode/storage/redis/event_stream.py turns them into events.
+-- MAXLEN ~ trims whole stream nodes at once, which keeps the cap cheap on every append.
+local function publish(name, ...)
+  redis.call('XADD', k('events'), 'MAXLEN', '~', EVENTS_MAX_ENTRIES, '*', 'event', name, ...)
+end
+
+-- A job event, labelled with what subscribers filter on: the job's type, queue and submitter.
+local function publish_job(name, id, ...)
+  local f = redis.call('HMGET', k('job', id), 'type', 'queue', 'sub')
+  publish(name, 'job', id, 'type', f[1] or '', 'queue', f[2] or '', 'sub', f[3] or '', ...)
+end
+
+-- A failed attempt: job.failed, then job.retrying (with when) or job.dead (final).
+local function publish_failure(id, attempt, error, retry_at_ms)
+  publish_job('job.failed', id, 'attempt', attempt or 0, 'error', error or '')
+  if retry_at_ms then
+    publish_job('job.retrying', id, 'attempt', attempt or 0, 'retry_at_ms', retry_at_ms)
+  else
+    publish_job('job.dead', id, 'attempt', attempt or 0, 'error', error or '')
   end
 end
 
@@ -180,9 +206,11 @@ local function requeue(id, reason, now, refund)
       if retries_left(f[3], f[4]) then
         transition(id, 'pending', now, 'error', reason, 'errors', errors)
         ready_add(id, tonumber(f[5]), tonumber(f[6]), route)
+        publish_failure(id, f[3], reason, now)
       else
         transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
         redis.call('ZADD', k('dead'), now, id)
+        publish_failure(id, f[3], reason, nil)
       end
     end
   else
@@ -220,7 +248,8 @@ end
 -- and their outcome's snapshot would outdate it in the same outbox batch. The worker's
 -- heartbeat records it for a job still running then (heartbeat.lua, `shown`), so MongoDB
 -- shows running only for jobs that run long enough to be seen; reads merge Redis's state.
-local TAKE_OWN = {'status', 'worker', 'rev', 'queued_ms', 'attempts'}
+-- Subscribers are told at once (job.started): an event costs no MongoDB write.
+local TAKE_OWN = {'status', 'worker', 'rev', 'queued_ms', 'attempts', 'node', 'progress'}
 local TAKE_READ = {unpack(TAKE_OWN)}
 for _, name in ipairs(TAKE_FIELDS) do TAKE_READ[#TAKE_READ + 1] = name end
 local function take_next(worker, lease_ms, id, now)
@@ -233,7 +262,9 @@ local function take_next(worker, lease_ms, id, now)
       local attempts = (tonumber(j[5]) or 0) + 1
       redis.call('HSET', k('job', id), 'status', 'running', 'updated_ms', now,
                  'rev', (tonumber(j[3]) or 0) + 1, 'started_ms', now, 'attempts', attempts, 'shown', 0)
+      if j[7] then redis.call('HDEL', k('job', id), 'progress') end  -- a new attempt starts afresh
       redis.call('ZADD', k('leases'), now + lease_ms, id)
+      publish_job('job.started', id, 'attempt', attempts, 'worker', worker, 'node', j[6] or '')
       local wait_ms = -1
       if j[4] then wait_ms = math.max(0, now - tonumber(j[4])) end
       local row = {id, wait_ms}

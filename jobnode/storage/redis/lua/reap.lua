@@ -8,7 +8,10 @@ if err then return err end
 local now = now_ms()
 local dead = redis.call('ZRANGEBYSCORE', k('seen'), '-inf', now - tonumber(ARGV[4]))
 local moved = 0
+local down = {}  -- node -> its workers found dead, announced once per node (node.down)
 for _, worker in ipairs(dead) do
+  local node = redis.call('HGET', k('workers'), worker)
+  if node then down[node] = (down[node] or 0) + 1 end
   -- Unregister first so the requeued jobs do not hand capacity back to a dead worker.
   leave_group(worker)
   redis.call('HDEL', k('capacity'), worker)
@@ -20,6 +23,7 @@ for _, worker in ipairs(dead) do
   end
   redis.call('DEL', k('wjobs', worker), k('inbox', worker))
 end
+for node, workers in pairs(down) do publish('node.down', 'node', node, 'workers', workers) end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', k('leases'), '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
   local worker = redis.call('HGET', k('job', id), 'worker')
   local put_back = requeue(id, 'lease expired', now, false)

@@ -23,5 +23,6 @@ for i = 6, #ARGV do
   set_free(worker, capacity, group)
 end
 redis.call('HSET', k('groups'), group, definition)
+publish('node.joined', 'node', node, 'workers', #ARGV - 5)
 wake()
 return #ARGV - 5

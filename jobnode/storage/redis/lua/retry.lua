@@ -20,7 +20,9 @@ local seq = redis.call('INCR', k('seq'))
 -- queued_ms restarts: the wait of the new first attempt counts from this retry.
 redis.call('HSET', jkey, 'seq', seq, 'attempts', 0, 'worker', '', 'node', '', 'result', '',
            'error', '', 'started_ms', '', 'finished_ms', '', 'queued_ms', now)
+redis.call('HDEL', jkey, 'progress')
 transition(id, 'pending', now)
+publish_job('job.retrying', id, 'attempt', 0, 'retry_at_ms', now, 'by', 'admin')
 local f = redis.call('HMGET', jkey, 'priority', 'queue', 'type')
 ready_add(id, tonumber(f[1]), seq, route_of(f[2], f[3]))
 wake()
