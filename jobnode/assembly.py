@@ -149,6 +149,8 @@ class NodeServices:
             supervise("events", self.events.hub.run),
             supervise("job_reports", self.reports.run),
             supervise("catalog", self.jobs.catalog.run),
+            supervise("throughput", lambda: self.system.throughput.run(self.queue.completed_total,
+                                                                   s.throughput_sample_interval_s)),
         ]
         await self.pool.start()
         await self.elector.start()  # last: the node takes part in elections once it can do the work

@@ -71,7 +71,7 @@ class SystemService:
         settings, queue = self.settings, self.queue
         counts, routes = await asyncio.gather(self.jobs.counts(), queue.routes())
         depths = await queue.depths(routes)
-        # Sampled when someone asks: the rate is over the stats requests of the last window.
+        # The background sampler keeps the window filled; this adds the freshest point.
         self.throughput.observe(asyncio.get_running_loop().time(), depths["completed_total"])
         holder = await self.leadership.lease.holder()
         return {
@@ -102,7 +102,8 @@ class SystemService:
             },
             "leader": {"id": holder.node_id, "fencing_token": holder.token} if holder else None,
             "node_count": len({w["node_id"] for w in await queue.workers()}) or 1,
-            "throughput": {"completed_per_s": self.throughput.per_second(), "window_s": self.throughput.window_s},
+            "throughput": {"completed_per_s": self.throughput.per_second(), "window_s": self.throughput.span_s(),
+                           "scope": "cluster"},
             "rate_limit": self.rate_limiter.counters() if self.rate_limiter else {"enabled": False},
         }
 

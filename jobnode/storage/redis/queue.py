@@ -315,6 +315,11 @@ class JobQueue:
         return found
 
     @redis_boundary
+    async def completed_total(self) -> int:
+        """Jobs completed in the whole cluster since this Redis began counting."""
+        return int(await self.redis.get(self.key("count", "completed")) or 0)
+
+    @redis_boundary
     async def depths(self, routes: Sequence[Route] | None = None) -> dict[str, int]:
         """Cluster-wide counts by state; `routes` (from routes()) saves reading them again."""
         ready = sum(route.ready for route in (await self.routes() if routes is None else routes))
