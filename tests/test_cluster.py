@@ -304,6 +304,13 @@ async def test_leader_killed_under_load_loses_no_job_and_runs_none_twice_at_once
     assert not recorder.overlaps(), f"jobs that ran twice at the same time: {recorder.overlaps()}"
     cut_off = [tag for tag, runs in recorder.runs.items() if not runs[0].finished]
     assert cut_off and all(recorder.finished(tag) for tag in cut_off), recorder.runs
+
+    async def loss_recorded() -> list[dict[str, Any]] | None:
+        changes = (await get_json(f"{cluster.nodes[new].url}/api/v1/elections"))["elections"]
+        return changes if any(c["leader"] == new and c["previous"] == old for c in changes) else None
+
+    # The new leader's entry names the leader it replaced, not "no previous leader".
+    await wait_until(loss_recorded, timeout_s=15, message=f"no election entry says {new} replaced {old}")
     if algorithm == "raft":
         history = await get_json(f"{cluster.nodes[new].url}/api/v1/elections")
         leaders_by_term = defaultdict(set)

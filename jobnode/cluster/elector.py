@@ -60,6 +60,9 @@ class ElectionView:
     """What this node believes about the cluster right now (read by the API)."""
 
     leader: str | None = None
+    # The last leader this node knew, kept while it sees none: a leader's death shows first
+    # as "no leader", and the next leader replaces the one lost, not that gap.
+    last_leader: str | None = None
     term: int = 0
     since: datetime | None = None
     changes: int = 0
@@ -180,8 +183,11 @@ class Elector:
         if not isinstance(event, election.LeaderChanged):
             log.info("election.member", change=type(event).__name__, node=event.node_id)
             return
-        change = LeaderChange(event.leader, self.view.leader, event.term, utcnow())
+        previous = self.view.leader if self.view.leader is not None else self.view.last_leader
+        change = LeaderChange(event.leader, previous, event.term, utcnow())
         self.view.leader, self.view.term, self.view.since = event.leader, event.term, change.at
+        if event.leader is not None:
+            self.view.last_leader = event.leader
         self.view.changes += 1
         log.info("election.leader_changed", leader=event.leader, previous=change.previous, term=event.term)
         if self.on_leader_change is not None:

@@ -87,23 +87,36 @@ class ClusterRecorder:
         except TimeoutError:
             log.info("cluster.election_not_recorded", term=change.term, reason="never held the leader lease")
             return
-        doc = {
-            "at": utcnow(),
-            "elected_at": change.at,
-            "fencing_token": token,
-            "term": change.term,
-            "leader": change.leader,
-            "previous": change.previous,
-            "algorithm": self.settings.election_algorithm,
-            "reason": ("first leader seen by this node" if change.previous is None
-                       else f"{change.previous} lost the lead"),
-        }
         try:
+            previous = change.previous if change.previous is not None else await self._last_recorded_leader()
+            doc = {
+                "at": utcnow(),
+                "elected_at": change.at,
+                "fencing_token": token,
+                "term": change.term,
+                "leader": change.leader,
+                "previous": previous,
+                "algorithm": self.settings.election_algorithm,
+                "reason": change_reason(change.leader, previous),
+            }
             await self.store.record_leader_change(doc)
         except Unavailable as exc:
             log.warning("cluster.election_not_recorded", error=str(exc), term=change.term)
+
+    async def _last_recorded_leader(self) -> str | None:
+        """The leader the cluster's history names last: what a node that just started knows of its past."""
+        latest = await self.store.leader_changes(limit=1)
+        return latest[0]["leader"] if latest else None
 
     async def _snapshot(self) -> None:
         depths = await self.queue.depths()
         await self.store.snapshot({"at": utcnow(), "node_id": self.settings.node_id,
                                    "is_leader": self.leadership.is_leader, **depths})
+
+
+def change_reason(leader: str | None, previous: str | None) -> str:
+    if previous is None:
+        return "first leader of the cluster"
+    if previous == leader:
+        return f"{leader} took the lead again"
+    return f"{previous} lost the lead"
