@@ -337,3 +337,19 @@ def test_progress_redraws_one_line_on_a_terminal():
     progress.finish()
     text = stream.getvalue()
     assert text.startswith("\rsubmitting [##############################] 10/10 100%") and text.endswith("\n")
+
+
+def test_status_counts_no_workers_of_a_down_node():
+    from jobnode.cli.status_screen import StatusSnapshot, render_status
+
+    nodes = {"nodes": [
+        {"id": "node-1", "is_leader": True, "health": "healthy", "worker_count": 4, "workers_busy": 1},
+        {"id": "node-2", "is_leader": False, "health": "healthy", "worker_count": 4, "workers_busy": 0},
+        # killed: its last heartbeat said 4 workers, none busy
+        {"id": "node-3", "is_leader": False, "health": "down", "worker_count": 4, "workers_busy": 0},
+    ]}
+    stats = {"node": {"id": "node-1", "is_leader": True, "worker_count": 4, "workers_busy": 1}}
+    screen = render_status(StatusSnapshot("http://127.0.0.1:8080", stats, nodes=nodes))
+    assert re.search(r"^workers +1 busy of 8 \(1 down node not counted\)$", screen, re.M), screen
+    node_3 = next(line for line in screen.splitlines() if line.startswith("node-3"))
+    assert node_3.split()[:6] == ["node-3", "follower", "down", "-", "4", "-"]  # no busy figure

@@ -93,3 +93,20 @@ async def test_an_unreachable_redis_is_unavailable_at_the_bucket_boundary(key_pr
             await RateBuckets(dead, key_prefix).spend("ip:a", 60, 1)
     finally:
         await dead.aclose()
+
+
+async def test_a_worker_silent_for_worker_ttl_is_listed_as_dead_not_idle(redis_client, key_prefix):
+    from jobnode.storage.redis.queue import JobQueue
+
+    queue = JobQueue(redis_client, key_prefix)
+    await queue.register("node-live", 2, ["live-1"])
+    await queue.register("node-gone", 2, ["gone-1"])
+    # node-gone was killed a minute ago: its last heartbeat is that old, and no leader has reaped it yet.
+    await redis_client.zadd(queue.key("seen"), {"gone-1": (await redis_client.time())[0] * 1000 - 60_000})
+    settings = Settings.from_env({"NODE_ID": "node-live", "WORKER_TTL": "5s"}, env_file=None)
+    service = SystemService(settings, jobs=None, queue=queue, leadership=None, pool=None,  # type: ignore[arg-type]
+                            probes={})
+
+    states = {row["id"]: row["state"] for row in await service.workers()}
+
+    assert states == {"live-1": "idle", "gone-1": "dead"}

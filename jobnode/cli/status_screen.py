@@ -71,13 +71,24 @@ def _node_count_text(stats: dict, nodes: dict | None) -> Any:
 
 
 def _workers_text(node: dict, nodes: dict | None) -> Any:
-    """Busy and total workers across the cluster when the node list is readable, else this node's."""
+    """Busy and total workers of the live nodes when the node list is readable, else this node's.
+
+    A node that stopped answering keeps its last heartbeat's figures in the list; its workers
+    do no work, so they count neither as busy nor as idle.
+    """
     items = nodes.get("nodes", []) if nodes is not None else [node]
-    total = sum(item.get("worker_count") or 0 for item in items)
-    if all(item.get("workers_busy") is None for item in items):
-        return total if nodes is not None else node.get("worker_count")
-    busy = sum(item.get("workers_busy") or 0 for item in items)
-    return f"{busy} busy of {total}" + ("" if nodes is not None else " on this node")
+    live = [item for item in items if not _is_down(item)]
+    down = len(items) - len(live)
+    total = sum(item.get("worker_count") or 0 for item in live)
+    suffix = f" ({down} down node{'s' if down != 1 else ''} not counted)" if down else ""
+    if all(item.get("workers_busy") is None for item in live):
+        return f"{total}{suffix}" if nodes is not None else node.get("worker_count")
+    busy = sum(item.get("workers_busy") or 0 for item in live)
+    return f"{busy} busy of {total}" + ("" if nodes is not None else " on this node") + suffix
+
+
+def _is_down(item: dict) -> bool:
+    return _node_field(item, "health") not in (None, "healthy", "ok")
 
 
 NODE_COLUMNS = ("id", "role", "health", "term", "worker_count", "workers_busy", "processed", "failed", "address",
@@ -95,6 +106,8 @@ def _render_nodes(items: list[dict], workers: dict | None) -> str:
     rows = []
     for item in items:
         merged = item | done.get(item.get("id"), {})
+        if _is_down(item):
+            merged["workers_busy"] = None  # the last figure it sent, not what it does now
         rows.append([_node_field(merged, column) for column in NODE_COLUMNS])
     return format_table(NODE_HEADERS, rows)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,10 +111,16 @@ class SystemService:
     async def workers(self) -> list[dict[str, Any]]:
         """Every worker registered in the cluster, with its state and last heartbeat."""
         rows = await self.queue.workers()
+        # A worker silent for WORKER_TTL is dead; until the leader reaps it, it is still listed.
+        stale_before_ms = time.time() * 1000 - self.settings.worker_ttl_s * 1000
         for row in rows:
-            # "busy" means running a job; jobs merely waiting in its inbox count in `load`.
-            row["state"] = "busy" if row["current_job"] else "idle"
-            row["last_heartbeat"] = isoformat(from_epoch_ms(row.pop("last_heartbeat_ms")))
+            seen_ms = row.pop("last_heartbeat_ms")
+            if seen_ms is None or seen_ms < stale_before_ms:
+                row["state"] = "dead"
+            else:
+                # "busy" means running a job; jobs merely waiting in its inbox count in `load`.
+                row["state"] = "busy" if row["current_job"] else "idle"
+            row["last_heartbeat"] = isoformat(from_epoch_ms(seen_ms)) if seen_ms is not None else None
         return rows
 
 
