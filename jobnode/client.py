@@ -113,6 +113,18 @@ class ConnectionFailed(ApiError):
         super().__init__(None, "connection_failed", message)
 
 
+class TlsFailed(ConnectionFailed):
+    """The server answered but the TLS handshake failed; `untrusted` when its certificate did not verify.
+
+    `problem` says what failed without advice, for callers (the CLI) that give their own.
+    """
+
+    def __init__(self, problem: str, *, untrusted: bool) -> None:
+        advice = "; pass the CA that signed it as ca_file" if untrusted else ""
+        super().__init__(problem + advice)
+        self.problem, self.untrusted = problem, untrusted
+
+
 class WaitTimeout(ClientError, TimeoutError):
     """Jobs did not reach a terminal status in time; `pending_ids` lists them, `jobs` the last views."""
 
@@ -299,6 +311,12 @@ class AsyncClient:
             async with self._get_session().request(method, url, json=body, headers=headers) as resp:
                 raw = await resp.read()
                 status, retry_after = resp.status, _parse_retry_after(resp.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            raise TlsFailed(f"{self.base_url} answered, but its TLS certificate is not trusted ({reason})",
+                            untrusted=True) from None
+        except aiohttp.ClientSSLError as exc:
+            raise TlsFailed(f"{self.base_url} answered, but TLS failed: {exc}", untrusted=False) from None
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise ConnectionFailed(f"cannot reach {self.base_url}: {self._reason(exc)}") from None
         if 200 <= status < 300 or status in accept:
@@ -312,11 +330,6 @@ class AsyncClient:
         """Why no answer came, in a few words ("Connection refused", "no answer within 10s")."""
         if isinstance(exc, asyncio.TimeoutError):
             return f"no answer within {self.timeout_s:g}s"
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
-            return f"its TLS certificate is not trusted ({reason}); give the CA with ca_file"
-        if isinstance(exc, aiohttp.ClientSSLError):
-            return f"TLS failed: {exc}"
         if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
             return os.strerror(exc.os_error.errno)
         return str(exc) or type(exc).__name__

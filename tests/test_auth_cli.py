@@ -87,7 +87,7 @@ async def test_login_then_later_commands_use_the_stored_token(start_node, monkey
     stored = json.loads(token_file.read_text())["tokens"][url]
     assert stored["username"] == "alice" and stored["access_token"] not in out
     code, out, _ = await asyncio.to_thread(
-        run_with_stdin, monkeypatch, capsys, "", "--url", url, "--token-file", str(token_file), "submit", "echo")
+        run_with_stdin, monkeypatch, capsys, "", "--url", url, "--token-file", str(token_file), "--json", "submit", "echo")
     assert code == 0 and json.loads(out)["submitted_by"] == "alice"
     monkeypatch.setenv("JOBNODE_TOKEN_FILE", str(token_file))
     code, out, _ = await asyncio.to_thread(run_with_stdin, monkeypatch, capsys, "", "--url", url, "--json", "jobs")
@@ -117,3 +117,21 @@ async def test_the_python_client_takes_a_token_or_logs_in(start_node, tmp_path):
             await anonymous.list()
     async with AsyncClient(url, token=answer["access_token"]) as given:
         assert "queue" in await given.stats()
+
+
+async def test_a_login_to_one_node_serves_the_cluster_s_other_nodes(start_node, monkeypatch, capsys, tmp_path):
+    from jobnode.cli.tokens import load_token
+    from jobnode.dev.embedded import free_port
+
+    # node-2 need not be up: its address comes from node-1's view of its cluster.
+    other = f"http://127.0.0.1:{free_port()}"
+    client = await start_node(WORKER_COUNT="0", PEERS=f"node-2={other}", CLUSTER_SECRET="0123456789abcdef" * 4,
+                              **auth_env(write_users_file(tmp_path / "u.json")))
+    url = str(client.make_url("")).rstrip("/")
+    token_file = tmp_path / "tokens.json"
+    code, out, _ = await asyncio.to_thread(
+        run_with_stdin, monkeypatch, capsys, USERS["alice"][1] + "\n",
+        "--url", url, "--token-file", str(token_file), "login", "--username", "alice", "--password-stdin")
+    assert code == 0 and f"also serves the cluster's other nodes: {other}" in out
+    assert load_token(other, token_file) == load_token(url, token_file) is not None
+    assert load_token("http://127.0.0.1:1", token_file) is None  # never a URL outside the cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -78,6 +79,18 @@ async def test_dev_secure_generates_credentials_and_protects_the_api(tmp_path: P
             assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
         printed = log_path.read_text()
         assert admin["password"] in printed and admin["token"] in printed  # shown to the developer
+
+        def login_line() -> str | None:
+            return next((line.split("or: ", 1)[1] for line in log_path.read_text().splitlines()
+                         if "jobnode login" in line), None)
+
+        # The printed CLI login works as printed (with this interpreter's jobnode).
+        login = (await wait_until(login_line, timeout_s=30, message="no CLI login line printed")).replace(
+            "jobnode login", f"{sys.executable} -m jobnode login")
+        assert f"--ca-file {ca_file}" in login
+        done = await asyncio.to_thread(subprocess.run, ["bash", "-c", login], capture_output=True, text=True,
+                                       env=env | {"JOBNODE_TOKEN_FILE": str(tmp_path / "tokens.json")})
+        assert done.returncode == 0 and "role admin" in done.stdout, done.stderr
         node_log = (data_dir / "node-1" / "node.log").read_text()
         assert admin["password"] not in node_log and admin["token"] not in node_log
         process.send_signal(signal.SIGINT)

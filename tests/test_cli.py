@@ -43,12 +43,12 @@ def column_starts(header: str) -> dict[str, int]:
 # ---- submit ---------------------------------------------------------------------------------
 
 
-def test_submit_one_job_prints_it_as_json(server, capsys):
+def test_submit_one_job_prints_its_id_and_status(server, capsys):
     code, out, _ = run(capsys, "--url", server.url, "submit", "echo", "--payload", '{"n": 1}', "--priority", "high",
                        "--max-retries", "2", "--timeout", "1.5", "--at", "2030-01-01T00:00:00Z", "--key", "k1")
     assert code == 0
-    job = json.loads(out)
-    assert job["id"] in server.jobs and job["payload"] == {"n": 1}
+    job_id, status = out.rstrip("\n").split(": ")
+    assert job_id in server.jobs and server.jobs[job_id]["payload"] == {"n": 1} and status == "pending"
     assert server.seen[-1].body == {
         "type": "echo", "payload": {"n": 1}, "priority": "high", "max_retries": 2, "timeout_seconds": 1.5,
         "scheduled_at": "2030-01-01T00:00:00Z", "idempotency_key": "k1",
@@ -64,7 +64,7 @@ def test_json_mode_prints_one_line_and_options_may_follow_the_command(server, ca
 def test_submit_payload_from_a_file(server, capsys, tmp_path):
     payload_file = tmp_path / "payload.json"
     payload_file.write_text('{"to": "someone"}')
-    code, out, _ = run(capsys, "--url", server.url, "submit", "echo", "--payload-file", str(payload_file))
+    code, out, _ = run(capsys, "--url", server.url, "--json", "submit", "echo", "--payload-file", str(payload_file))
     assert code == 0 and json.loads(out)["payload"] == {"to": "someone"}
 
 
@@ -140,7 +140,7 @@ def test_submit_wait_reports_completed_and_failed_counts(server, capsys):
 
 def test_submit_one_and_wait_prints_the_finished_job(server, capsys):
     code, out, _ = run(capsys, "--url", server.url, "submit", "echo", "--wait")
-    assert code == 0 and json.loads(out)["status"] == "completed"
+    assert code == 0 and re.search(r"^status +completed$", out, re.M) and re.search(r"^id +\S+$", out, re.M)
     code, _, err = run(capsys, "--url", server.url, "submit", "never", "--wait", "--wait-timeout", "0.2")
     assert code == 1 and "still pending after 0.2s" in err
 
@@ -188,7 +188,10 @@ def test_jobs_tells_how_to_get_the_next_page(server, capsys):
 def test_jobs_get_cancel_retry_delete(server, capsys):
     job, failed = server.add_job("never"), server.add_job("fail", status="failed")
     code, out, _ = run(capsys, "--url", server.url, "jobs", "get", job["id"])
-    assert code == 0 and json.loads(out)["id"] == job["id"]
+    assert code == 0 and [line.split() for line in out.splitlines()[:3]] == [
+        ["id", job["id"]], ["type", "never"], ["status", "pending"]]
+    code, out, _ = run(capsys, "--url", server.url, "--json", "jobs", "get", job["id"])
+    assert code == 0 and json.loads(out)["id"] == job["id"] and out.count("\n") == 1
     code, out, _ = run(capsys, "--url", server.url, "jobs", "cancel", job["id"])
     assert (code, out) == (0, f"{job['id']}: cancelled\n")
     code, out, _ = run(capsys, "--url", server.url, "jobs", "retry", failed["id"])
@@ -298,7 +301,49 @@ def test_usage_errors_exit_2(capsys, argv):
 
 def test_a_missing_ca_file_is_a_usage_error(capsys, tmp_path):
     code, _, err = run(capsys, "--url", "https://127.0.0.1:1", "--ca-file", str(tmp_path / "none.pem"), "status")
-    assert code == 2 and "ca_file" in err
+    assert code == 2 and f"--ca-file {tmp_path / 'none.pem'}: not a readable PEM CA bundle" in err
+
+
+def test_version_and_help_texts(capsys):
+    from jobnode import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert (code, out) == (0, f"jobnode {__version__}\n")
+    for argv, options in ((["submit", "--help"], ("--max-retries", "--wait-timeout")),
+                          (["jobs", "--help"], ("--status", "--type"))):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0
+        for option in options:
+            # every option says what it does: its help text follows it on the same line or the next
+            described = re.search(rf"^  {option}\b[^\n]*?(\S  +\w|\n {{20,}}\w)", out, re.M)
+            assert described, f"{option} has no help text:\n{out}"
+
+
+def test_serve_help_lists_the_environment_variables(capsys):
+    from jobnode.core.settings import VARIABLES
+
+    code, out, _ = run(capsys, "serve", "--help")
+    assert code == 0 and "docs/configuration.md" in out
+    assert all(variable.name in out for variable in VARIABLES)
+
+
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head` that already exited: every write now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "jobnode", "cert", "--out", str(tmp_path), "--nodes", "a,b"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+def test_the_benchmark_names_itself_as_it_is_run(capsys):
+    from tools.bench import main as bench_main
+
+    with pytest.raises(SystemExit):
+        bench_main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: scripts/bench.py")
 
 
 def test_serve_with_a_bad_setting_exits_2_naming_it(capsys, monkeypatch, tmp_path):

@@ -125,7 +125,7 @@ async def test_submit_count_shows_progress_and_throughput_then_jobs_lists_them(n
     assert code == 0 and len(rows) == 30
     assert {(row["TYPE"], row["STATUS"], row["ATTEMPTS"]) for row in rows} == {("echo", "completed", "1")}
 
-    code, out, _ = await run(capsys, "jobs", "get", rows[0]["ID"], "--url", node_url)
+    code, out, _ = await run(capsys, "jobs", "get", rows[0]["ID"], "--url", node_url, "--json")
     job = json.loads(out)
     assert code == 0 and job["id"] == rows[0]["ID"] and job["result"] == {"n": 1}
 

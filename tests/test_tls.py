@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import stat
@@ -116,6 +117,19 @@ async def test_a_client_without_the_ca_is_refused_by_verification(tls_node: str,
         async with AsyncClient(tls_node, ca_file=ca_file, max_attempts=1) as client:
             with pytest.raises(ConnectionFailed, match="not trusted"):
                 await client.health()
+
+
+async def test_the_cli_without_the_ca_says_the_node_answered_and_names_ca_file(tls_node: str, certs: DevCerts,
+                                                                                 capsys, monkeypatch):
+    monkeypatch.delenv("JOBNODE_CA_FILE", raising=False)
+    code = await asyncio.to_thread(cli_main, ["--url", tls_node, "jobs"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{tls_node} answered, but its TLS certificate is not trusted" in err
+    assert "--ca-file FILE" in err and "ca_file" not in err.replace("--ca-file", "")
+    assert "is a jobnode node running" not in err
+    code = await asyncio.to_thread(cli_main, ["--url", tls_node, "--ca-file", str(certs.ca_file), "--json", "jobs"])
+    assert code == 0 and capsys.readouterr().out.startswith('{"jobs": [')
 
 
 async def test_plain_http_gets_no_answer_from_a_tls_port(tls_node: str):

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from jobnode.cli.tokens import ENV_TOKEN_FILE, chosen_token_file, load_token
 from jobnode.cli.usage import UsageError
-from jobnode.client import ApiError, AsyncClient, AuthError, ConnectionFailed
+from jobnode.client import ApiError, AsyncClient, AuthError, ConnectionFailed, TlsFailed
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 ENV_URL, ENV_TOKEN, ENV_CA_FILE = "JOBNODE_URL", "JOBNODE_TOKEN", "JOBNODE_CA_FILE"
@@ -79,6 +80,12 @@ def client_for(url: str, args: argparse.Namespace, **options: Any) -> AsyncClien
     """A client for `url` with the token, CA file and TLS choice of the command line or environment."""
     token = args.token or os.environ.get(ENV_TOKEN) or load_token(url, chosen_token_file(args))
     ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
+    if ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            given = "--ca-file" if args.ca_file else ENV_CA_FILE
+            raise UsageError(f"{given} {ca_file}: not a readable PEM CA bundle ({exc})") from None
     try:
         return AsyncClient(url, token=token, ca_file=ca_file, verify_tls=not args.insecure, **options)
     except ValueError as exc:
@@ -87,6 +94,13 @@ def client_for(url: str, args: argparse.Namespace, **options: Any) -> AsyncClien
 
 def report_api_error(exc: ApiError, args: argparse.Namespace) -> None:
     """A refused or failed request on stderr, with a hint when the fix is on this side."""
+    if isinstance(exc, TlsFailed):
+        # The node is there: only the trust between the two ends is wrong.
+        print(f"error: {exc.problem}", file=sys.stderr)
+        if exc.untrusted:
+            print(f"hint: give the CA that signed the node's certificate with --ca-file FILE (or {ENV_CA_FILE});"
+                  " `jobnode dev --secure` prints where its CA is", file=sys.stderr)
+        return
     if isinstance(exc, ConnectionFailed):
         print(f"error: {exc.message}", file=sys.stderr)
         print(

@@ -10,9 +10,10 @@ from typing import Any
 from jobnode.cli.arguments import positive_int
 from jobnode.cli.connection import client_command
 from jobnode.cli.events import add_watch_parser
-from jobnode.cli.output import format_table, print_json
+from jobnode.cli.output import format_job, format_table
 from jobnode.cli.usage import UsageError
 from jobnode.client import AsyncClient
+from jobnode.core.job import STATUSES
 
 JOB_COLUMNS = ("id", "type", "status", "priority", "attempts", "created_at")
 
@@ -39,8 +40,9 @@ def add_jobs_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     logs.set_defaults(handler=client_command(run_job_logs))
 
 def _add_list_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--status", default=argparse.SUPPRESS)
-    parser.add_argument("--type", default=argparse.SUPPRESS)
+    parser.add_argument("--status", default=argparse.SUPPRESS, choices=STATUSES, metavar="STATUS",
+                        help=f"only jobs in this status: {', '.join(STATUSES)}")
+    parser.add_argument("--type", default=argparse.SUPPRESS, help="only jobs of this type, e.g. echo")
     parser.add_argument("--limit", type=positive_int, default=argparse.SUPPRESS, help="page size (server: 50)")
     parser.add_argument("--cursor", default=argparse.SUPPRESS, help="continue a previous listing")
     parser.add_argument("--all", action="store_true", default=argparse.SUPPRESS, help="follow every page to the end")
@@ -79,8 +81,10 @@ async def run_job_logs(client: AsyncClient, args: argparse.Namespace) -> int:
 async def run_job_action(client: AsyncClient, args: argparse.Namespace) -> int:
     action = {"get": client.get, "cancel": client.cancel, "retry": client.retry, "delete": client.delete}
     answer = await action[args.action](args.id)
-    if args.action == "get" or args.json:
-        print_json(answer, args)
+    if args.json:
+        print(json.dumps(answer))
+    elif args.action == "get":
+        print(format_job(answer))
     elif args.action == "delete":
         print(f"deleted {args.id}")
     else:

@@ -2,15 +2,17 @@
 
 This module builds the parser from each command group's module and turns what a command
 raises into an exit code: 0 ok, 1 a request (or a waited-for job) failed, 2 usage or
-configuration error, 130 interrupted.
+configuration error, 130 interrupted, 141 output closed early (as by `| head`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from jobnode import __version__
 from jobnode.cli.certs import add_cert_parser
 from jobnode.cli.connection import add_client_options, report_api_error
 from jobnode.cli.dev import add_dev_parser
@@ -26,8 +28,25 @@ from jobnode.cli.users import add_user_parser
 from jobnode.client import ApiError, WaitTimeout
 
 
+# What a shell reports for a program killed by SIGPIPE: a reader that stopped reading, not a failure of ours.
+BROKEN_PIPE_EXIT = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `jobnode` command and return its exit code."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # inside the try: the last buffered output may be what meets the closed pipe
+        return code
+    except BrokenPipeError:
+        # Python would report the failed flush at exit again: point stdout at nothing instead.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return BROKEN_PIPE_EXIT
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
@@ -57,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobnode", description="Run and use a jobnode cluster.")
+    parser.add_argument("--version", action="version", version=f"jobnode {__version__}")
     add_client_options(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Client options are accepted after the command too; SUPPRESS keeps them from

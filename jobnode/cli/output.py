@@ -15,6 +15,19 @@ def print_json(value: Any, args: argparse.Namespace) -> None:
     print(json.dumps(value) if args.json else json.dumps(value, indent=2))
 
 
+# The fields people look at first; any others follow in name order.
+JOB_FIELDS_FIRST = ("id", "type", "status", "priority", "attempts", "max_retries", "created_at", "scheduled_at",
+                    "started_at", "completed_at", "worker_id", "error", "payload", "result")
+
+
+def format_job(job: dict[str, Any]) -> str:
+    """One job as `name  value` lines, for people; --json prints the object itself instead."""
+    names = [name for name in JOB_FIELDS_FIRST if name in job]
+    names += sorted(name for name in job if name not in JOB_FIELDS_FIRST)
+    width = max((len(name) for name in names), default=0)
+    return "\n".join(f"{name.ljust(width)}  {cell_text(job[name])}" for name in names)
+
+
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """Columns padded to their widest cell; number columns right-aligned, missing values as `-`."""
     rows = [list(row) for row in rows]

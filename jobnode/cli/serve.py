@@ -9,13 +9,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 from typing import Any
 
 from jobnode.cli.usage import unavailable
 
 
 def add_serve_parser(commands: Any) -> None:
-    serve = commands.add_parser("serve", help="run one node, configured from the environment")
+    serve = commands.add_parser(
+        "serve", help="run one node, configured from the environment",
+        description="Run one node. Every setting comes from an environment variable, or from a .env"
+        " file in the working directory (the environment wins); --import adds processor modules.",
+        epilog=_variables_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_import_option(serve)
     serve.set_defaults(handler=run_serve)
 
@@ -24,6 +30,20 @@ def add_import_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE at start so the processors it registers are served "
                              "(repeatable; added to JOBNODE_IMPORTS)")
+
+
+def _variables_epilog() -> str:
+    try:
+        from jobnode.core.settings import VARIABLES
+    except ModuleNotFoundError:
+        names = "(the settings module cannot be loaded here)"
+    else:
+        names = textwrap.fill(", ".join(v.name for v in VARIABLES), width=88,
+                              initial_indent="  ", subsequent_indent="  ")
+    return (
+        "environment variables (each one's meaning, default and allowed values are in\n"
+        "docs/configuration.md; .env.example lists them all with their defaults):\n" + names
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from jobnode.cli.connection import client_command
 from jobnode.cli.password_prompt import read_password
 from jobnode.cli.tokens import chosen_token_file, save_token
 from jobnode.cli.usage import UsageError
-from jobnode.client import AsyncClient
+from jobnode.client import ApiError, AsyncClient
 
 
 def add_login_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -29,9 +29,23 @@ async def run_login(client: AsyncClient, args: argparse.Namespace) -> int:
     password = read_password(args)
     client.token = None  # a stale stored token must not decide how the login goes
     answer = await client.login(args.username, password)
-    path = save_token(args.url, args.username, answer, chosen_token_file(args))
+    others = await _other_nodes(client, args.url)
+    path = save_token([args.url, *others], args.username, answer, chosen_token_file(args))
     if args.json:
-        print(json.dumps({k: answer.get(k) for k in ("token_type", "expires_in", "role")} | {"token_file": str(path)}))
+        print(json.dumps({k: answer.get(k) for k in ("token_type", "expires_in", "role")}
+                         | {"token_file": str(path), "also_for": others}))
     else:
         print(f"logged in to {args.url} as {args.username} (role {answer.get('role', '-')}); token kept in {path}")
+        if others:
+            print(f"the token also serves the cluster's other nodes: {', '.join(others)}")
     return 0
+
+
+async def _other_nodes(client: AsyncClient, url: str) -> list[str]:
+    """The advertised URLs of the other members of this node's cluster, as the node knows them."""
+    try:
+        view = await client.election()
+    except ApiError:  # a role that may not read it, or a node without the route: this node only
+        return []
+    addresses = {str(member.get("address") or "").rstrip("/") for member in view.get("members", [])}
+    return sorted(address for address in addresses if address.startswith(("http://", "https://")) and address != url)

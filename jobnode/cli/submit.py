@@ -15,7 +15,7 @@ from typing import Any
 from jobnode.cli.arguments import positive_float, positive_int
 from jobnode.cli.connection import client_command
 from jobnode.cli.events import watch_job
-from jobnode.cli.output import Progress, print_json
+from jobnode.cli.output import Progress, format_job
 from jobnode.cli.usage import UsageError
 from jobnode.client import ApiError, AsyncClient
 
@@ -36,7 +36,8 @@ def add_submit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     payload.add_argument("--payload-file", help="file holding the JSON payload (- for stdin)")
     submit.add_argument("--priority", help="0-10 or low/normal/high")
     submit.add_argument("--queue", help="the queue to wait in (default: the one its type declares)")
-    submit.add_argument("--max-retries", type=int)
+    submit.add_argument("--max-retries", type=int, metavar="N",
+                        help="retries after a failed attempt (default: the node's MAX_RETRIES)")
     submit.add_argument("--timeout", type=positive_float, metavar="SECONDS", help="per-attempt timeout")
     submit.add_argument("--at", metavar="ISO", help="run no earlier than this ISO-8601 time")
     submit.add_argument(
@@ -51,7 +52,8 @@ def add_submit_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     submit.add_argument("--no-batch", action="store_true", help="with --count: one request per job")
     submit.add_argument("--wait", action="store_true", help="wait until the jobs finish")
-    submit.add_argument("--wait-timeout", type=positive_float, default=300.0, metavar="SECONDS")
+    submit.add_argument("--wait-timeout", type=positive_float, default=300.0, metavar="SECONDS",
+                        help="with --wait: give up (exit 1) after this long (default: 300)")
     submit.set_defaults(handler=client_command(run_submit, timeout_s=SUBMIT_TIMEOUT_S))
 
 
@@ -97,7 +99,12 @@ async def run_submit(client: AsyncClient, args: argparse.Namespace) -> int:
         job = await client.submit(**spec, idempotency_key=args.key)
         if args.wait:
             job = await watch_job(client, job["id"], timeout_s=args.wait_timeout)
-        print_json(job, args)
+        if args.json:
+            print(json.dumps(job))
+        elif args.wait:
+            print(format_job(job))
+        else:
+            print(f"{job['id']}: {job['status']}")
         return 0 if not args.wait or job["status"] == "completed" else 1
     args.key = args.key or f"cli-{uuid.uuid4().hex[:12]}"
     if args.concurrency is None:

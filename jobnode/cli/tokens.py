@@ -1,4 +1,8 @@
-"""The token file `jobnode login` writes and later commands read, one token per node URL."""
+"""The token file `jobnode login` writes and later commands read, one token per node URL.
+
+A login stores its token for the node logged in to and for the other nodes of its cluster
+(they share the key that signs tokens, so each accepts it); a token is never sent elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ENV_TOKEN_FILE = "JOBNODE_TOKEN_FILE"
@@ -26,7 +31,7 @@ def chosen_token_file(args: argparse.Namespace) -> Path | None:
 
 
 def load_token(url: str, path: Path | None = None) -> str | None:
-    """The stored token for this URL, unless it has expired; tokens are never sent to other URLs."""
+    """The stored token for this URL, unless it has expired."""
     try:
         entry = json.loads(token_path(path).read_text())["tokens"][url]
     except (OSError, ValueError, KeyError, TypeError):
@@ -36,8 +41,8 @@ def load_token(url: str, path: Path | None = None) -> str | None:
     return entry.get("access_token")
 
 
-def save_token(url: str, username: str, answer: dict, path: Path | None = None) -> Path:
-    """Store a login answer for this URL in a file only the user can read."""
+def save_token(urls: str | Sequence[str], username: str, answer: dict, path: Path | None = None) -> Path:
+    """Store a login answer for these URLs (one node's, or a cluster's) in a file only the user can read."""
     path = token_path(path)
     try:
         stored = json.loads(path.read_text())
@@ -45,12 +50,14 @@ def save_token(url: str, username: str, answer: dict, path: Path | None = None) 
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         stored = {"tokens": {}}
     expires_in = answer.get("expires_in")
-    stored["tokens"][url] = {
+    entry = {
         "username": username,
         "role": answer.get("role"),
         "access_token": answer["access_token"],
         "expires_at": time.time() + expires_in if isinstance(expires_in, (int, float)) else None,
     }
+    for url in [urls] if isinstance(urls, str) else urls:
+        stored["tokens"][url] = entry
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     # Created 0600 from the start, so the token is never readable by others, even briefly.

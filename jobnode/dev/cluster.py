@@ -447,11 +447,19 @@ def _print_ready(args: argparse.Namespace, nodes: list[NodeProcess], leader: str
         print(f"  auth     on: admin user {admin['username']}  password {admin['password']}")
         print(f"  admin token (expires per JWT_TTL): {admin['token']}")
         auth = f"-H 'Authorization: Bearer {admin['token']}' "
+    ca_option = ""
     if ca_file is not None:
         print(f"  tls      on: CA {ca_file} (clients verify the nodes with it; peers use mutual TLS)")
         auth = f"--cacert {ca_file} {auth}"
+        ca_option = f" --ca-file {ca_file}"
     print(f"Try: curl -s -X POST {nodes[0].plan.url}/api/v1/jobs -H 'Content-Type: application/json' {auth}"
           """-d '{"type": "echo", "payload": {"hello": "world"}}'""")
+    if admin is not None:
+        # The login keeps the token for every node of the cluster, so later commands need only --url.
+        print(f"  or: echo '{admin['password']}' | jobnode login --url {nodes[0].plan.url}{ca_option}"
+              f" --username {admin['username']} --password-stdin")
+    elif ca_file is not None:
+        print(f"  or: jobnode status --url {nodes[0].plan.url}{ca_option}")
     print("Ctrl-C to stop", flush=True)
 
 

@@ -68,7 +68,7 @@ PROFILING_NOTE = "measured under --profile, which slows the drain: take the targ
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.splitlines()[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="small sizes: finishes in about 2 minutes")
     add("--nodes", type=int, default=1, help="nodes of the workload cluster (default 1)")
