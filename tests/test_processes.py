@@ -36,7 +36,10 @@ async def test_dev_starts_an_embedded_node_that_runs_jobs_and_stops_cleanly(tmp_
         cluster_file = data_dir / "cluster.json"
         await wait_until(cluster_file.exists, timeout_s=90, message="cluster.json never appeared")
         cluster = json.loads(cluster_file.read_text())
-        assert set(cluster) == {"algorithm", "redis_url", "mongodb_uri", "admin", "ca_file", "nodes"}
+        assert set(cluster) == {"algorithm", "redis_url", "mongodb_uri", "redis_pid", "mongodb_pid", "admin",
+                                "ca_file", "nodes"}
+        servers = [cluster["redis_pid"], cluster["mongodb_pid"]]
+        assert all(isinstance(pid, int) and _alive(pid) for pid in servers)
         node = cluster["nodes"][0]
         assert node["id"] == "node-1" and node["url"] == f"http://127.0.0.1:{port}"
         async with AsyncClient(node["url"]) as client:
@@ -48,8 +51,8 @@ async def test_dev_starts_an_embedded_node_that_runs_jobs_and_stops_cleanly(tmp_
         said = (tmp_path / "dev.log").read_text()
         assert "stopping 1 node(s)" in said and "killing" not in said  # the node stopped by itself
         # Everything it started is gone with it.
-        for pid in [n["pid"] for n in cluster["nodes"]]:
-            await wait_until(lambda pid=pid: not _alive(pid), timeout_s=10, message=f"node {pid} outlived dev")
+        for pid in [n["pid"] for n in cluster["nodes"]] + servers:
+            await wait_until(lambda pid=pid: not _alive(pid), timeout_s=10, message=f"{pid} outlived dev")
     finally:
         if process.poll() is None:
             process.kill()

@@ -382,6 +382,9 @@ def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: l
         "algorithm": algorithm,
         "redis_url": backends.redis_url,
         "mongodb_uri": backends.mongodb_uri,
+        # The data servers this command started (None for ones given in the environment).
+        "redis_pid": backends.redis.pid if backends.redis else None,
+        "mongodb_pid": backends.mongo.pid if backends.mongo else None,
         "admin": admin,
         "ca_file": str(ca_file) if ca_file else None,
         "nodes": [
