@@ -41,8 +41,8 @@ ENV PATH=/opt/jobnode/bin:$PATH \
 WORKDIR /data
 VOLUME ["/data"]
 USER ${JOBNODE_UID}:${JOBNODE_UID}
-# 8080: API and peer traffic (SERVER_PORT); 9090: Prometheus metrics (METRICS_PORT).
-EXPOSE 8080 9090
+# 8080: API and peer traffic (SERVER_PORT); 9464: Prometheus metrics (METRICS_PORT).
+EXPOSE 8080 9464
 # 200 only when the node can serve (Redis and MongoDB reachable); assumes the default SERVER_PORT
 # and plain http: override the check when you change either.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -22,6 +23,7 @@ from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import PeerTransport
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
+from jobnode.core import store_errors
 from jobnode.core.background import cancel_all, supervise
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
@@ -78,7 +80,9 @@ class NodeServices:
     rate_limiter: RateLimiter | None
     events: EventService
     reports: JobReports
+    metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis, mongo: AsyncMongoClient,
@@ -105,11 +109,14 @@ class NodeServices:
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue,
                                    workers_total=len(pool.workers))
         elector.on_leader_change = recorder.on_leader_change
-        metrics.watch(node_readings(pool, leadership, elector))
         catalog = TypeCatalog(CatalogStore(redis, settings.redis_key_prefix), queue, settings.node_id,
                               registry.specs(), list(served_queues(settings.queues, registry.queues())))
         jobs = JobService(store, queue, catalog=catalog, max_batch=settings.commit_max_batch, metrics=metrics)
         verifier = Verifier(secret)
+        dispatcher = Dispatcher(queue, leadership, dispatch_settings(settings))
+        reconciler = Reconciler(store, queue, grace_s=settings.reconcile_interval_s)
+        metrics.watch(node_readings(pool, leadership, elector, reconciler=reconciler, dispatcher=dispatcher,
+                                    verifier=verifier))
         rate_limiter = (RateLimiter(RateBuckets(redis, settings.redis_key_prefix), settings.rate_limit_per_min,
                                     settings.rate_limit_burst)
                         if settings.rate_limit_per_min > 0 else None)
@@ -124,8 +131,7 @@ class NodeServices:
             leadership=leadership, pool=pool,
             outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch,
                                 interval_s=settings.commit_interval_s),
-            dispatcher=Dispatcher(queue, leadership, dispatch_settings(settings)),
-            reconciler=Reconciler(store, queue, grace_s=settings.reconcile_interval_s),
+            dispatcher=dispatcher, reconciler=reconciler, metrics=metrics,
             cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
@@ -136,6 +142,8 @@ class NodeServices:
 
     async def start(self) -> None:
         s = self.settings
+        if self.metrics is not None:
+            self._unsubscribe.append(store_errors.subscribe(self.metrics.store_error))
         await self.store.ensure_indexes()
         await self.cluster_store.ensure_indexes()
         await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
@@ -173,6 +181,10 @@ class NodeServices:
             ("peers", self.transport.stop()),
             ("processors", self.registry.close()),
         ]
+        # The store-error hook is process-wide: a stopped node's metrics must not go on counting
+        # for other nodes of the same process (tests, embedding).
+        while self._unsubscribe:
+            self._unsubscribe.pop()()
         for name, step in steps:
             try:
                 await step
@@ -181,8 +193,9 @@ class NodeServices:
         log.info("node.stopped", node_id=self.settings.node_id)
 
 
-def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector) -> NodeReadings:
-    """What the metrics' live gauges read at each scrape."""
+def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector, *, reconciler: Reconciler,
+                  dispatcher: Dispatcher, verifier: Verifier) -> NodeReadings:
+    """What the metrics' live gauges and counters read at each scrape."""
     return NodeReadings(
         workers_busy=lambda: pool.busy,
         workers_total=lambda: len(pool.workers),
@@ -190,6 +203,10 @@ def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector) ->
         election_term=lambda: elector.view.term,
         leader_changes=lambda: elector.view.changes,
         member_states=lambda: [member.state for member in elector.view.members.values()],
+        reconciler_requeued=lambda: reconciler.requeued,
+        reaped_jobs=lambda: dispatcher.reaped_jobs,
+        reaped_workers=lambda: dispatcher.reaped_workers,
+        peer_refusals=lambda: verifier.refused_by_reason,
     )
 
 

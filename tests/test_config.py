@@ -64,7 +64,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.auth_enabled, s.jwt_secret, s.jwt_ttl_s, s.users_file) == (False, None, 3600.0, None)
     assert (s.admin_username, s.admin_password, s.rate_limit_per_min, s.rate_limit_burst) == (None, None, 0, 0)
     assert (s.tls_enabled, s.tls_cert_file, s.tls_key_file, s.tls_ca_file) == (False, None, None, None)
-    assert (s.metrics_enabled, s.metrics_port, s.log_level, s.log_format) == (True, 9090, "info", "json")
+    assert (s.metrics_enabled, s.metrics_port, s.log_level, s.log_format) == (True, 9464, "info", "json")
     assert s.metrics_host == "127.0.0.1"  # plain HTTP without auth: not on every interface unless asked
     assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password) == (None, 25, None, None)
     assert (s.smtp_from, s.smtp_starttls, s.dev_mode) == ("jobnode@localhost", False, False)
@@ -408,9 +408,9 @@ def test_job_lease_must_outlive_two_missed_heartbeats() -> None:
 
 
 def test_metrics_port_must_differ_from_server_port_only_when_metrics_on() -> None:
-    error = config_error({"SERVER_PORT": "9090"})
-    assert error.variable == "METRICS_PORT" and "SERVER_PORT (9090)" in str(error)
-    assert load({"SERVER_PORT": "9090", "METRICS_ENABLED": "false"}).server_port == 9090
+    error = config_error({"SERVER_PORT": "9464"})
+    assert error.variable == "METRICS_PORT" and "SERVER_PORT (9464)" in str(error)
+    assert load({"SERVER_PORT": "9464", "METRICS_ENABLED": "false"}).server_port == 9464
 
 
 @pytest.fixture

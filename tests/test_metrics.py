@@ -82,7 +82,7 @@ async def test_a_node_serves_the_spec_metrics_fed_by_real_jobs(start_node):
     for stage in ("store_insert", "queue_enqueue"):
         assert value(samples, "jobnode_submit_write_duration_seconds_count", stage=stage) == 3, stage
         assert value(samples, "jobnode_submit_write_duration_seconds_sum", stage=stage) > 0, stage
-    assert value(samples, "jobnode_workers_total") == 2
+    assert value(samples, "jobnode_workers") == 2
     assert value(samples, "jobnode_workers_active") is not None
     assert value(samples, "jobnode_is_leader") == 1  # a lone node leads
     assert value(samples, "jobnode_cluster_members", state="alive") == 1
@@ -92,6 +92,11 @@ async def test_a_node_serves_the_spec_metrics_fed_by_real_jobs(start_node):
     assert value(samples, "jobnode_node_info", node_id="node-1", algorithm="bully", strategy="round_robin") == 1
     for state in ("pending", "processing", "delayed", "dead"):
         assert value(samples, "jobnode_queue_depth", state=state) == 0, state
+    assert value(samples, "jobnode_outbox_oldest_age_seconds") is not None
+    for counter in ("jobnode_reconciler_requeued_total", "jobnode_jobs_reaped_total", "jobnode_workers_reaped_total"):
+        assert value(samples, counter) == 0, counter
+    assert value(samples, "jobnode_peer_messages_refused_total", reason="bad_signature") == 0
+    assert not [name for name in names(samples) if name.endswith("_created")]
     # The standard collectors of the node's own registry.
     assert {"process_cpu_seconds_total", "python_info", "python_gc_objects_collected_total"} <= names(samples)
 
@@ -163,7 +168,7 @@ def test_live_gauges_are_read_through_the_readings_at_each_scrape() -> None:
         workers_busy=lambda: state["busy"], workers_total=lambda: 4, is_leader=lambda: state["leader"],
         election_term=lambda: 7, leader_changes=lambda: 3, member_states=lambda: state["members"]))
     before = parse(metrics.exposition().decode())
-    assert value(before, "jobnode_workers_active") == 1 and value(before, "jobnode_workers_total") == 4
+    assert value(before, "jobnode_workers_active") == 1 and value(before, "jobnode_workers") == 4
     assert value(before, "jobnode_is_leader") == 0 and value(before, "jobnode_election_term") == 7
     assert value(before, "jobnode_election_leader_changes_total") == 3
     assert value(before, "jobnode_cluster_members", state="alive") == 2
@@ -217,3 +222,77 @@ async def test_a_scrape_succeeds_without_queue_depths_while_redis_is_unreachable
     finally:
         await reachable.aclose()
         await unreachable.aclose()
+
+
+def test_no_counter_exports_a_created_series() -> None:
+    metrics = NodeMetrics(["echo"])
+    metrics.job_submitted("echo")
+    metrics.http_request("GET", "/x", 200, 0.01)
+    metrics.store_error("redis", "depths", "unreachable")
+    assert not [name for name in names(parse(metrics.exposition().decode())) if name.endswith("_created")]
+
+
+async def test_the_outbox_backlog_and_the_age_of_its_oldest_entry(redis_client, key_prefix):
+    queue = JobQueue(redis_client, key_prefix)
+    metrics = NodeMetrics(["echo"])
+    await metrics.refresh_queue_depth(queue)
+    empty = parse(metrics.exposition().decode())
+    assert value(empty, "jobnode_outbox_entries") == 0 and value(empty, "jobnode_outbox_oldest_age_seconds") == 0
+
+    # Two changes MongoDB has not taken yet, the older one written 90 s ago by Redis's clock.
+    now_s, _ = await redis_client.time()
+    await redis_client.xadd(queue.key("outbox"), {"id": "a"}, id=f"{(now_s - 90) * 1000}-0")
+    await redis_client.xadd(queue.key("outbox"), {"id": "b"})
+    await metrics.refresh_queue_depth(queue)
+    backlog = parse(metrics.exposition().decode())
+    assert value(backlog, "jobnode_outbox_entries") == 2
+    assert 90 <= value(backlog, "jobnode_outbox_oldest_age_seconds") < 120
+
+
+async def test_redis_and_mongodb_errors_are_counted_by_operation(key_prefix):
+    from pymongo import AsyncMongoClient
+
+    from jobnode.core import store_errors
+    from jobnode.core.errors import Unavailable
+    from jobnode.storage.mongo.jobs import JobStore
+
+    metrics = NodeMetrics(["echo"])
+    dead_port = free_port()
+    redis = Redis.from_url(f"redis://127.0.0.1:{dead_port}", socket_connect_timeout=1)
+    mongo = AsyncMongoClient(f"mongodb://127.0.0.1:{dead_port}", serverSelectionTimeoutMS=200)
+    stop = store_errors.subscribe(metrics.store_error)
+    try:
+        with pytest.raises(Unavailable):
+            await JobQueue(redis, key_prefix).completed_total()
+        with pytest.raises(Unavailable):
+            await JobStore(mongo["jobs_test"]).get("0123456789abcdef0123456789abcdef")
+    finally:
+        stop()
+        await redis.aclose()
+        await mongo.close()
+    samples = parse(metrics.exposition().decode())
+    assert value(samples, "jobnode_storage_errors_total", store="redis", operation="completed_total",
+                 kind="unreachable") == 1
+    assert value(samples, "jobnode_storage_errors_total", store="mongodb", operation="get", kind="unreachable") == 1
+
+
+def test_reaped_jobs_requeued_jobs_and_refused_peer_messages_are_counted() -> None:
+    from jobnode.auth.peer_signatures import Verifier
+    from jobnode.core.errors import Unauthorized
+
+    verifier = Verifier(b"s" * 32)
+    with pytest.raises(Unauthorized):
+        verifier.check("POST", "/internal/election", {}, b"{}", 0.0)
+    counts = {"requeued": 4, "jobs": 3, "workers": 1}
+    metrics = NodeMetrics(["echo"])
+    metrics.watch(NodeReadings(
+        workers_busy=lambda: 0, workers_total=lambda: 1, is_leader=lambda: True, election_term=lambda: 1,
+        leader_changes=lambda: 1, member_states=lambda: ["alive"], reconciler_requeued=lambda: counts["requeued"],
+        reaped_jobs=lambda: counts["jobs"], reaped_workers=lambda: counts["workers"],
+        peer_refusals=lambda: verifier.refused_by_reason))
+    samples = parse(metrics.exposition().decode())
+    assert value(samples, "jobnode_reconciler_requeued_total") == 4
+    assert value(samples, "jobnode_jobs_reaped_total") == 3
+    assert value(samples, "jobnode_workers_reaped_total") == 1
+    assert value(samples, "jobnode_peer_messages_refused_total", reason="unsigned") == 1
+    assert value(samples, "jobnode_peer_messages_refused_total", reason="replay") == 0

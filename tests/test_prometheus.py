@@ -198,7 +198,7 @@ async def test_every_dev_node_serves_metrics_and_request_ids_reach_the_workers_l
     scraped = await wait_until(settled, timeout_s=30, interval_s=0.5,
                                message="the nodes never agreed on one leader and three live members")
     for node_id, samples in scraped.items():
-        assert value(samples, "jobnode_workers_total") == 2, node_id
+        assert value(samples, "jobnode_workers") == 2, node_id
         assert value(samples, "jobnode_node_info", node_id=node_id, algorithm="raft",
                      strategy="round_robin") == 1
         assert value(samples, "jobnode_election_term") >= 1, node_id
@@ -214,6 +214,14 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_expression(dev_clu
     promtool("check", "rules", str(ALERTS))
     cluster = dev_cluster["cluster"]
     await run_jobs(cluster["nodes"][0]["url"], trace="prometheus-trace-1")
+    # Every node's exposition follows Prometheus's naming rules (units, _total on counters only, ...).
+    async with aiohttp.ClientSession() as session:
+        for node in cluster["nodes"]:
+            async with session.get(node["metrics_url"]) as resp:
+                exposition = await resp.text()
+            linted = subprocess.run(["promtool", "check", "metrics"], input=exposition, capture_output=True,
+                                    text=True, timeout=60)
+            assert linted.returncode == 0, f"{node['id']}: {linted.stdout}{linted.stderr}"
     submitted = total(await scrape_nodes(cluster), "jobnode_jobs_submitted_total")
     # A job no node can run: jobnode_jobs_unroutable has a series only while there is one.
     redis = Redis.from_url(cluster["redis_url"])

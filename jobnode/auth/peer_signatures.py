@@ -39,6 +39,20 @@ def sign(secret: bytes, method: str, path: str, sender: str, body: bytes, now_s:
     }
 
 
+# Why a peer request was refused: the label values of jobnode_peer_messages_refused_total.
+# The last two are the cluster service's checks of who sent a signed message.
+REFUSAL_REASONS = ("unsigned", "malformed_timestamp", "stale", "bad_signature", "replay", "certificate_mismatch",
+                   "sender_mismatch")
+
+
+class PeerRefused(Unauthorized):
+    """A peer request that fails the signature check, with the reason as a short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class Verifier:
     """Checks signed peer requests and remembers recent signatures to refuse replays."""
 
@@ -46,34 +60,42 @@ class Verifier:
         self._secret = secret
         self._freshness_s = freshness_s
         self._seen: OrderedDict[str, float] = OrderedDict()
-        self.refused = 0
+        self.refused_by_reason = dict.fromkeys(REFUSAL_REASONS, 0)
+
+    @property
+    def refused(self) -> int:
+        return sum(self.refused_by_reason.values())
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a refusal decided after the signature checked out (see REFUSAL_REASONS)."""
+        self.refused_by_reason[reason] += 1
 
     def check(self, method: str, path: str, headers: dict[str, str] | object, body: bytes, now_s: float) -> str:
         """Returns the sender's node id; raises Unauthorized (and counts it) otherwise."""
         try:
             return self._check(method, path, headers, body, now_s)
-        except Unauthorized:
-            self.refused += 1
+        except PeerRefused as exc:
+            self.refused_by_reason[exc.reason] += 1
             raise
 
     def _check(self, method: str, path: str, headers: object, body: bytes, now_s: float) -> str:
         get = headers.get  # type: ignore[attr-defined]
         sender, timestamp, signature = get(NODE_HEADER), get(TIME_HEADER), get(SIGNATURE_HEADER)
         if not (sender and timestamp and signature):
-            raise Unauthorized("peer request is not signed with the cluster secret")
+            raise PeerRefused("unsigned", "peer request is not signed with the cluster secret")
         try:
             sent_s = float(timestamp)
         except ValueError:
-            raise Unauthorized("peer request has a malformed timestamp") from None
+            raise PeerRefused("malformed_timestamp", "peer request has a malformed timestamp") from None
         if not math.isfinite(sent_s):  # NaN would pass any window comparison
-            raise Unauthorized("peer request has a malformed timestamp")
+            raise PeerRefused("malformed_timestamp", "peer request has a malformed timestamp")
         if abs(now_s - sent_s) > self._freshness_s:
-            raise Unauthorized("peer request is outside the freshness window (check the hosts' clocks)")
+            raise PeerRefused("stale", "peer request is outside the freshness window (check the hosts' clocks)")
         expected = _mac(self._secret, method, path, sender, timestamp, body)
         if not hmac.compare_digest(expected, signature):
-            raise Unauthorized("peer request signature does not match the cluster secret")
+            raise PeerRefused("bad_signature", "peer request signature does not match the cluster secret")
         if signature in self._seen:
-            raise Unauthorized("peer request was already received (replay)")
+            raise PeerRefused("replay", "peer request was already received (replay)")
         self._remember(signature, now_s)
         return sender
 

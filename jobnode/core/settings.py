@@ -472,7 +472,7 @@ class Settings:
     # metrics and logging
     metrics_enabled: bool = True
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9090
+    metrics_port: int = 9464
     log_level: str = "info"
     log_format: str = "json"
     # SMTP for the email processor

@@ -11,9 +11,14 @@ Where the numbers come from:
   - gauges of live state (workers, leadership, election view, uptime) are read when
     Prometheus scrapes, through `NodeStateCollector`, from the `NodeReadings` the node's
     wiring hands over (plain callables, so this module never imports the parts it watches);
-  - queue depths are cluster-wide Redis facts, sampled by the metrics endpoint at scrape
-    time with one pipelined round trip (`refresh_queue_depth`), so every node reports the
-    same queue: dashboards take `max` over nodes.
+  - queue depths and the outbox backlog are cluster-wide Redis facts, sampled by the metrics
+    endpoint at scrape time with one pipelined round trip (`refresh_queue_depth`), so every
+    node reports the same queue: dashboards take `max` over nodes;
+  - Redis and MongoDB errors are reported by the storage boundaries through
+    `jobnode.core.store_errors`, which the node's wiring connects to `store_error`.
+
+No counter exports a `_created` series: prometheus_client's are switched off process-wide,
+because Prometheus ignores them in the text format and each one doubles a counter's series.
 
 Label values are bounded by construction: job types are the registered processors (any
 other type gets no series), statuses and states are fixed tuples, HTTP routes are route
@@ -24,7 +29,7 @@ are counted as `other`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,6 +51,8 @@ import election
 
 if TYPE_CHECKING:
     from jobnode.storage.redis.queue import JobQueue
+
+disable_created_metrics()
 
 # Jobs run from milliseconds (echo) to many minutes (JOB_TIMEOUT defaults to 5 min).
 JOB_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -91,6 +99,14 @@ class NodeMetrics:
         self.unroutable = Gauge("jobnode_jobs_unroutable", "Pending jobs that no registered worker can run: "
                                 "no live node serves their queue and has their type (cluster-wide)",
                                 ["queue", "type"], registry=self.registry)
+        self.outbox_entries = Gauge("jobnode_outbox_entries", "Job changes in Redis waiting to be written to "
+                                    "MongoDB (cluster-wide)", registry=self.registry)
+        self.outbox_oldest_age = Gauge("jobnode_outbox_oldest_age_seconds", "How long the oldest change in the "
+                                       "outbox has waited for MongoDB; 0 when none waits (cluster-wide)",
+                                       registry=self.registry)
+        self.storage_errors = Counter("jobnode_storage_errors", "Redis and MongoDB calls that failed, by store, "
+                                      "operation and kind (unreachable, or refused by Redis)",
+                                      ["store", "operation", "kind"], registry=self.registry)
         self.node_info = Gauge("jobnode_node_info", "Always 1; labels describe the node",
                                ["node_id", "algorithm", "strategy"], registry=self.registry)
         self.node_info.labels(node_id, algorithm, strategy).set(1)
@@ -179,8 +195,12 @@ class NodeMetrics:
         """Report the node's live state, read through `readings`, at every scrape."""
         self.registry.register(NodeStateCollector(self.started_at_s, readings))
 
+    def store_error(self, store: str, operation: str, kind: str) -> None:
+        """A Redis or MongoDB call failed (the listener of jobnode.core.store_errors)."""
+        self.storage_errors.labels(store, operation, kind).inc()
+
     async def refresh_queue_depth(self, queue: JobQueue) -> None:
-        """Sample the queue's depths (one pipelined Redis round trip); on failure, report none."""
+        """Sample the queue's depths, its unroutable jobs and the outbox; on failure, report none."""
         try:
             routes = await queue.routes()
             depths = await queue.depths(routes)
@@ -188,9 +208,13 @@ class NodeMetrics:
             # A stale depth would look like a healthy queue; no series says "unknown" honestly.
             self.queue_depth.clear()
             self.unroutable.clear()
+            self.outbox_entries.set(float("nan"))
+            self.outbox_oldest_age.set(float("nan"))
             raise
         for state, key in QUEUE_STATES.items():
             self.queue_depth.labels(state).set(depths[key])
+        self.outbox_entries.set(depths["outbox"])
+        self.outbox_oldest_age.set(depths["outbox_oldest_age_ms"] / 1000)
         self.unroutable.clear()  # a route that became runnable must not keep its last count
         for route in routes:
             if not route.routable:
@@ -220,6 +244,10 @@ class NodeReadings:
     election_term: Callable[[], int]
     leader_changes: Callable[[], int]  # changes of the leader in this node's view, to none included
     member_states: Callable[[], Iterable[str]]  # one state per member this node knows, itself included
+    reconciler_requeued: Callable[[], int] = lambda: 0  # stranded jobs this node queued again as leader
+    reaped_jobs: Callable[[], int] = lambda: 0  # jobs this node took back from dead workers and lapsed leases
+    reaped_workers: Callable[[], int] = lambda: 0  # workers this node found dead and unregistered
+    peer_refusals: Callable[[], Mapping[str, int]] = dict  # refused peer requests by reason
 
 
 class NodeStateCollector(Collector):
@@ -234,7 +262,7 @@ class NodeStateCollector(Collector):
         yield _gauge("jobnode_node_uptime_seconds", "Seconds since this node started",
                      time.monotonic() - self.started_at_s)
         yield _gauge("jobnode_workers_active", "Workers on this node running a job now", r.workers_busy())
-        yield _gauge("jobnode_workers_total", "Workers on this node", r.workers_total())
+        yield _gauge("jobnode_workers", "Workers on this node", r.workers_total())
         yield _gauge("jobnode_is_leader", "1 while this node holds the fenced leader lease (it dispatches)",
                      1 if r.is_leader() else 0)
         yield _gauge("jobnode_election_term", "The election term or epoch this node last saw", r.election_term())
@@ -251,7 +279,22 @@ class NodeStateCollector(Collector):
         for state, count in counts.items():
             members.add_metric([state], count)
         yield members
+        yield _counter("jobnode_reconciler_requeued", "Stranded jobs (in MongoDB, not in Redis) this node "
+                       "queued again while it led", r.reconciler_requeued())
+        yield _counter("jobnode_jobs_reaped", "Jobs this node took back from dead workers or lapsed leases "
+                       "while it led", r.reaped_jobs())
+        yield _counter("jobnode_workers_reaped", "Silent workers this node unregistered while it led",
+                       r.reaped_workers())
+        refused = CounterMetricFamily("jobnode_peer_messages_refused", "Peer requests this node refused, "
+                                      "by reason", labels=["reason"])
+        for reason, count in sorted(r.peer_refusals().items()):
+            refused.add_metric([reason], count)
+        yield refused
 
 
 def _gauge(name: str, documentation: str, value: Any) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)

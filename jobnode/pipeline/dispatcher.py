@@ -45,6 +45,8 @@ class Dispatcher:
         self.leadership = leadership
         self.settings = settings
         self.dispatched = 0
+        self.reaped_jobs = 0  # jobs taken back from dead workers and expired leases
+        self.reaped_workers = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,5 +81,7 @@ class Dispatcher:
 
     async def reap(self, token: int) -> None:
         result = await self.queue.reap(self.leadership.lease.node_id, token, worker_ttl_ms=self.settings.worker_ttl_ms)
+        self.reaped_jobs += result.requeued
+        self.reaped_workers += len(result.dead_workers)
         if result.dead_workers or result.requeued:
             log.warning("dispatch.reaped", dead_workers=result.dead_workers, requeued=result.requeued)

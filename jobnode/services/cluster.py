@@ -143,14 +143,14 @@ class ClusterService:
         """
         sender = self.verifier.check(method, path, headers, body, self._wall_clock_s())
         if certificate_ids is not None and sender not in certificate_ids:
-            self.verifier.refused += 1
+            self.verifier.count_refusal("certificate_mismatch")
             raise Unauthorized(f"the peer's certificate does not name node {sender!r}")
         try:
             message = election.decode(orjson.loads(body))
         except (orjson.JSONDecodeError, election.DecodeError) as exc:
             raise ValidationError("body", f"not an election message: {exc}") from None
         if message.src != sender:
-            self.verifier.refused += 1
+            self.verifier.count_refusal("sender_mismatch")
             raise Unauthorized(f"the message claims to come from {message.src!r} but is signed by {sender!r}")
         await self.elector.deliver(message)
 

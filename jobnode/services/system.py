@@ -88,6 +88,7 @@ class SystemService:
                 "retried_total": depths["retried_total"],
                 "failed_total": depths["failed_total"],
                 "outbox": depths["outbox"],
+                "outbox_oldest_age_s": depths["outbox_oldest_age_ms"] / 1000,
                 # Pending jobs no registered worker can run (no live node serves their queue
                 # and has their type); they run when such a node registers.
                 "unroutable": [{"queue": r.queue, "type": r.type, "jobs": r.ready} for r in routes

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 import structlog
 from pymongo import errors as mongo_errors
 
+from jobnode.core import store_errors
 from jobnode.core.errors import Unavailable
 
 log = structlog.get_logger(__name__)
@@ -22,8 +23,10 @@ R = TypeVar("R")
 UNREACHABLE = (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout)
 
 
-def unavailable(exc: Exception) -> Unavailable:
-    log.warning("mongodb.unavailable", error=str(exc) or type(exc).__name__)
+def unavailable(exc: Exception, operation: str) -> Unavailable:
+    """The Unavailable to raise for `exc`, counted as a failure of `operation`."""
+    store_errors.report("mongodb", operation, "unreachable")
+    log.warning("mongodb.unavailable", operation=operation, error=str(exc) or type(exc).__name__)
     return Unavailable(MONGODB_UNAVAILABLE)
 
 
@@ -35,6 +38,6 @@ def mongo_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         try:
             return await fn(*args, **kwargs)
         except UNREACHABLE as exc:
-            raise unavailable(exc) from exc
+            raise unavailable(exc, fn.__name__) from exc
 
     return wrapper

@@ -291,7 +291,7 @@ class JobStore:
                     yield ids
                     ids = []
         except UNREACHABLE as exc:  # a generator cannot wear the boundary's decorator
-            raise unavailable(exc) from exc
+            raise unavailable(exc, "unfinished_ids") from exc
         finally:
             await cursor.close()
         if ids:

@@ -9,6 +9,7 @@ from typing import ParamSpec, TypeVar
 import structlog
 from redis import exceptions as redis_errors
 
+from jobnode.core import store_errors
 from jobnode.core.errors import NotLeader, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -30,8 +31,11 @@ def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         except redis_errors.ResponseError as exc:
             if "NOT_LEADER" in str(exc):
                 raise NotLeader("this node does not hold the leader lease") from None
+            # Redis answered with an error: out of memory under noeviction, a script error, ...
+            store_errors.report("redis", fn.__name__, "refused")
             raise
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            store_errors.report("redis", fn.__name__, "unreachable")
             log.warning("redis.unavailable", call=fn.__qualname__, error=str(exc) or type(exc).__name__)
             raise Unavailable(REDIS_UNAVAILABLE) from exc
 

@@ -331,13 +331,18 @@ class JobQueue:
             pipe.get(self.key("count", "completed"))
             pipe.get(self.key("count", "failed"))
             pipe.get(self.key("count", "retried"))
-            delayed, leased, dead, outbox, completed, failed, retried = await pipe.execute()
+            pipe.xrange(self.key(STREAM), count=1)  # the oldest entry: its id starts with its time in ms
+            pipe.time()
+            (delayed, leased, dead, outbox, completed, failed, retried,
+             oldest, (now_s, now_us)) = await pipe.execute()
         return {
             "ready": ready,
             "delayed": delayed,
             "processing": leased,
             "dead_letter": dead,
             "outbox": outbox,
+            # How long the oldest change has waited for MongoDB (0 with nothing waiting).
+            "outbox_oldest_age_ms": _stream_age_ms(oldest, int(now_s) * 1000 + int(now_us) // 1000),
             "completed_total": int(completed or 0),
             "failed_total": int(failed or 0),
             "retried_total": int(retried or 0),
@@ -401,3 +406,10 @@ def _taken(row: Sequence[Any]) -> TakenJob:
     """A job as take_next (lib.lua) returns it: id, wait_ms (-1: unknown), then the TAKEN fields."""
     wait_ms = int(row[1])
     return TakenJob(id=_text(row[0]), wait_s=wait_ms / 1000 if wait_ms >= 0 else None, **decode_taken(row[2:]))
+
+
+def _stream_age_ms(entries: list[Any], now_ms: int) -> int:
+    if not entries:
+        return 0
+    entry_ms = int(_text(entries[0][0]).split("-", 1)[0])
+    return max(0, now_ms - entry_ms)
