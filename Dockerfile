@@ -14,10 +14,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/jobnode
 WORKDIR /src
 # Only what the package needs; tests, configs and monitoring are not part of the image.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY jobnode ./jobnode
 COPY election ./election
-RUN /opt/jobnode/bin/pip install . \
+# The pinned versions of constraints.txt, for the build backend too (the isolated build
+# environment inherits PIP_CONSTRAINT, not a --constraint option): a rebuild installs the same.
+RUN PIP_CONSTRAINT=/src/constraints.txt /opt/jobnode/bin/pip install . \
     && /opt/jobnode/bin/python -c "import jobnode.cli.main, election"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime

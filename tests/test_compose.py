@@ -12,12 +12,15 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from jobnode.core.settings import VARIABLES, ConfigError, Settings, parse_duration_s, read_env_file
 
@@ -387,3 +390,44 @@ def test_each_config_says_why_for_every_value_it_sets(path):
     assert lines[0].startswith(f"# {path.name}:"), "the first line says what the file is for"
     unexplained = [key for key in read_env_file(path) if key != "ELECTION_ALGORITHM" and key not in comments]
     assert not unexplained, f"no comment explains {unexplained}"
+
+
+# ---- the supply chain -------------------------------------------------------------------------
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt pins exactly: {line!r}"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_constraints_pin_every_runtime_dependency_within_its_floor():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _pins()
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.marker is not None and not requirement.marker.evaluate({"sys_platform": "linux"}):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {requirement.specifier}")
+    backend = Requirement(tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"][0])
+    assert backend.specifier.contains(pins["setuptools"]), "the build backend's pin is outside its floor"
+
+
+def test_the_image_installs_the_pinned_versions_and_ships_the_license():
+    build = dockerfile_stages()[0]
+    copied = " ".join(args for keyword, args in build if keyword == "COPY")
+    assert "constraints.txt" in copied and "LICENSE" in copied
+    installs = [args for keyword, args in build if keyword == "RUN" and "pip install" in args]
+    assert installs and all("PIP_CONSTRAINT=/src/constraints.txt" in args for args in installs)
+    allowed = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "!constraints.txt" in allowed and "!LICENSE" in allowed
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert (ROOT / "jobnode" / "py.typed").exists()
