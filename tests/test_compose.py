@@ -431,3 +431,43 @@ def test_the_image_installs_the_pinned_versions_and_ships_the_license():
     assert "!constraints.txt" in allowed and "!LICENSE" in allowed
     assert "MIT License" in (ROOT / "LICENSE").read_text()
     assert (ROOT / "jobnode" / "py.typed").exists()
+
+
+# ---- Alertmanager -----------------------------------------------------------------------------
+
+ALERTMANAGER_CONFIG = ROOT / "monitoring" / "alertmanager" / "alertmanager.yml"
+
+
+def test_prometheus_sends_alerts_to_the_compose_file_s_alertmanager(algorithm):
+    compose = load_compose(algorithm)
+    alertmanager = compose["services"]["alertmanager"]
+    assert mounts(alertmanager)["/etc/alertmanager/alertmanager.yml"] == "./monitoring/alertmanager/alertmanager.yml"
+    assert "/alertmanager" in mounts(alertmanager), "silences survive a restart on a volume"
+    assert [container for _, _, container in published_ports(alertmanager)] == [9093]
+    prometheus_config = yaml.safe_load((ROOT / "monitoring" / "prometheus" / f"{algorithm}.yml").read_text())
+    targets = [target for manager in prometheus_config["alerting"]["alertmanagers"]
+               for static in manager["static_configs"] for target in static["targets"]]
+    assert targets == ["alertmanager:9093"]
+
+
+def test_alertmanager_routes_everything_to_a_receiver_that_exists():
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    receivers = {receiver["name"] for receiver in config["receivers"]}
+    assert config["route"]["receiver"] == "null" and "null" in receivers
+    # The null receiver delivers nothing: it has no *_configs.
+    null = next(receiver for receiver in config["receivers"] if receiver["name"] == "null")
+    assert set(null) == {"name"}
+    alerts = yaml.safe_load((ROOT / "monitoring" / "alerts.yml").read_text())
+    names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
+    for rule in config.get("inhibit_rules", []):
+        for matcher in rule["source_matchers"] + rule["target_matchers"]:
+            assert re.fullmatch(r'alertname=~?"[^"]+"', matcher), matcher
+            pattern = matcher.split('"')[1]
+            assert any(re.fullmatch(pattern, name) for name in names), f"{matcher} matches no alert"
+
+
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed (Debian package prometheus-alertmanager; .ci/run installs it)")
+def test_amtool_accepts_the_alertmanager_config():
+    result = subprocess.run(["amtool", "check-config", str(ALERTMANAGER_CONFIG)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

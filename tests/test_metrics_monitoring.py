@@ -35,6 +35,8 @@ PROVIDERS = MONITORING / "grafana" / "provisioning" / "dashboards" / "jobnode.ym
 GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}
 # Series Prometheus makes itself for every target, not the node.
 SCRAPE_SERIES = {"up"}
+# Labelled by what failed, so no series exists before the first failure (checked in test_metrics).
+FIRST_FAILURE_SERIES = {"jobnode_storage_errors_total"}
 METRIC_NAME = re.compile(r"\b((?:jobnode|process|python)_[a-z0-9_]+|up)\b(?!\s*\()")
 PROMQL_WORDS = {"on", "by", "without", "group_left", "group_right", "and", "or", "unless", "ignoring", "bool"}
 
@@ -122,7 +124,7 @@ async def test_every_metric_in_the_dashboard_and_alerts_is_served_by_a_node(star
     await client.get("/health")  # HTTP series appear with the first request
     # A job no node can run: the unroutable gauge has a series only while there is one.
     await JobQueue(redis_client, key_prefix).enqueue([Job.new(JobSpec(type="nowhere", queue="nowhere"))])
-    served = {name for name, _ in await scrape(port)} | SCRAPE_SERIES
+    served = {name for name, _ in await scrape(port)} | SCRAPE_SERIES | FIRST_FAILURE_SERIES
     used = set()
     for expr in dashboard_expressions() + [rule["expr"] for rule in alert_rules()]:
         used |= metric_names(expr)
