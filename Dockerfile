@@ -45,10 +45,10 @@ VOLUME ["/data"]
 USER ${JOBNODE_UID}:${JOBNODE_UID}
 # 8080: API and peer traffic (SERVER_PORT); 9464: Prometheus metrics (METRICS_PORT).
 EXPOSE 8080 9464
-# 200 only when the node can serve (Redis and MongoDB reachable); assumes the default SERVER_PORT
-# and plain http: override the check when you change either.
+# Healthy only when the node can serve (Redis and MongoDB reachable). `jobnode health` reads the
+# node's own settings: it follows SERVER_PORT and uses https (verified against TLS_CA_FILE) with TLS on.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"]
+    CMD ["jobnode", "health", "--timeout", "2"]
 # SIGTERM starts a graceful stop (in-flight jobs finish or go back, raft hands over leadership)
 # that lasts up to SHUTDOWN_GRACE; give `docker stop` a longer --time than that.
 STOPSIGNAL SIGTERM

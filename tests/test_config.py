@@ -748,3 +748,37 @@ def test_a_weak_cluster_secret_is_refused(secret: str, reason: str) -> None:
                                     "tK9f0m1QvS8cXbR2uW5yZ3aE6hJ4nP7gL0dB+sV/oIk="])
 def test_random_cluster_secrets_in_hex_or_base64_are_accepted(secret: str) -> None:
     assert load({"CLUSTER_SECRET": secret}).cluster_secret == secret
+
+
+# --- secrets from files (NAME_FILE, as Docker and Kubernetes mount them) ---
+
+
+def test_a_secret_may_come_from_the_file_its_name_file_variable_names(tmp_path: Path) -> None:
+    secret_file = tmp_path / "cluster_secret"
+    secret_file.write_text("0123456789abcdef" * 4 + "\n")  # the trailing newline is not part of it
+    jwt_file = tmp_path / "jwt"
+    jwt_file.write_text(GOOD_JWT)
+    s = load({"CLUSTER_SECRET_FILE": str(secret_file), "JWT_SECRET_FILE": str(jwt_file),
+              "AUTH_ENABLED": "true", "ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "Vx8-long-enough"})
+    assert s.cluster_secret == "0123456789abcdef" * 4 and s.jwt_secret == GOOD_JWT
+
+
+@pytest.mark.parametrize("setup, variable, message", [
+    (lambda d: {"CLUSTER_SECRET": "x" * 20, "CLUSTER_SECRET_FILE": str(d / "s")}, "CLUSTER_SECRET_FILE",
+     "both give the same setting"),
+    (lambda d: {"JWT_SECRET_FILE": str(d / "missing")}, "JWT_SECRET_FILE", "No such file or directory"),
+    (lambda d: {"REDIS_PASSWORD_FILE": str(d / "empty")}, "REDIS_PASSWORD_FILE", "the file is empty"),
+    (lambda d: {"ADMIN_PASSWORD_FILE": str(d)}, "ADMIN_PASSWORD_FILE", "a readable file"),
+])
+def test_a_bad_secret_file_names_its_variable_and_never_its_content(tmp_path: Path, setup, variable, message):
+    (tmp_path / "s").write_text("the-secret-in-the-file")
+    (tmp_path / "empty").write_text("\n")
+    error = config_error(setup(tmp_path))
+    assert error.variable == variable and message in str(error)
+    assert "the-secret-in-the-file" not in str(error)
+
+
+def test_only_settings_that_may_hold_a_secret_are_read_from_files(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    port_file.write_text("9999")
+    assert load({"SERVER_PORT_FILE": str(port_file)}).server_port == 8080

@@ -132,6 +132,35 @@ async def test_the_cli_without_the_ca_says_the_node_answered_and_names_ca_file(t
     assert code == 0 and capsys.readouterr().out.startswith('{"jobs": [')
 
 
+def _health(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`jobnode health` as a container runs it: the node's own environment, nothing else."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TLS_", "SERVER_", "JOBNODE_"))}
+    return subprocess.run([sys.executable, "-m", "jobnode", "health"], env={**clean, **env}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_the_container_health_check_works_with_tls_on(tls_node: str, certs: DevCerts, tmp_path: Path):
+    port = int(tls_node.rsplit(":", 1)[1])
+    done = await asyncio.to_thread(_health, tls_env(certs, port), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"healthy: https://127.0.0.1:{port}/health answered 200")
+    # Without TLS_CA_FILE the system store decides, and it does not know the development CA.
+    done = await asyncio.to_thread(_health, tls_env(certs, port, ca=False), tmp_path)
+    assert done.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in done.stderr
+
+
+async def test_the_container_health_check_works_with_tls_off(redis_server, mongo_server, key_prefix, mongo_db_name,
+                                                             mongo_client, tmp_path: Path):
+    port = free_port()
+    env = {"SERVER_HOST": "0.0.0.0", "SERVER_PORT": str(port)}
+    settings = make_settings(redis_server.url, mongo_server.url, key_prefix, mongo_db_name, **env)
+    async with serving(settings):
+        done = await asyncio.to_thread(_health, env, tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith(f"healthy: http://127.0.0.1:{port}/health"), done.stderr
+    done = await asyncio.to_thread(_health, env, tmp_path)  # the node is gone
+    assert done.returncode == 1 and "unhealthy" in done.stderr
+
+
 async def test_plain_http_gets_no_answer_from_a_tls_port(tls_node: str):
     plain = tls_node.replace("https://", "http://")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:

@@ -17,6 +17,7 @@ from jobnode.cli.certs import add_cert_parser
 from jobnode.cli.connection import add_client_options, report_api_error
 from jobnode.cli.dev import add_dev_parser
 from jobnode.cli.events import add_events_parser
+from jobnode.cli.health import add_health_parser
 from jobnode.cli.jobs import add_jobs_parser
 from jobnode.cli.serve import add_serve_parser
 from jobnode.cli.session import add_login_parser
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_options(common, defaults=False)
 
     add_serve_parser(commands)
+    add_health_parser(commands)
     add_dev_parser(commands)
     add_submit_parser(commands, common)
     add_jobs_parser(commands, common)

@@ -81,6 +81,12 @@ class ConfigError(JobnodeError):
 
 ENV_LINE_FORMS = "KEY=value, export KEY=value, a # comment or a blank line"
 
+# Settings that may hold a secret may also be read from a file named by NAME_FILE (Docker and
+# Kubernetes secrets are files), so the secret need not sit in the process environment.
+FILE_VARIABLES = frozenset({"CLUSTER_SECRET", "REDIS_PASSWORD", "JWT_SECRET", "ADMIN_PASSWORD", "SMTP_PASSWORD",
+                            "MONGODB_URI", "REDIS_ADDR"})
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
 
 class EnvFileError(ConfigError):
     """A `.env` file that cannot be read, or one of its lines that is not `KEY=value`."""
@@ -510,6 +516,8 @@ class Settings:
         values = {}
         for variable in VARIABLES:
             text = merged.get(variable.name, "").strip()
+            if variable.name in FILE_VARIABLES:
+                text = _value_or_file(variable, text, merged.get(f"{variable.name}_FILE", "").strip())
             if text:
                 values[variable.field] = variable.read(text)
         return cls(**values)
@@ -912,3 +920,30 @@ def _double_quoted(rest: str) -> tuple[str, str]:
             out.append(char)
             i += 1
     raise ValueError("unterminated double quote")
+
+
+def _value_or_file(variable: Variable, text: str, file_name: str) -> str:
+    """The variable's text, or the content of the file NAME_FILE names (never both)."""
+    if not file_name:
+        return text
+    file_variable = f"{variable.name}_FILE"
+    if text:
+        raise ConfigError(file_variable, file_name, f"to be unset while {variable.name} is set",
+                          reason="both give the same setting")
+    path = Path(file_name)
+    try:
+        with path.open("rb") as source:
+            raw = source.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(file_variable, file_name, "a readable file", reason=exc.strerror or str(exc)) from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(file_variable, file_name, f"a file of at most {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(file_variable, file_name, "a UTF-8 text file") from None
+    # A secret file usually ends in a newline that is not part of the secret.
+    content = content.strip()
+    if not content:
+        raise ConfigError(file_variable, file_name, f"a file holding {variable.name}", reason="the file is empty")
+    return content

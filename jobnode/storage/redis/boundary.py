@@ -33,6 +33,12 @@ def redis_boundary(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
                 raise NotLeader("this node does not hold the leader lease") from None
             # Redis answered with an error: out of memory under noeviction, a script error, ...
             store_errors.report("redis", fn.__name__, "refused")
+            # Redis 7 refuses a write script before it runs (OutOfMemoryError); 6.2 fails it at its
+            # first write, and the reply is a script error that carries the OOM.
+            if isinstance(exc, redis_errors.OutOfMemoryError) or "OOM command not allowed" in str(exc):
+                # Full under maxmemory-policy noeviction: nothing was written, and a later try
+                # may fit once the outbox drains, so the caller gets a 503 to come back after.
+                raise Unavailable(f"redis is full and refuses writes: {exc}") from exc
             raise
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             store_errors.report("redis", fn.__name__, "unreachable")
