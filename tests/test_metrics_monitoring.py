@@ -32,7 +32,8 @@ DATASOURCES = MONITORING / "grafana" / "provisioning" / "datasources" / "prometh
 PROVIDERS = MONITORING / "grafana" / "provisioning" / "dashboards" / "jobnode.yml"
 
 # Grafana fills these in; Prometheus needs a real duration in their place.
-GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}
+# Grafana's built-in variables, and the dashboard's own with "All" chosen.
+GRAFANA_VARIABLES = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m", "$node": ".*", "$type": ".*"}
 # Series Prometheus makes itself for every target, not the node.
 SCRAPE_SERIES = {"up"}
 # Labelled by what failed, so no series exists before the first failure (checked in test_metrics).
@@ -94,11 +95,33 @@ def test_the_dashboard_is_well_formed_and_uses_the_provisioned_datasource() -> N
         mine = {(grid["x"] + dx, grid["y"] + dy) for dx in range(grid["w"]) for dy in range(grid["h"])}
         assert not mine & cells, f"panel {panel['title']!r} overlaps another"
         cells |= mine
+    # Imports into any Grafana: the data source is a variable, never the provisioned uid.
+    variables = {variable["name"]: variable for variable in document["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert f'"uid": "{datasource["uid"]}"' not in json.dumps(document)
+    for name, metric in (("node", "jobnode_node_info"), ("type", "jobnode_jobs_submitted_total")):
+        assert variables[name]["datasource"]["uid"] == "${datasource}"
+        assert variables[name]["query"]["query"] == f"label_values({metric}, {name if name == 'type' else 'node_id'})"
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
     for panel in dashboard_panels():
-        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] == datasource["uid"] and target["expr"], panel["title"]
+            assert target["datasource"]["uid"] == "${datasource}" and target["expr"], panel["title"]
+
+
+def test_per_node_queries_follow_the_node_variable_and_per_type_ones_the_type_variable() -> None:
+    # Cluster facts every node reports alike, and stats over the whole cluster.
+    cluster_wide = ("jobnode_queue_depth", "jobnode_outbox_", "jobnode_cluster_members", "jobnode_election_term",
+                    "max(increase(jobnode_election_leader_changes_total[1h]))",
+                    'up{job="jobnode"}')
+    for panel in dashboard_panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if not any(name in expr for name in cluster_wide):
+                assert 'jobnode_node_info{node_id=~"$node"}' in expr, (panel["title"], expr)
+            if "jobnode_jobs_" in expr or "jobnode_job_retries" in expr or "processing_duration" in expr:
+                assert expr.count('type=~"$type"') == expr.count("jobnode_job"), (panel["title"], expr)
 
 
 def test_the_dashboard_shows_what_the_issue_asks() -> None:
@@ -107,7 +130,9 @@ def test_the_dashboard_shows_what_the_issue_asks() -> None:
                    "jobnode_queue_depth", "jobnode_jobs_submitted_total", "jobnode_jobs_completed_total",
                    'status="failed"', "jobnode_job_wait_duration_seconds_bucket",
                    "jobnode_job_processing_duration_seconds_bucket", "jobnode_job_retries_total",
-                   "jobnode_workers_active", "jobnode_workers", 'up{job="jobnode"}'):
+                   "jobnode_workers_active", "jobnode_workers", 'up{job="jobnode"}',
+                   "jobnode_submit_write_duration_seconds_bucket", "jobnode_outbox_entries",
+                   "jobnode_outbox_oldest_age_seconds"):
         assert needed in exprs, needed
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}, sum by (le) (rate(jobnode_job_wait_duration_seconds_bucket" in exprs
@@ -152,3 +177,16 @@ async def test_promtool_finds_nothing_to_lint_in_a_node_s_metrics(start_node) ->
                                      capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         f"promtool check metrics:\n{result.stdout}{result.stderr}")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)")
+def test_promtool_parses_every_dashboard_query(tmp_path) -> None:
+    # promtool parses the expressions of recording rules: one rule per dashboard query.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{index}", "expr": expr} for index, expr in enumerate(dashboard_expressions())]}]}
+    rules_file = tmp_path / "dashboard_rules.yml"
+    rules_file.write_text(yaml.safe_dump(rules))
+    result = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
