@@ -40,11 +40,13 @@ from jobnode.api.appkeys import (
 from jobnode.api.errors import error_middleware
 from jobnode.api.http_metrics import http_metrics_middleware
 from jobnode.api.request_ids import request_id_middleware
+from jobnode.api.tracing import tracing_middleware
 from jobnode.assembly import NodeServices
 from jobnode.auth.setup import AuthSetupError, build_authenticator
 from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
 from jobnode.core.errors import JobnodeError
 from jobnode.core.settings import ConfigError, Settings, mask_url_password
+from jobnode.observability import tracing
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.observability.metrics_endpoint import MetricsEndpoint
 from jobnode.processors.catalog import build_registry
@@ -67,11 +69,13 @@ class StartupError(JobnodeError):
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
     """The node's application; `processors` replaces the configured registry (tests, embedding)."""
     contexts = TlsContexts.from_settings(settings)  # a certificate that does not load stops us here
-    # Request ids and HTTP metrics outermost: they must see every request and its final status.
+    # Request ids, the request's span and HTTP metrics outermost: they must see every request and
+    # its final status.
     # Errors outside auth, so a refused token is answered in the API's error shape; rate
     # limiting (appended by ratelimit.enable) inside auth, so it can count per user, and its
     # refusal counter (inserted by ratelimit.enable) just outside auth, so it sees auth's 401s.
-    middlewares = [request_id_middleware, http_metrics_middleware, error_middleware, auth_middleware]
+    middlewares = [request_id_middleware, tracing_middleware, http_metrics_middleware, error_middleware,
+                   auth_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[TLS] = contexts
@@ -192,6 +196,7 @@ def _queue_of(app: web.Application) -> JobQueue | None:
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
     app = build_app(settings)
+    tracer_provider = tracing.configure_from_env(settings.node_id)  # OTEL_* variables; off without them
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_s)
     await runner.setup()
     try:
@@ -208,6 +213,8 @@ async def serve(settings: Settings) -> None:
         log.info("node.stopping", node_id=settings.node_id)
     finally:
         await runner.cleanup()
+        # After the node's own stop, whose last spans it flushes (a blocking export: off the loop).
+        await asyncio.to_thread(tracing.shutdown, tracer_provider)
 
 
 def freeze_startup_heap() -> None:

@@ -94,6 +94,7 @@ class Job:
     queue: str = DEFAULT_QUEUE  # only workers of nodes serving this queue run the job
     # The last progress its processor reported: {"fraction", "message", "at_ms"} (None: none yet).
     last_progress: dict[str, Any] | None = None
+    trace_context: str | None = None  # W3C traceparent of its submission, when tracing is on
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
@@ -103,7 +104,7 @@ class Job:
 
     @classmethod
     def new(cls, spec: JobSpec, *, submitted_by: str | None = None, request_id: str | None = None,
-            now: datetime | None = None) -> Job:
+            trace_context: str | None = None, now: datetime | None = None) -> Job:
         now = now or utcnow()
         return cls(
             id=new_job_id(),
@@ -120,6 +121,7 @@ class Job:
             submitted_by=submitted_by,
             request_id=request_id,
             queue=spec.queue or DEFAULT_QUEUE,
+            trace_context=trace_context,
         )
 
     @property

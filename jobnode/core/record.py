@@ -100,6 +100,7 @@ FIELDS: tuple[Field, ...] = (
     _field("progress", JSON, "last_progress", SNAPSHOT),
     # Who submitted it: job events carry it so a user's stream shows only their own jobs.
     _field("sub", TEXT, "submitted_by", ENQUEUED, RESTORED),
+    _field("tctx", TEXT, "trace_context", ENQUEUED, TAKEN),
     _field("seq", INT, None),  # submission order within a priority band
     _field("queued_ms", INT, None),  # when the job last became runnable (its wait starts)
     _field("shown", INT, None),  # 1 once MongoDB was told this attempt is running

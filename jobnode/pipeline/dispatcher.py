@@ -15,6 +15,7 @@ import structlog
 
 from jobnode.core.errors import NotLeader, Unavailable
 from jobnode.cluster.leadership import Leadership
+from jobnode.observability import tracing
 from jobnode.storage.redis.queue import JobQueue
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,7 @@ class Dispatcher:
 
     async def dispatch(self, token: int) -> int:
         s = self.settings
+        started_ns = tracing.clock_ns() if tracing.enabled() else 0
         result = await self.queue.dispatch(
             self.leadership.lease.node_id,
             token,
@@ -77,6 +79,10 @@ class Dispatcher:
             share_every=s.share_every,
         )
         self.dispatched += result.assigned
+        if result.assigned and started_ns:
+            # Only rounds that assigned jobs: an idle leader's empty rounds would be traces of nothing.
+            tracing.record("jobnode.dispatch", started_ns, {"jobnode.assigned": result.assigned,
+                                                            "jobnode.strategy": s.strategy})
         return result.assigned
 
     async def reap(self, token: int) -> None:

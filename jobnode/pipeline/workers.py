@@ -32,6 +32,7 @@ from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Unavailable
 from jobnode.core.queues import WorkerGroup
 from jobnode.core.job import COMPLETED, FAILED, RETRYING, RUNNING, Job, utcnow
+from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.pipeline.job_reports import JobReports
@@ -233,6 +234,18 @@ class WorkerPool:
                 await asyncio.sleep(REDIS_DOWN_PAUSE_S)
 
     async def _process(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
+        """Run the processor in the job's trace (when tracing is on); returns (outcome, result or error text)."""
+        attributes = {"jobnode.job.id": taken.id, "jobnode.job.type": taken.type, "jobnode.attempt": taken.attempts,
+                      "jobnode.worker": worker_id, "jobnode.node": self.settings.node_id}
+        with tracing.span("jobnode.run", parent=taken.trace_context, kind="consumer", attributes=attributes) as span:
+            outcome, body = await self._run_processor(taken, worker_id)
+            if span is not None:
+                span.set_attribute("jobnode.outcome", outcome)
+                if outcome != "completed":
+                    tracing.failed(span, body.decode(errors="replace"))
+            return outcome, body
+
+    async def _run_processor(self, taken: TakenJob, worker_id: str) -> tuple[str, bytes]:
         """Run the processor; returns (outcome, result or error text)."""
         # This task's own context: every line logged while the job runs, the processor's
         # included, names the job and the request that submitted it.

@@ -23,6 +23,7 @@ from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Conflict, NotFound, Unavailable
 from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, utcnow
 from jobnode.core.record import decode_snapshot
+from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.services.catalog import TypeCatalog
@@ -84,8 +85,17 @@ class JobService:
         idempotency key: that is a 409 which shows nothing of the other job. `request_id` (the
         API request's) travels with each job into its worker's log lines.
         """
-        jobs = [Job.new(spec, submitted_by=submitted_by, request_id=request_id) for spec in specs]
-        outcomes = await self._commits.submit_many(jobs)
+        with tracing.span("jobnode.submit", kind="producer",
+                          attributes={"jobnode.jobs": len(specs),
+                                      "jobnode.job.types": sorted({spec.type for spec in specs})}) as span:
+            # The submission's span travels with each job, so the run on any node joins its trace.
+            trace_context = tracing.current_traceparent()
+            jobs = [Job.new(spec, submitted_by=submitted_by, request_id=request_id, trace_context=trace_context)
+                    for spec in specs]
+            if span is not None and len(jobs) == 1:
+                span.set_attribute("jobnode.job.id", jobs[0].id)
+            with tracing.span("jobnode.durable_write", attributes={"jobnode.jobs": len(jobs)}):
+                outcomes = await self._commits.submit_many(jobs)
         submitted = []
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, DuplicateIdempotencyKey):

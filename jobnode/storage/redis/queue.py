@@ -56,6 +56,7 @@ class TakenJob:
     wait_s: float | None = None  # queued (or due) until this start, by the Redis clock
     request_id: str | None = None  # of the API request that submitted the job
     queue: str = "default"
+    trace_context: str | None = None  # W3C traceparent of the job's submission (tracing on)
 
 
 @dataclass(frozen=True)
