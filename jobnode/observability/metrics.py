@@ -17,8 +17,9 @@ Where the numbers come from:
   - Redis and MongoDB errors are reported by the storage boundaries through
     `jobnode.core.store_errors`, which the node's wiring connects to `store_error`.
 
-No counter exports a `_created` series: prometheus_client's are switched off process-wide,
-because Prometheus ignores them in the text format and each one doubles a counter's series.
+No counter or histogram exports a `_created` series: prometheus_client's are switched off
+process-wide. In the text format Prometheus stores each as one more series per counter, which no
+query here reads.
 
 Label values are bounded by construction: job types are the registered processors (any
 other type gets no series), statuses and states are fixed tuples, HTTP routes are route
