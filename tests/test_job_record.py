@@ -71,9 +71,9 @@ def test_the_hash_keeps_its_field_names():
     assert group_names(SNAPSHOT) == ("status", "rev", "attempts", "worker", "node", "started_ms", "finished_ms",
                                      "result", "error", "errors", "updated_ms", "progress")
     assert set(group_names(TAKEN)) == {"type", "payload", "attempts", "max_retries", "timeout_ms", "priority", "rid",
-                                       "queue"}
+                                       "queue", "tctx"}
     assert set(group_names(ENQUEUED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "attempts",
-                                          "rev", "errors", "rid", "queue", "sub"}
+                                          "rev", "errors", "rid", "queue", "sub", "tctx"}
     assert set(group_names(RESTORED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "rev",
                                           "errors", "queue", "sub"}
 

@@ -45,12 +45,12 @@ async def test_a_job_s_trace_runs_from_the_api_on_one_node_to_the_worker_on_anot
     assert response.status == 201
     job_id = (await response.json())["id"]
 
-    runs = await wait_until(lambda: [s for s in named(spans, "jobnode.run")
+    runs = await wait_until(lambda: [s for s in named(spans, "jobnode run")
                                      if s.attributes["jobnode.job.id"] == job_id],
                             timeout_s=20, message="the job's run span never ended")
     (request,) = named(spans, "POST /api/v1/jobs")
-    (submit,) = named(spans, "jobnode.submit")
-    (durable,) = named(spans, "jobnode.durable_write")
+    (submit,) = named(spans, "jobnode submit")
+    (durable,) = named(spans, "jobnode durable write")
     (run,) = runs
     trace_id = int(CLIENT_TRACE_ID, 16)
     stored = await mongo_db.jobs.find_one({"_id": job_id})
@@ -66,7 +66,7 @@ async def test_a_job_s_trace_runs_from_the_api_on_one_node_to_the_worker_on_anot
     assert run.attributes["jobnode.node"] == "node-2" and run.attributes["jobnode.outcome"] == "completed"
     assert run.start_time >= durable.end_time  # queued only once durable
     # The leader's dispatch round that assigned it is a trace of its own.
-    assert any(span.attributes["jobnode.assigned"] >= 1 for span in named(spans, "jobnode.dispatch"))
+    assert any(span.attributes["jobnode.assigned"] >= 1 for span in named(spans, "jobnode dispatch"))
 
 
 async def test_a_failed_attempt_marks_its_run_span_as_an_error(start_node, spans):
@@ -81,7 +81,7 @@ async def test_a_failed_attempt_marks_its_run_span_as_an_error(start_node, spans
     client = await start_node(registry_with(broken=broken))
     job = await (await client.post("/api/v1/jobs", json={"type": "broken"})).json()
     (run,) = await wait_until(
-        lambda: [s for s in named(spans, "jobnode.run") if s.attributes["jobnode.job.id"] == job["id"]],
+        lambda: [s for s in named(spans, "jobnode run") if s.attributes["jobnode.job.id"] == job["id"]],
         timeout_s=20, message="no run span")
     assert run.attributes["jobnode.outcome"] == "failed" and run.status.status_code == StatusCode.ERROR
     assert "never works" in run.status.description

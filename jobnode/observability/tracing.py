@@ -7,10 +7,10 @@ Install the `tracing` extra (`pip install 'jobnode[tracing]'`) and set `OTEL_TRA
 turns it off again.
 
 One job is one trace across the cluster: the API's span of the submitting request (continuing
-the client's `traceparent`, when it sends one) is the parent of `jobnode.submit`, whose W3C
+the client's `traceparent`, when it sends one) is the parent of `jobnode submit`, whose W3C
 `traceparent` travels with the job (Redis hash and MongoDB record) to the worker that runs it,
-on whichever node, where `jobnode.run` continues it. `jobnode.durable_write` times a
-submission's wait for its journaled insert and enqueue; `jobnode.dispatch` is one dispatch
+on whichever node, where `jobnode run` continues it. `jobnode durable write` times a
+submission's wait for its journaled insert and enqueue; `jobnode dispatch` is one dispatch
 round of the leader (it assigns many jobs, so it stands alone with the count).
 
 While tracing is off every helper here returns at once: the hot path pays one check.

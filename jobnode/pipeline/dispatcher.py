@@ -81,7 +81,7 @@ class Dispatcher:
         self.dispatched += result.assigned
         if result.assigned and started_ns:
             # Only rounds that assigned jobs: an idle leader's empty rounds would be traces of nothing.
-            tracing.record("jobnode.dispatch", started_ns, {"jobnode.assigned": result.assigned,
+            tracing.record("jobnode dispatch", started_ns, {"jobnode.assigned": result.assigned,
                                                             "jobnode.strategy": s.strategy})
         return result.assigned
 

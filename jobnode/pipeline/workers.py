@@ -237,7 +237,7 @@ class WorkerPool:
         """Run the processor in the job's trace (when tracing is on); returns (outcome, result or error text)."""
         attributes = {"jobnode.job.id": taken.id, "jobnode.job.type": taken.type, "jobnode.attempt": taken.attempts,
                       "jobnode.worker": worker_id, "jobnode.node": self.settings.node_id}
-        with tracing.span("jobnode.run", parent=taken.trace_context, kind="consumer", attributes=attributes) as span:
+        with tracing.span("jobnode run", parent=taken.trace_context, kind="consumer", attributes=attributes) as span:
             outcome, body = await self._run_processor(taken, worker_id)
             if span is not None:
                 span.set_attribute("jobnode.outcome", outcome)

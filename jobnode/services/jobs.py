@@ -85,7 +85,7 @@ class JobService:
         idempotency key: that is a 409 which shows nothing of the other job. `request_id` (the
         API request's) travels with each job into its worker's log lines.
         """
-        with tracing.span("jobnode.submit", kind="producer",
+        with tracing.span("jobnode submit", kind="producer",
                           attributes={"jobnode.jobs": len(specs),
                                       "jobnode.job.types": sorted({spec.type for spec in specs})}) as span:
             # The submission's span travels with each job, so the run on any node joins its trace.
@@ -94,7 +94,7 @@ class JobService:
                     for spec in specs]
             if span is not None and len(jobs) == 1:
                 span.set_attribute("jobnode.job.id", jobs[0].id)
-            with tracing.span("jobnode.durable_write", attributes={"jobnode.jobs": len(jobs)}):
+            with tracing.span("jobnode durable write", attributes={"jobnode.jobs": len(jobs)}):
                 outcomes = await self._commits.submit_many(jobs)
         submitted = []
         for job, outcome in zip(jobs, outcomes):
