@@ -16,11 +16,10 @@ WORKDIR /src
 # Only what the package needs; tests, configs and monitoring are not part of the image.
 COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY jobnode ./jobnode
-COPY election ./election
 # The pinned versions of constraints.txt, for the build backend too (the isolated build
 # environment inherits PIP_CONSTRAINT, not a --constraint option): a rebuild installs the same.
 RUN PIP_CONSTRAINT=/src/constraints.txt /opt/jobnode/bin/pip install . \
-    && /opt/jobnode/bin/python -c "import jobnode.cli.main, election"
+    && /opt/jobnode/bin/python -c "import jobnode.cli.main, jobnode.election"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 # A fixed numeric uid/gid: volumes can be prepared for it, and orchestrators that insist on a

@@ -1,11 +1,12 @@
 """jobnode: a self-coordinating cluster daemon for distributed job processing.
 
 The package is built in layers. Each subpackage owns one concern and may import only the
-packages named beside it in `LAYERS` (and itself); `election/`, the pure election state
-machines, sits outside and below all of them. tests/test_import_graph.py reads every
+packages named beside it in `LAYERS` (and itself); `election`, the pure election state
+machines, imports nothing else of jobnode and sits below all of them. tests/test_import_graph.py reads every
 import (module level, function level and TYPE_CHECKING alike) and fails on a cycle or on
 an import that this table does not allow.
 
+    election       bully, raft and gossip as pure state machines, their codec and simulator
     core           the job record and its codec, typed errors, settings, background tasks
     client         the Python HTTP client (usable without the rest of the package)
     storage        the Redis and MongoDB adapters: key names, scripts, collections, error mapping
@@ -30,19 +31,20 @@ __version__ = "0.1.0"
 
 # package -> the packages it may import (besides itself and this module's __version__).
 LAYERS: dict[str, frozenset[str]] = {
+    "election": frozenset(),
     "core": frozenset(),
     "client": frozenset(),
     "storage": frozenset({"core"}),
     "processors": frozenset({"core"}),
     "events": frozenset({"core", "storage"}),
     "auth": frozenset({"core", "storage"}),
-    "observability": frozenset({"core", "storage"}),
-    "cluster": frozenset({"core", "storage", "auth", "observability"}),
+    "observability": frozenset({"election", "core", "storage"}),
+    "cluster": frozenset({"election", "core", "storage", "auth", "observability"}),
     "pipeline": frozenset({"core", "storage", "processors", "observability", "cluster"}),
-    "services": frozenset({"core", "storage", "processors", "events", "auth", "observability", "cluster",
+    "services": frozenset({"election", "core", "storage", "processors", "events", "auth", "observability", "cluster",
                            "pipeline"}),
     "api": frozenset({"core", "auth", "observability", "services"}),
-    "wiring": frozenset({"core", "storage", "processors", "events", "auth", "observability", "cluster",
+    "wiring": frozenset({"election", "core", "storage", "processors", "events", "auth", "observability", "cluster",
                          "pipeline", "services", "api"}),
     "dev": frozenset({"core", "client"}),
     "cli": frozenset({"core", "client", "auth", "observability", "processors", "wiring", "dev"}),

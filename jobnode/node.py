@@ -6,7 +6,7 @@ store and queue, outbox writer, leadership, dispatcher, reconciler, workers, ele
 Handlers reach only the services, through the typed keys in `jobnode.api.appkeys`; the
 raw clients and the node's parts stay under this module's own keys, never in globals.
 
-The election (jobnode.cluster.elector driving election/) decides who should lead and tells
+The election (jobnode.cluster.elector driving jobnode/election/) decides who should lead and tells
 `Leadership`, which takes the fenced lease in Redis; only the lease holder dispatches.
 A lone node elects itself.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import election
+from jobnode import election
 from jobnode.cluster.elector import Elector, LeaderChange
 from jobnode.cluster.recorder import change_reason
 from jobnode.core.settings import Settings

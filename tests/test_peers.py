@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-import election
-from election.messages import BullyElection
+from jobnode import election
+from jobnode.election.messages import BullyElection
 from jobnode.cluster.elector import RaftStateFile
 from jobnode.core.errors import Unauthorized
 from jobnode.auth.peer_signatures import SIGNATURE_HEADER, Verifier, sign

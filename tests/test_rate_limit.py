@@ -17,8 +17,8 @@ from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.api.ratelimit import client_key
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.storage.redis.rate_buckets import RateBuckets
-import election
-from election.messages import BullyElection
+from jobnode import election
+from jobnode.election.messages import BullyElection
 from jobnode.auth.peer_signatures import sign
 from tests.auth_fixtures import auth_env, bearer, forged
 from tests.harness import start_node  # noqa: F401  (fixture)

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-import election
-from election.messages import BullyElection
+from jobnode import election
+from jobnode.election.messages import BullyElection
 from jobnode.auth.peer_signatures import Verifier, sign
 from jobnode.cluster.elector import ElectionView
 from jobnode.cluster.quorum import PeerContact

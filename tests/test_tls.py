@@ -20,8 +20,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-import election
-from election.messages import BullyElection
+from jobnode import election
+from jobnode.election.messages import BullyElection
 from jobnode.api.appkeys import TLS
 from jobnode.dev.certs import DevCerts, write_dev_certs
 from jobnode.cli.main import main as cli_main

@@ -1,6 +1,6 @@
 """Drives this node's election state machine: clock ticks, peer messages, disk, and leadership.
 
-The algorithms in `election/` are pure: they take `now` and messages and hand back what to
+The algorithms in `jobnode/election/` are pure: they take `now` and messages and hand back what to
 write, send and report. This module is the I/O around them:
   - a tick loop calls `on_tick` every `tick_interval_s` of the machine's config;
   - a peer route hands in decoded messages through `deliver`;
@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 import structlog
 
-import election
+from jobnode import election
 from jobnode.core.background import cancel_all
 from jobnode.core.settings import Settings
 from jobnode.core.job import utcnow

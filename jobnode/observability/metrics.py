@@ -48,7 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-import election
+from jobnode import election
 
 if TYPE_CHECKING:
     from jobnode.storage.redis.queue import JobQueue

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-import election
+from jobnode import election
 from jobnode.auth.peer_signatures import Verifier
 from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from election.messages import (
+from jobnode.election.messages import (
                                BullyAlive,
                                BullyAnswer,
                                BullyCoordinator,

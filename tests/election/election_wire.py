@@ -1,6 +1,6 @@
 """A hand-driven cluster for regression tests that need exact message order.
 
-Unlike `election.sim`, nothing happens by itself: messages wait in `inflight`
+Unlike `jobnode.election.sim`, nothing happens by itself: messages wait in `inflight`
 until the test delivers or drops them, and time moves only when the test says.
 """
 
@@ -10,8 +10,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-import election
-from election.config import CONFIG_CLASSES
+from jobnode import election
+from jobnode.election.config import CONFIG_CLASSES
 
 
 def address(node_id: str) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from election_wire import Wire, address
 
-from election import LeaderChanged
-from election.messages import BullyAlive, BullyCoordinator
-from election.sim import Simulation
+from jobnode.election import LeaderChanged
+from jobnode.election.messages import BullyAlive, BullyCoordinator
+from jobnode.election.sim import Simulation
 
 E = 1.0  # BullyConfig's default election timeout
 

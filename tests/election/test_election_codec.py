@@ -12,9 +12,9 @@ from election_samples import SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import election
-from election import DecodeError, decode, encode
-from election.messages import MESSAGE_TYPES
+from jobnode import election
+from jobnode.election import DecodeError, decode, encode
+from jobnode.election.messages import MESSAGE_TYPES
 
 
 def test_samples_cover_every_message_type() -> None:

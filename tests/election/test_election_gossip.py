@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from election_wire import Wire, address
 
-from election import MemberDown, MemberLeft, MemberSuspect
-from election.messages import GossipAck, GossipEntry, GossipPing
-from election.sim import Simulation
+from jobnode.election import MemberDown, MemberLeft, MemberSuspect
+from jobnode.election.messages import GossipAck, GossipEntry, GossipPing
+from jobnode.election.sim import Simulation
 
 S = 1.0  # GossipConfig's default suspicion timeout (election_timeout_s)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from election_wire import Wire, address, of
 
-from election import RaftPersistentState
-from election.messages import RaftAppendEntries, RaftRequestVote, RaftTimeoutNow, RaftVote
-from election.sim import Simulation
+from jobnode.election import RaftPersistentState
+from jobnode.election.messages import RaftAppendEntries, RaftRequestVote, RaftTimeoutNow, RaftVote
+from jobnode.election.sim import Simulation
 
 T = 0.3  # RaftConfig's default election timeout
 

@@ -1,7 +1,7 @@
-"""Randomized fault schedules for every algorithm, checked by `election.sim`.
+"""Randomized fault schedules for every algorithm, checked by `jobnode.election.sim`.
 
 The default run covers 1,000 schedules per algorithm with fixed seeds, so a
-failure is reproducible with `python -m election.sim replay ALGORITHM SEED`
+failure is reproducible with `python -m jobnode.election.sim replay ALGORITHM SEED`
 (the failure message prints it). The `slow` run covers ELECTION_SCHEDULES
 (default 10,000, which CI runs; set 100000 for a long soak) per algorithm
 on other seeds, using every core.
@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-import election
-from election.sim import check_many, check_schedules, failover_times, summarize
+from jobnode import election
+from jobnode.election.sim import check_many, check_schedules, failover_times, summarize
 
 CI_SCHEDULES = 1000
 CI_BATCH = 250

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from election import LeaderChanged
-from election.sim import LivenessViolation, SafetyViolation, Simulation, main, random_schedule
+from jobnode.election import LeaderChanged
+from jobnode.election.sim import LivenessViolation, SafetyViolation, Simulation, main, random_schedule
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -26,7 +26,7 @@ def test_two_leaders_in_one_term_is_reported_as_safety_with_the_seed() -> None:
         sim.run_for(0.1)
     text = str(caught.value)
     assert text.startswith("SAFETY violated: two leaders in term") and "seed=77" in text
-    assert "python -m election.sim replay raft 77 --n 3" in text
+    assert "python -m jobnode.election.sim replay raft 77 --n 3" in text
 
 
 def test_no_leader_in_time_is_reported_as_liveness_with_the_seed() -> None:

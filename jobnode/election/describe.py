@@ -23,7 +23,7 @@ _SECTIONS = {
 
 def describe_module(name: str) -> dict[str, Any]:
     """The description of algorithm `name`, parsed from `election.<name>`'s docstring."""
-    module = importlib.import_module(f"election.{name}")
+    module = importlib.import_module(f"{__package__}.{name}")
     # Under `python -OO` docstrings are stripped; the source still has them.
     text = module.__doc__ or ast.get_docstring(ast.parse(inspect.getsource(module))) or ""
     head, sections = _split(text)

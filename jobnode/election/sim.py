@@ -53,9 +53,9 @@ t the tick interval (timers fire up to one tick late):
   retransmit_mult); the leader re-claims its epoch at most once per S:
   B = (2m + 2 + r*ceil(log2(m+1)))P + 2S.
 
-Run `python -m election.sim stats` for convergence times per algorithm and
-cluster size, `python -m election.sim check ALGORITHM --count N --jobs J` for
-a batch of random schedules, and `python -m election.sim replay ALGORITHM
+Run `python -m jobnode.election.sim stats` for convergence times per algorithm and
+cluster size, `python -m jobnode.election.sim check ALGORITHM --count N --jobs J` for
+a batch of random schedules, and `python -m jobnode.election.sim replay ALGORITHM
 SEED` to rerun one schedule with its history printed.
 """
 
@@ -238,7 +238,7 @@ class Simulation:
     def fail(self, kind: type[AssertionError], what: str) -> None:
         label = "SAFETY" if kind is SafetyViolation else "LIVENESS"
         recent = "\n".join(f"    {t:9.4f} {who:>6} {item}" for t, who, item in self.history[-40:])
-        replay = f"python -m election.sim replay {self.algorithm} {self.seed} --n {len(self.nodes)}"
+        replay = f"python -m jobnode.election.sim replay {self.algorithm} {self.seed} --n {len(self.nodes)}"
         raise kind(f"{label} violated: {what}\n"
                    f"  algorithm={self.algorithm} n={len(self.nodes)} seed={self.seed} t={self.now:.4f}s\n"
                    f"  replay (if from random_schedule): {replay}\n"
@@ -702,7 +702,7 @@ def stats(runs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m election.sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jobnode.election.sim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("stats", help="convergence time distributions for 3, 5 and 9 nodes")
     s.add_argument("--runs", type=int, default=300)
