@@ -38,6 +38,8 @@ TERMINAL_EVENTS = frozenset({"job.completed", "job.dead", "job.cancelled"})
 # An event stream is silent at most a heartbeat (15 s by default); longer means it is dead.
 STREAM_READ_TIMEOUT_S = 60.0
 RECONNECT_PAUSE_S = 0.5
+# How long a waiter trusts a silent event stream before it looks at the jobs itself.
+EVENT_QUIET_RECHECK_S = 2.0
 
 # Statuses worth asking again for: the server (or a proxy in front of it) says "not now".
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -526,11 +528,21 @@ class AsyncClient:
                 if on_progress is not None:
                     on_progress(len(finished), len(order))
                 while len(finished) < len(order):
-                    job_id = await ended.get()
-                    if job_id not in finished:
-                        finished[job_id] = await self.get(job_id)
-                        if on_progress is not None:
-                            on_progress(len(finished), len(order))
+                    try:
+                        job_id = await asyncio.wait_for(ended.get(), timeout=EVENT_QUIET_RECHECK_S)
+                    except TimeoutError:
+                        # The stream said nothing for a while: look at the unfinished jobs once, in
+                        # case an event was missed (a reconnect beyond the retention) or announced
+                        # a job whose read had not caught up yet.
+                        pending = [j for j in order if j not in finished]
+                        await self._poll_round(pending, finished, concurrency)
+                    else:
+                        if job_id not in finished:
+                            job = await self.get(job_id)
+                            if job.get("status") in TERMINAL_STATUSES:
+                                finished[job_id] = job
+                    if on_progress is not None:
+                        on_progress(len(finished), len(order))
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
