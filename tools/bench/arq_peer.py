@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
-from tools.bench.workloads import percentiles_ms
+from tools.bench.workloads import offer_open_loop, percentiles_ms
 
 ENQUEUE_CONCURRENCY = 32
 POLL_S = 0.05
@@ -139,13 +139,7 @@ async def _arq_latency(arq: ArqRun, rate_per_s: float, duration_s: float) -> dic
         sent[n] = time.time()
         ids[n] = (await arq.enqueue_at([None]))[0]
 
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    tasks = []
-    for n in range(count):
-        await asyncio.sleep(max(0.0, begin + n / rate_per_s - loop.time()))
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
+    await offer_open_loop(count, rate_per_s, one)
     finishes = await arq.finish_times(ids)
     return {"offered_per_s": rate_per_s, "jobs": count,
             "submit_to_complete_ms": percentiles_ms([f - s for f, s in zip(finishes, sent)]),

@@ -215,15 +215,7 @@ async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float
         acks.append(time.time() - sent_at[n])
         ids[n] = job["id"]
 
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    tasks = []
-    for n in range(count):
-        # Open loop: each submit leaves at its own time, whether or not earlier ones are answered.
-        await asyncio.sleep(max(0.0, begin + n / rate_per_s - loop.time()))
-        tasks.append(asyncio.create_task(one(n)))
-    await asyncio.gather(*tasks)
-    offered_s = loop.time() - begin
+    offered_s = await offer_open_loop(count, rate_per_s, one)
     await load.wait_finished("latency")
     by_id = {doc["_id"]: doc for doc in await load.records(list(ids.values()))}
     latencies = [_epoch_s(by_id[ids[n]]["finished_at"]) - sent_at[n] for n in ids
@@ -236,3 +228,16 @@ async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float
         "submit_ack_ms": percentiles_ms(acks),
         "resolution_ms": 1,
     }
+
+
+async def offer_open_loop(count: int, rate_per_s: float, send: Callable[[int], Any]) -> float:
+    """Start `send(n)` for n in 0..count-1 at `rate_per_s`, each at its own time whether or not
+    earlier ones were answered (an open loop), wait for all; returns the seconds it took."""
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    tasks = []
+    for n in range(count):
+        await asyncio.sleep(max(0.0, begin + n / rate_per_s - loop.time()))
+        tasks.append(asyncio.create_task(send(n)))
+    await asyncio.gather(*tasks)
+    return loop.time() - begin
