@@ -29,6 +29,7 @@ from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.events.hub import EventHub
 from jobnode.observability.metrics import NodeMetrics, NodeReadings
+from jobnode.observability.throughput import Throughput
 from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
 from jobnode.pipeline.job_reports import JobReports
 from jobnode.pipeline.outbox import OutboxWriter
@@ -40,6 +41,7 @@ from jobnode.services.cluster import ClusterService
 from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
+from jobnode.services.queues import QueueService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
@@ -49,6 +51,7 @@ from jobnode.storage.redis.event_stream import EventStream
 from jobnode.storage.redis.job_logs import JobLogs
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
+from jobnode.storage.redis.queue_depths import QueueDepths
 from jobnode.storage.redis.rate_buckets import RateBuckets
 
 log = structlog.get_logger(__name__)
@@ -80,6 +83,7 @@ class NodeServices:
     rate_limiter: RateLimiter | None
     events: EventService
     reports: JobReports
+    queues: QueueService
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
@@ -126,6 +130,7 @@ class NodeServices:
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
+        throughput = Throughput()
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
             leadership=leadership, pool=pool,
@@ -136,8 +141,9 @@ class NodeServices:
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 leader_of=lambda: elector.view.leader),
+                                 throughput=throughput, leader_of=lambda: elector.view.leader),
             rate_limiter=rate_limiter, events=events, reports=reports,
+            queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),
         )
 
     async def start(self) -> None:

@@ -5,6 +5,8 @@ large share of insert throughput), so `jobs` has only those a query needs:
   status_created   {status, created_at desc}: list by status newest first, stats counts,
                    and the reconciler's scan of unfinished jobs.
   type_created     {type, created_at desc}: list by type newest first.
+  queue_created    {queue, created_at desc}: list by queue newest first (the console's filter);
+                   without it a rare queue's page would scan the whole history.
   created          {created_at desc}: list everything newest first (the default view).
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
                    it): the database itself refuses a second job with the same key.
@@ -45,6 +47,7 @@ BARRIER_ID = "transactions"
 JOB_INDEXES = [
     IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
     IndexModel([("type", ASCENDING), ("created_at", DESCENDING)], name="type_created"),
+    IndexModel([("queue", ASCENDING), ("created_at", DESCENDING)], name="queue_created"),
     IndexModel([("created_at", DESCENDING)], name="created"),
     IndexModel(
         [("idempotency_key", ASCENDING)],
@@ -148,10 +151,21 @@ class JobStore:
     @mongo_boundary
     async def list(
         self, *, status: str | None, type_: str | None, limit: int, cursor: str | None,
-        submitted_by: str | None = None,
+        submitted_by: str | None = None, queue: str | None = None, job_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first; the cursor is opaque to clients (created_at and id of the last)."""
+        """Jobs newest first; the cursor is opaque to clients (created_at and id of the last).
+
+        `job_id` and `idempotency_key` each match at most one job (through `_id` and the unique
+        key index); the other filters combine with them as with each other.
+        """
         query: dict[str, Any] = {}
+        if job_id is not None:
+            query["_id"] = job_id
+        if idempotency_key is not None:
+            query["idempotency_key"] = idempotency_key
+        if queue:
+            query["queue"] = queue
         if submitted_by is not None:
             query["submitted_by"] = submitted_by
         if status:
