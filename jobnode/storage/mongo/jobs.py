@@ -5,8 +5,6 @@ large share of insert throughput), so `jobs` has only those a query needs:
   status_created   {status, created_at desc}: list by status newest first, stats counts,
                    and the reconciler's scan of unfinished jobs.
   type_created     {type, created_at desc}: list by type newest first.
-  queue_created    {queue, created_at desc}: list by queue newest first (the console's filter);
-                   without it a rare queue's page would scan the whole history.
   created          {created_at desc}: list everything newest first (the default view).
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
                    it): the database itself refuses a second job with the same key.
@@ -47,7 +45,6 @@ BARRIER_ID = "transactions"
 JOB_INDEXES = [
     IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
     IndexModel([("type", ASCENDING), ("created_at", DESCENDING)], name="type_created"),
-    IndexModel([("queue", ASCENDING), ("created_at", DESCENDING)], name="queue_created"),
     IndexModel([("created_at", DESCENDING)], name="created"),
     IndexModel(
         [("idempotency_key", ASCENDING)],
@@ -157,7 +154,10 @@ class JobStore:
         """Jobs newest first; the cursor is opaque to clients (created_at and id of the last).
 
         `job_id` and `idempotency_key` each match at most one job (through `_id` and the unique
-        key index); the other filters combine with them as with each other.
+        key index); the other filters combine with them as with each other. `queue` has no index
+        of its own: an index on it cost 10-35% of the insert rate on SecantusDB, so a page of one
+        queue walks the newest-first index, which is quick for a busy queue and slow only for a
+        queue that is rare across a long history (narrow it by status or type, which are indexed).
         """
         query: dict[str, Any] = {}
         if job_id is not None:
