@@ -22,6 +22,10 @@ export const job = {
   id: "job",
 
   enter(id) {
+    if (!/^[0-9a-f]{32}$/.test(id || "")) {
+      location.hash = "#jobs";
+      return;
+    }
     if (id === current) return;
     this.leave();
     current = id;
@@ -56,7 +60,7 @@ export const job = {
 };
 
 function render(found, lines) {
-  fill($("#job-actions"), actionButtons(found, () => job.refresh()));
+  fill($("#job-actions"), actionButtons(found, () => job.refresh().catch(() => {})));
   facts($("#job-facts"), [
     ["Status", h("span", { class: `status status-${found.status}`, id: "job-status" }, found.status)],
     ["Type", found.type],

@@ -3,7 +3,7 @@
 
 import { ACTIONS, actionButtons, runAction } from "./actions.js";
 import { api } from "./api.js";
-import { $, debounce, fill, h, timeCell } from "./dom.js";
+import { $, debounce, fill, h, notify, timeCell } from "./dom.js";
 import { can } from "./session.js";
 
 const PAGE_SIZE = 25;
@@ -34,12 +34,12 @@ export const jobs = {
       if (!state.nextCursor) return;
       state.page += 1;
       state.cursors[state.page] = state.nextCursor;
-      jobs.refresh();
+      reload();
     });
     $("#page-newer").addEventListener("click", () => {
       if (state.page === 0) return;
       state.page -= 1;
-      jobs.refresh();
+      reload();
     });
     $("#select-all").addEventListener("change", (event) => {
       for (const job of state.jobs) {
@@ -52,7 +52,7 @@ export const jobs = {
       button.addEventListener("click", async () => {
         await runAction(button.dataset.bulk, [...state.selected]);
         state.selected.clear();
-        jobs.refresh();
+        reload();
       });
     }
   },
@@ -93,8 +93,14 @@ export const jobs = {
     if (state.page === 0 && (name === "job.submitted" || job)) this.soon();
   },
 
-  soon: debounce(() => jobs.refresh().catch(() => {}), 700),
+  soon: debounce(() => reload(), 700),
 };
+
+function reload() {
+  return jobs.refresh().catch((error) => {
+    if (error.status !== 401) notify(`Could not load the jobs: ${error.message}`, "error");
+  });
+}
 
 function readFilters(form) {
   const data = new FormData(form);
@@ -110,7 +116,7 @@ function restart() {
   state.cursors = [null];
   state.page = 0;
   state.selected.clear();
-  jobs.refresh().catch(() => {});
+  reload();
 }
 
 function render() {
@@ -130,7 +136,7 @@ function render() {
     h("td", {}, job.priority),
     h("td", {}, `${job.attempts}/${job.max_retries + 1}`),
     h("td", {}, timeCell(job.created_at)),
-    h("td", { class: "row-actions" }, actionButtons(job, () => jobs.refresh()))));
+    h("td", { class: "row-actions" }, actionButtons(job, () => reload()))));
   fill($("#jobs tbody"), rows.length ? rows : h("tr", {}, h("td", { colspan: 9 }, "No job matches.")));
   $("#page-newer").disabled = state.page === 0;
   $("#page-older").disabled = !state.nextCursor;
