@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from jobnode.auth.passwords import hash_password
-from jobnode.client import AsyncClient
+from jobnode.client import AsyncClient, NotFoundError
 from jobnode.dev.embedded import free_port, free_port_range
 from tests.waiting import wait_until
 
@@ -237,7 +237,7 @@ async def test_a_job_submitted_through_the_api_appears_and_completes_live(cluste
     await page.context.close()
 
 
-async def test_cancel_and_retry_from_the_page(cluster, browser):
+async def test_cancel_retry_and_delete_from_the_page_one_or_many(cluster, browser):
     console = await open_console(browser, cluster.url("node-1"))
     page = console.page
     await log_in(console, cluster.admin["username"], cluster.admin["password"])
@@ -253,8 +253,33 @@ async def test_cancel_and_retry_from_the_page(cluster, browser):
         await wait_until(lambda: _status(client, job["id"], not_in={"cancelled"}), timeout_s=10,
                          message="the retried job stayed cancelled")
         await page.wait_for_selector(f"{row} button[data-action=cancel]")  # it can be cancelled again
-        await client.cancel(job["id"])
+
+        # Many at once: select two jobs, cancel them, then delete them (after the page asks).
+        more = [job, await client.submit("sleep", {"seconds": 120})]
+        rows = [f"#jobs tbody tr[data-job='{one['id']}']" for one in more]
+        await page.wait_for_selector(rows[1])
+        for selector in rows:
+            await page.check(f"{selector} input[type=checkbox]")
+        await page.click("#bulk button[data-bulk=cancel]")
+        for selector in rows:
+            await page.wait_for_selector(f"{selector}[data-status=cancelled]")
+        for selector in rows:
+            await page.check(f"{selector} input[type=checkbox]")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("#bulk button[data-bulk=delete]")
+        for selector in rows:
+            await page.wait_for_selector(selector, state="detached")
+        for one in more:
+            assert await _gone(client, one["id"])
     await page.context.close()
+
+
+async def _gone(client: AsyncClient, job_id: str) -> bool:
+    try:
+        await client.get(job_id)
+    except NotFoundError:
+        return True
+    return False
 
 
 async def _status(client: AsyncClient, job_id: str, not_in: set[str]) -> bool:
