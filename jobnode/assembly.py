@@ -43,6 +43,7 @@ from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
+from jobnode.storage.mongo.fence import FenceCounter
 from jobnode.storage.mongo.jobs import JobStore
 from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.event_stream import EventStream
@@ -89,9 +90,10 @@ class NodeServices:
               registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
               peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
-        store = JobStore(db)
+        store = JobStore(db, stale_reads=settings.mongodb_read_preference)
         queue = JobQueue(redis, settings.redis_key_prefix, events_max_entries=settings.events_max_entries)
-        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
+        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s,
+                            floors=FenceCounter(db))
         leadership = Leadership(lease)
         metrics = metrics or NodeMetrics(registry.types())
         job_logs = JobLogs(redis, settings.redis_key_prefix, retention_s=settings.job_log_retention_s)
