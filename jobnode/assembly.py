@@ -128,6 +128,7 @@ class NodeServices:
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
+        cluster = ClusterService(settings, elector, leadership, cluster_store, verifier)
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
             leadership=leadership, pool=pool,
@@ -136,9 +137,9 @@ class NodeServices:
             dispatcher=dispatcher, reconciler=reconciler, metrics=metrics,
             cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
-            cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
+            cluster=cluster,
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 leader_of=lambda: elector.view.leader),
+                                 leader_of=lambda: elector.view.leader, advisories={"quorum": cluster.quorum}),
             rate_limiter=rate_limiter, events=events, reports=reports,
         )
 
