@@ -8,6 +8,7 @@ nodes killed under load is tests/test_two_of_three.py.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -117,3 +118,17 @@ async def test_every_node_down_gives_up_after_max_attempts_rounds() -> None:
 def test_the_blocking_client_takes_several_nodes(servers) -> None:
     with Client(f"http://127.0.0.1:{closed_port()},{servers[1].url}") as client:
         assert client.submit("echo", idempotency_key="k-1")["status"] == "pending"
+
+
+def test_the_cli_fails_over_between_the_urls_of_jobnode_url(servers, capsys, monkeypatch, tmp_path) -> None:
+    from jobnode.cli.main import main  # noqa: PLC0415 - the CLI only for this test
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("JOBNODE_TOKEN", raising=False)
+    live = servers[1]
+    monkeypatch.setenv("JOBNODE_URL", f"http://127.0.0.1:{closed_port()},{live.url}")
+    assert main(["submit", "echo", "--key", "cli-1", "--json"]) == 0
+    job = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert job["id"] in live.jobs
+    assert main(["jobs", "get", job["id"], "--url", f"{live.url},http://127.0.0.1:{closed_port()}"]) == 0
+    assert job["id"] in capsys.readouterr().out
