@@ -45,6 +45,7 @@ from jobnode.services.queues import QueueService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
+from jobnode.storage.mongo.fence import FenceCounter
 from jobnode.storage.mongo.jobs import JobStore
 from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.event_stream import EventStream
@@ -93,9 +94,10 @@ class NodeServices:
               registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
               peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
-        store = JobStore(db)
+        store = JobStore(db, stale_reads=settings.mongodb_read_preference)
         queue = JobQueue(redis, settings.redis_key_prefix, events_max_entries=settings.events_max_entries)
-        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
+        lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s,
+                            floors=FenceCounter(db))
         leadership = Leadership(lease)
         metrics = metrics or NodeMetrics(registry.types())
         job_logs = JobLogs(redis, settings.redis_key_prefix, retention_s=settings.job_log_retention_s)
@@ -131,6 +133,7 @@ class NodeServices:
                               stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         throughput = Throughput()
+        cluster = ClusterService(settings, elector, leadership, cluster_store, verifier)
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
             leadership=leadership, pool=pool,
@@ -139,9 +142,10 @@ class NodeServices:
             dispatcher=dispatcher, reconciler=reconciler, metrics=metrics,
             cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
-            cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
+            cluster=cluster,
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 throughput=throughput, leader_of=lambda: elector.view.leader),
+                                 throughput=throughput, leader_of=lambda: elector.view.leader,
+                                 advisories={"quorum": cluster.quorum}),
             rate_limiter=rate_limiter, events=events, reports=reports,
             queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),
         )

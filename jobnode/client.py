@@ -10,6 +10,14 @@
 Requests are retried only when repeating them cannot do harm: reads, cancel (the server treats a
 second cancel as a no-op), and submissions that carry an idempotency key (the server answers a
 repeated key with the job it already has). Everything else is sent exactly once.
+
+Given several nodes (`AsyncClient(["http://a:8080", "http://b:8080"])`, or one string with commas),
+the client talks to one at a time and moves to the next when it cannot connect or the node answers
+503 (it is stopping, or has lost Redis or MongoDB); it stays on the node that answered. Safe requests
+(those above) follow it there and are sent again. Any other request moves to another node only when
+the connection was refused or never opened, since then nothing was sent; once a request may have
+reached a node, a failure is the caller's to judge (a submission without an idempotency key may or
+may not have been accepted, so give one where that matters).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -47,6 +55,11 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 2.0
 # A server asking us to come back later than this gets the error straight away: the caller decides.
 MAX_RETRY_AFTER_S = 30.0
+# Statuses after which a client with several nodes tries another: this node cannot serve now.
+FAILOVER_STATUSES = frozenset({502, 503, 504})
+# Opening a connection takes a round trip; a node that has not answered the SYN in this long is
+# treated as down (nothing was sent yet, so any request may move on to another node).
+CONNECT_TIMEOUT_S = 3.0
 
 
 class ClientError(Exception):
@@ -109,10 +122,13 @@ class ServiceUnavailable(ApiError):
 
 
 class ConnectionFailed(ApiError):
-    """No HTTP answer at all: refused, reset, DNS failure, TLS failure or timeout."""
+    """No HTTP answer at all: refused, reset, DNS failure, TLS failure or timeout.
 
-    def __init__(self, message: str) -> None:
+    `sent` is False when no connection was opened, so the request cannot have reached the node."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
         super().__init__(None, "connection_failed", message)
+        self.sent = sent
 
 
 class TlsFailed(ConnectionFailed):
@@ -227,6 +243,19 @@ def _iso(value: datetime | str | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
+def _parse_urls(base_url: str | Sequence[str]) -> list[str]:
+    texts = base_url.split(",") if isinstance(base_url, str) else list(base_url)
+    urls = []
+    for text in (str(t).strip() for t in texts):
+        url = yarl.URL(text)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8080, got {text!r}")
+        urls.append(text.rstrip("/"))
+    if not urls:
+        raise ValueError("base_url names no node")
+    return urls
+
+
 def _ssl_setting(ca_file: str | None, verify_tls: bool) -> ssl.SSLContext | bool:
     """What aiohttp's `ssl=` wants: no checks, checks against our CA, or the system's trust store."""
     if not verify_tls:
@@ -250,11 +279,11 @@ def _job_body(type: str, payload: dict | None = None, **fields: Any) -> dict[str
 
 
 class AsyncClient:
-    """One connection pool to one jobnode node (any node accepts any request)."""
+    """A connection pool to jobnode nodes: one at a time, the next when it fails (any node accepts any request)."""
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         token: str | None = None,
         ca_file: str | None = None,
@@ -262,17 +291,27 @@ class AsyncClient:
         timeout_s: float = 10.0,
         max_attempts: int = 3,
     ) -> None:
-        url = yarl.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url must be an http(s) URL such as http://127.0.0.1:8080, got {base_url!r}")
+        """`base_url`: one node's URL, or several (a list, or one string with commas) to fail over
+        between. `max_attempts`: tries of a safe request on each node before giving up."""
+        self.urls = _parse_urls(base_url)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self.base_url = str(base_url).rstrip("/")
+        self._current = 0
         self.token = token
         self._ssl = _ssl_setting(ca_file, verify_tls)
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The node the client talks to now."""
+        return self.urls[self._current]
+
+    def _move_on(self, failed: int) -> None:
+        """Leave node `failed` for the next one (unless a concurrent request already moved on)."""
+        if self._current == failed:
+            self._current = (failed + 1) % len(self.urls)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -293,7 +332,7 @@ class AsyncClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=100),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(self.timeout_s, CONNECT_TIMEOUT_S)),
                 headers={"User-Agent": f"jobnode-client/{__version__}", "Accept": "application/json"},
             )
         return self._session
@@ -306,7 +345,8 @@ class AsyncClient:
         self, method: str, path: str, *, body: Any = None, params: dict | None = None, accept: Iterable[int] = ()
     ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        url = yarl.URL(self.base_url + path, encoded=True)
+        base_url = self.base_url
+        url = yarl.URL(base_url + path, encoded=True)
         if params:
             url = url.with_query({k: str(v) for k, v in params.items() if v is not None})
         try:
@@ -315,12 +355,15 @@ class AsyncClient:
                 status, retry_after = resp.status, _parse_retry_after(resp.headers.get("Retry-After"))
         except aiohttp.ClientConnectorCertificateError as exc:
             reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
-            raise TlsFailed(f"{self.base_url} answered, but its TLS certificate is not trusted ({reason})",
+            raise TlsFailed(f"{base_url} answered, but its TLS certificate is not trusted ({reason})",
                             untrusted=True) from None
         except aiohttp.ClientSSLError as exc:
-            raise TlsFailed(f"{self.base_url} answered, but TLS failed: {exc}", untrusted=False) from None
+            raise TlsFailed(f"{base_url} answered, but TLS failed: {exc}", untrusted=False) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # No connection was opened: the request never left this process.
+            raise ConnectionFailed(f"cannot reach {base_url}: {self._reason(exc)}", sent=False) from None
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            raise ConnectionFailed(f"cannot reach {self.base_url}: {self._reason(exc)}") from None
+            raise ConnectionFailed(f"cannot reach {base_url}: {self._reason(exc)}") from None
         if 200 <= status < 300 or status in accept:
             try:
                 return json.loads(raw) if raw else {}
@@ -330,6 +373,8 @@ class AsyncClient:
 
     def _reason(self, exc: Exception) -> str:
         """Why no answer came, in a few words ("Connection refused", "no answer within 10s")."""
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return f"no connection within {min(self.timeout_s, CONNECT_TIMEOUT_S):g}s"
         if isinstance(exc, asyncio.TimeoutError):
             return f"no answer within {self.timeout_s:g}s"
         if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.errno:
@@ -337,13 +382,26 @@ class AsyncClient:
         return str(exc) or type(exc).__name__
 
     async def _request(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> Any:
-        """Send a request, repeating it on transient failures only when `retry` says that is safe."""
-        attempt = 1
+        """Send a request, repeating it on transient failures only when `retry` says that is safe.
+
+        With several nodes, a failure that says "this node cannot serve" moves to the next node at
+        once; the back-off comes only after every node was tried in a round."""
+        attempt, tried = 1, 1
         while True:
+            node = self._current
             try:
                 return await self._send_once(method, path, **kwargs)
             except ApiError as exc:
-                transient = isinstance(exc, ConnectionFailed) or exc.status in RETRYABLE_STATUSES
+                down = isinstance(exc, ConnectionFailed) and not isinstance(exc, TlsFailed)
+                if len(self.urls) > 1 and (down or exc.status in FAILOVER_STATUSES):
+                    never_sent = down and not exc.sent  # type: ignore[attr-defined]
+                    if (retry or never_sent) and tried < len(self.urls):
+                        self._move_on(node)
+                        tried += 1
+                        continue
+                    if retry:
+                        self._move_on(node)
+                transient = down or exc.status in RETRYABLE_STATUSES
                 if not (retry and transient) or attempt >= self.max_attempts:
                     raise
                 if exc.retry_after_s is None:
@@ -354,7 +412,7 @@ class AsyncClient:
                 else:
                     raise
                 await self._pause(delay_s)
-                attempt += 1
+                attempt, tried = attempt + 1, 1
 
     # ---- jobs ------------------------------------------------------------------------------
 
@@ -619,6 +677,7 @@ class AsyncClient:
                 headers["Authorization"] = f"Bearer {self.token}"
             if last_event_id:
                 headers["Last-Event-ID"] = last_event_id
+            node = self._current
             url = yarl.URL(self.base_url + path, encoded=True).with_query(query)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=STREAM_READ_TIMEOUT_S)
             try:
@@ -641,6 +700,7 @@ class AsyncClient:
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
                 if not reconnect:
                     raise ConnectionFailed(f"event stream from {self.base_url} broke: {self._reason(exc)}") from None
+                self._move_on(node)  # with several nodes, resume from the next (Last-Event-ID holds across nodes)
             else:
                 if not reconnect:
                     return
@@ -722,7 +782,7 @@ class Client:
     It runs the async client on its own event loop in a background thread, so it works the same
     from plain code, from threads, and from inside a running event loop (Jupyter)."""
 
-    def __init__(self, base_url: str, **options: Any) -> None:
+    def __init__(self, base_url: str | Sequence[str], **options: Any) -> None:
         self._async = AsyncClient(base_url, **options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="jobnode-client", daemon=True)

@@ -54,6 +54,7 @@ from jobnode.observability.metrics import NodeMetrics
 from jobnode.observability.metrics_endpoint import MetricsEndpoint
 from jobnode.processors.catalog import build_registry
 from jobnode.processors.registry import ProcessorRegistry
+from jobnode.storage.redis.connection import connect as connect_redis
 from jobnode.storage.redis.queue import JobQueue
 
 # The wiring's own keys: what the API must not reach.
@@ -107,14 +108,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
 
 async def connections(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis.from_url(
-        settings.redis_url,
-        password=settings.redis_password,
-        db=settings.redis_db,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=15,
-    )
+    connection = connect_redis(settings)
+    redis = connection.client
     timeout_ms = int(settings.mongodb_timeout_s * 1000)
     # socketTimeoutMS too: without it a request waits forever on a MongoDB that stopped
     # answering (paused, or cut off without a reset) instead of getting a 503.
@@ -123,12 +118,13 @@ async def connections(app: web.Application) -> AsyncIterator[None]:
         socketTimeoutMS=timeout_ms,
     )
     try:
-        await _wait_ready("redis", settings.redis_url, redis.ping(), settings.mongodb_timeout_s)
+        await _wait_ready("redis", connection.where if settings.redis_sentinels else settings.redis_url,
+                          redis.ping(), settings.mongodb_timeout_s)
         await _wait_ready("mongodb", settings.mongodb_uri, mongo.admin.command("ping"), settings.mongodb_timeout_s)
         app[REDIS], app[MONGO] = redis, mongo
         yield
     finally:
-        await redis.aclose()
+        await connection.close()
         await mongo.close()
 
 

@@ -135,8 +135,9 @@ def check_server(client, uri, timeout_ms):
 
 def check_probe(db):
     probe_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    # The node acknowledges jobs only once MongoDB has journaled them (w=1, j=true); probe the same way.
-    collection = db.get_collection(PROBE_COLLECTION, write_concern=WriteConcern(w=1, j=True))
+    # The node acknowledges jobs only once a majority of MongoDB has journaled them (w=majority,
+    # j=true); probe the same way.
+    collection = db.get_collection(PROBE_COLLECTION, write_concern=WriteConcern(w="majority", j=True))
     step = "write"
     try:
         started = time.perf_counter()

@@ -68,6 +68,7 @@ def test_defaults_follow_the_contract() -> None:
     assert s.metrics_host == "127.0.0.1"  # plain HTTP without auth: not on every interface unless asked
     assert (s.smtp_host, s.smtp_port, s.smtp_username, s.smtp_password) == (None, 25, None, None)
     assert (s.smtp_from, s.smtp_starttls, s.dev_mode) == ("jobnode@localhost", False, False)
+    assert (s.redis_sentinels, s.redis_sentinel_master, s.mongodb_read_preference) == ((), None, "primary")
 
 
 def test_derived_defaults() -> None:
@@ -164,6 +165,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "QUEUES": "default, media:2", "JOBNODE_IMPORTS": "myapp.jobs,other",
         "EVENTS_MAX_ENTRIES": "5000", "EVENTS_RETENTION": "10m", "EVENTS_HEARTBEAT": "5s",
         "EVENTS_SUBSCRIBER_BUFFER": "64", "JOB_PROGRESS_INTERVAL": "250ms", "JOB_LOG_RETENTION": "24h",
+        "REDIS_SENTINELS": "s1:26379, [fd00::5]:26380", "REDIS_SENTINEL_MASTER": "jobs-main",
+        "MONGODB_READ_PREFERENCE": "secondarypreferred",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -192,6 +195,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "smtp_allowed_from": ("example.com", "mail.example.org"),
         "events_max_entries": 5000, "events_retention_s": 600.0, "events_heartbeat_s": 5.0,
         "events_subscriber_buffer": 64, "job_progress_interval_s": 0.25, "job_log_retention_s": 86400.0,
+        "redis_sentinels": (("s1", 26379), ("fd00::5", 26380)), "redis_sentinel_master": "jobs-main",
+        "mongodb_read_preference": "secondaryPreferred",
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -348,6 +353,9 @@ BAD = {
     "HTTP_PROCESSOR_ALLOW": ("10.0.0.0/33", "CIDR networks"),
     "HTTP_PROCESSOR_DENY": ("localhost", "CIDR networks"),
     "SMTP_ALLOWED_FROM": ("@example.com", "mail domains"),
+    "REDIS_SENTINELS": ("sentinel-1", "host:port pairs"),
+    "REDIS_SENTINEL_MASTER": ("my master", "the name the sentinels monitor"),
+    "MONGODB_READ_PREFERENCE": ("secondary-ish", "primary, primaryPreferred, secondary, secondaryPreferred, nearest"),
 }
 # Free text and paths: any value is readable (paths are checked where they are used, see the TLS tests).
 FREE_TEXT = {"CLUSTER_SECRET", "DATA_DIR", "REDIS_PASSWORD", "JWT_SECRET", "USERS_FILE", "ADMIN_PASSWORD",
@@ -507,6 +515,18 @@ def test_admin_credentials_go_together_and_must_be_strong(tmp_path: Path) -> Non
 )
 def test_redis_url(env: dict[str, str], url: str) -> None:
     assert load(env).redis_url == url
+
+
+@pytest.mark.parametrize(("env", "variable", "reason"), [
+    ({"REDIS_SENTINELS": "s1:26379"}, "REDIS_SENTINEL_MASTER", "REDIS_SENTINELS is set"),
+    ({"REDIS_SENTINEL_MASTER": "jobs"}, "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER is set"),
+    ({"REDIS_SENTINELS": "s1:26379,s1:26379", "REDIS_SENTINEL_MASTER": "jobs"}, "REDIS_SENTINELS", "listed twice"),
+    ({"REDIS_SENTINELS": "s1:99999", "REDIS_SENTINEL_MASTER": "jobs"}, "REDIS_SENTINELS", "invalid port"),
+])
+def test_sentinel_settings_go_together(env: dict[str, str], variable: str, reason: str) -> None:
+    error = config_error(env)
+    assert error.variable == variable
+    assert reason in str(error)
 
 
 def test_redis_url_credentials_move_into_the_fields() -> None:

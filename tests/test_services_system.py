@@ -56,6 +56,16 @@ async def test_a_probe_that_raises_before_awaiting_is_a_failed_check_too():
     assert not health.ok and health.report["checks"]["redis"]["error"] == "redis unavailable"
 
 
+async def test_a_failed_advisory_check_degrades_but_keeps_the_node_ready():
+    service = system({"redis": answers})
+    service.advisories = {"quorum": lambda: {"ok": False, "reason": "no majority"}}
+    health = await service.health()
+    assert health.ok and health.report["status"] == "degraded"
+    assert health.report["checks"]["quorum"] == {"ok": False, "reason": "no majority", "required": False}
+    service.advisories = {"quorum": lambda: {"ok": True}}
+    assert (await service.health()).report["status"] == "ok"
+
+
 class ScriptedBuckets:
     """Buckets whose answers the test decides: a BucketSpend, or an exception to raise."""
 

@@ -32,7 +32,8 @@ def add_client_options(parser: argparse.ArgumentParser, *, defaults: bool) -> No
     def default(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--url", default=default(None), help=f"node URL (env JOBNODE_URL, else {DEFAULT_URL})")
+    parser.add_argument("--url", default=default(None),
+                        help=f"node URL, or several separated by commas to fail over between (env JOBNODE_URL, else {DEFAULT_URL})")
     parser.add_argument("--token", default=default(None), help="bearer token (env JOBNODE_TOKEN, else `login`)")
     parser.add_argument("--token-file", type=Path, default=default(None),
                         help=f"where `login` keeps tokens (env {ENV_TOKEN_FILE}, else ~/.config/jobnode/token.json)")
@@ -49,16 +50,16 @@ def client_command(
 ) -> Callable[..., int]:
     """Wrap an async command so it runs with a client built from the global options.
 
-    With `several_urls`, --url may list nodes separated by commas (args.urls holds them all);
-    the client given to the command talks to the first. `client_options` go to AsyncClient."""
+    --url may list nodes separated by commas (args.urls holds them all). The client given to the
+    command fails over between them (jobnode.client says which requests may move), except with
+    `several_urls`, where the command asks each node itself and its client talks to the first.
+    `client_options` go to AsyncClient."""
 
     def run(args: argparse.Namespace) -> int:
         args.urls = _split_urls(args.url or os.environ.get(ENV_URL) or DEFAULT_URL)
-        if len(args.urls) > 1 and not several_urls:
-            raise UsageError(f"`jobnode {args.command}` talks to one node: give --url a single URL")
         args.url = args.urls[0]
         args.client_options = client_options
-        client = client_for(args.url, args, **client_options)
+        client = client_for(args.url if several_urls else args.urls, args, **client_options)
 
         async def go() -> int:
             async with client:
@@ -76,9 +77,11 @@ def _split_urls(text: str) -> list[str]:
     return urls
 
 
-def client_for(url: str, args: argparse.Namespace, **options: Any) -> AsyncClient:
-    """A client for `url` with the token, CA file and TLS choice of the command line or environment."""
-    token = args.token or os.environ.get(ENV_TOKEN) or load_token(url, chosen_token_file(args))
+def client_for(url: str | list[str], args: argparse.Namespace, **options: Any) -> AsyncClient:
+    """A client for `url` (or several nodes) with the token, CA file and TLS choice of the command line
+    or environment; a saved token is looked up under the first node's URL."""
+    first = url if isinstance(url, str) else url[0]
+    token = args.token or os.environ.get(ENV_TOKEN) or load_token(first, chosen_token_file(args))
     ca_file = args.ca_file or os.environ.get(ENV_CA_FILE)
     if ca_file is not None:
         try:

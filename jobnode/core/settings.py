@@ -281,6 +281,23 @@ def _parse_redis_addr(text: str) -> str:
     return text
 
 
+def parse_host_ports(text: str) -> tuple[tuple[str, int], ...]:
+    """Read `host:port,host:port` (IPv6 hosts in brackets) into (host, port) pairs; empty means none."""
+    found: list[tuple[str, int]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        parts = urlsplit(f"//{item}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{item!r} has an invalid port") from None
+        if not parts.hostname or port is None or parts.path or parts.username:
+            raise ValueError(f"{item!r} is not host:port")
+        if (parts.hostname, port) in found:
+            raise ValueError(f"{item!r} is listed twice")
+        found.append((parts.hostname, port))
+    return tuple(found)
+
+
 def _parse_mongodb_uri(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("mongodb", "mongodb+srv") or not parts.netloc.rpartition("@")[2]:
@@ -378,6 +395,9 @@ _PEERS = Rule(parse_peers, "comma-separated id=url pairs, such as node-2=http://
 _MONGODB_URI = Rule(_parse_mongodb_uri, "a mongodb:// or mongodb+srv:// URI")
 _MONGODB_DATABASE = _pattern_rule(r"[A-Za-z0-9_-]{1,63}", "1-63 letters, digits, '_' or '-'")
 _REDIS_ADDR = Rule(_parse_redis_addr, "host:port, or a redis:// or rediss:// URL")
+_HOST_PORTS = Rule(parse_host_ports, "comma-separated host:port pairs, such as 10.0.0.5:26379,10.0.0.6:26379")
+# pymongo's read preference modes, spelled as in a MongoDB URI.
+MONGODB_READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
 _KEY_PREFIX = _pattern_rule(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}", "1-64 letters, digits, '.', '_', ':' or '-'")
 _USERNAME = _pattern_rule(r"[A-Za-z0-9._@-]{1,64}", "1-64 letters, digits, '.', '_', '@' or '-'")
 _CIDRS = Rule(parse_cidrs, "comma-separated IP addresses or CIDR networks, such as 10.0.0.0/8,fd00::/8")
@@ -423,6 +443,11 @@ class Settings:
     redis_password: str | None = None
     redis_db: int = 0
     redis_key_prefix: str = "jobnode"
+    # Sentinel: when set, REDIS_ADDR's host and port are ignored and the primary is asked of these
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str | None = None
+    # reads that tolerate staleness (listings, counts); every other read and every write uses the primary
+    mongodb_read_preference: str = "primary"
     # election and dispatch
     election_algorithm: str = "bully"
     election_timeout_s: float = 1.0
@@ -497,6 +522,7 @@ class Settings:
         if self.data_dir is None:
             object.__setattr__(self, "data_dir", Path("data") / self.node_id)
         _absorb_redis_url_credentials(self)
+        _check_sentinels(self)
         _check_timings(self)
         _check_ports_and_urls(self)
         _check_cluster(self)
@@ -621,6 +647,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("REDIS_PASSWORD", "redis_password", _TEXT),
     Variable("REDIS_DB", "redis_db", _int_rule(0, 15)),
     Variable("REDIS_KEY_PREFIX", "redis_key_prefix", _KEY_PREFIX),
+    Variable("REDIS_SENTINELS", "redis_sentinels", _HOST_PORTS),
+    Variable("REDIS_SENTINEL_MASTER", "redis_sentinel_master",
+             _pattern_rule(r"[A-Za-z0-9._-]{1,64}", "1-64 letters, digits, '.', '_' or '-' (the name the sentinels monitor)")),
+    Variable("MONGODB_READ_PREFERENCE", "mongodb_read_preference",
+             _choice_rule(MONGODB_READ_PREFERENCES, aliases={m.lower(): m for m in MONGODB_READ_PREFERENCES})),
     Variable("ELECTION_ALGORITHM", "election_algorithm", _choice_rule(ELECTION_ALGORITHMS)),
     Variable("ELECTION_TIMEOUT", "election_timeout_s", _duration_rule(0.05, 60)),
     Variable("ELECTION_INTERVAL", "election_interval_s", _duration_rule(0.01, 10)),
@@ -705,6 +736,14 @@ def _absorb_redis_url_credentials(s: Settings) -> None:
         object.__setattr__(s, "redis_password", password)
         without_password = s.redis_addr.replace(f":{parts.password}@", "@", 1)
         object.__setattr__(s, "redis_addr", without_password.replace("://@", "://", 1))
+
+
+def _check_sentinels(s: Settings) -> None:
+    if s.redis_sentinels and not s.redis_sentinel_master:
+        raise ConfigError("REDIS_SENTINEL_MASTER", "", "the master name the sentinels monitor (`sentinel monitor NAME ...`)",
+                          reason="REDIS_SENTINELS is set")
+    if s.redis_sentinel_master and not s.redis_sentinels:
+        raise ConfigError("REDIS_SENTINELS", "", _HOST_PORTS.allowed, reason="REDIS_SENTINEL_MASTER is set")
 
 
 def _check_timings(s: Settings) -> None:

@@ -129,8 +129,26 @@ class ClusterService:
             "cluster_size": sum(1 for row in rows if row["health"] == "healthy"),
             "leader": next((row for row in rows if row["is_leader"]), None),
             "election_algorithm": self.settings.election_algorithm,
+            "quorum": self.quorum(),
             "nodes": rows,
         }
+
+    def quorum(self) -> dict[str, Any]:
+        """Whether the cluster can dispatch as far as this node sees: the `quorum` check of /health.
+
+        Raft elects a leader only with a majority, so a node that reaches fewer members keeps
+        accepting jobs (they are durable and queued) but none is dispatched until a majority
+        returns. Bully and gossip lead with any live node, so for them the majority is shown
+        but never fails the check."""
+        body = _quorum(self.elector.contact)
+        needed = self.settings.election_algorithm == "raft"
+        body["needed_to_dispatch"] = needed
+        body["ok"] = body["has_majority"] or not needed
+        if not body["ok"]:
+            size = body["cluster_size"]
+            body["reason"] = (f"raft needs {size // 2 + 1} of {size} nodes to elect a leader and this node reaches "
+                              f"{1 + body['peers_reached']}: jobs are accepted but wait until a majority returns")
+        return body
 
     async def receive_peer_message(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
                                    certificate_ids: frozenset[str] | None = None) -> None:

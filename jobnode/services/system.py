@@ -26,6 +26,10 @@ PROBE_ERROR_MAX_CHARS = 300
 
 # A dependency check: one round trip that raises when the dependency cannot serve.
 Probe = Callable[[], Awaitable[object]]
+# A check that informs without deciding readiness: the node still serves requests when it fails
+# (a raft node without a majority accepts jobs that wait for one), so it makes the status
+# "degraded", not "unavailable". Returns the check's body, with "ok".
+Advisory = Callable[[], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,8 @@ class SystemService:
 
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
-                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None) -> None:
+                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
+                 advisories: Mapping[str, Advisory] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -53,6 +58,7 @@ class SystemService:
         # Who this node's elector names as leader: /health reports it, so readiness checks
         # (`jobnode dev`, orchestrators) need no rate-limited route.
         self.leader_of = leader_of or (lambda: None)
+        self.advisories = advisories or {}
 
     async def health(self) -> Health:
         """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
@@ -60,8 +66,11 @@ class SystemService:
         results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
         ok = all(check["ok"] for check in checks.values())
+        advised = {name: {**advisory(), "required": False} for name, advisory in self.advisories.items()}
+        checks.update(advised)
+        degraded = not all(check["ok"] for check in advised.values())
         return Health(ok, {
-            "status": "ok" if ok else "unavailable",
+            "status": "unavailable" if not ok else "degraded" if degraded else "ok",
             "node_id": self.settings.node_id,
             "is_leader": self.leadership.is_leader,
             "leader_id": self.leader_of(),

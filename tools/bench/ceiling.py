@@ -70,7 +70,7 @@ async def measure_store_ceiling(mongodb_uri: str, database: str, jobs: int, rate
         "documents": count,
         "batch": BATCH,
         "indexes": [index.document["name"] for index in JOB_INDEXES],
-        "write_concern": "w=1, j=true (JobStore's)",
+        "write_concern": "w=majority, j=true (JobStore's; one member, so the same as w=1)",
         "insert_docs_per_s": round(count / insert_s, 1),
         "update_docs_per_s": round(half * BATCH / plain_s, 1),
         "apply_docs_per_s": round((len(batches) - half) * BATCH / apply_s, 1) if len(batches) > 1 else None,

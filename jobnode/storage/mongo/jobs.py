@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne, WriteConcern
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReadPreference, UpdateOne, WriteConcern
 from bson.binary import UUID_SUBTYPE, Binary
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -35,8 +35,16 @@ DUPLICATE_KEY = 11000
 ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
 TRANSACTION_ATTEMPTS = 3
 # Journaled writes: an acknowledged write survives a kill -9 of the database server
-# (without j, SecantusDB and mongod can lose the last ~100 ms of writes).
-JOURNALED = WriteConcern(w=1, j=True)
+# (without j, SecantusDB and mongod can lose the last ~100 ms of writes). Majority: on a
+# replica set an acknowledged job is on most members and survives a failover of the primary;
+# on a single member it costs nothing more than w=1.
+JOURNALED = WriteConcern(w="majority", j=True)
+# pymongo's read preferences by the names MONGODB_READ_PREFERENCE takes.
+READ_PREFERENCES = {
+    "primary": ReadPreference.PRIMARY, "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+    "secondary": ReadPreference.SECONDARY, "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+    "nearest": ReadPreference.NEAREST,
+}
 
 # One document, written journaled after each transaction: see JobStore._journal_barrier.
 BARRIER_COLLECTION = "journal_barrier"
@@ -84,10 +92,17 @@ class WriteConflicts(Exception):
 class JobStore:
     """Reads and writes job records; every write that changes state is guarded by rev."""
 
-    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None) -> None:
-        """`transactions`: None uses them for batches if the server has them, False never."""
+    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None,
+                 stale_reads: str = "primary") -> None:
+        """`transactions`: None uses them for batches if the server has them, False never.
+
+        `stale_reads` (MONGODB_READ_PREFERENCE): where listings and counts may read. They already
+        trail Redis by the outbox delay, so a secondary a second behind changes nothing a reader
+        can rely on; a read by id or idempotency key, the reconciler's scan and every write stay
+        on the primary, since they decide what happens to a job."""
         self.db = db
         self.jobs = db.get_collection("jobs", write_concern=JOURNALED)
+        self.listed_jobs = db.get_collection("jobs", read_preference=READ_PREFERENCES[stale_reads])
         self.barrier = db.get_collection(BARRIER_COLLECTION, write_concern=JOURNALED)
         self.transactions = transactions  # None until the first batch found out
 
@@ -178,7 +193,7 @@ class JobStore:
                 {"created_at": {"$lt": created_at}},
                 {"created_at": created_at, "_id": {"$lt": last_id}},
             ]
-        found = self.jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
+        found = self.listed_jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1)
         jobs = [Job.from_document(doc) async for doc in found]
         next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
         return jobs[:limit], next_cursor
@@ -279,7 +294,7 @@ class JobStore:
     async def count_by_status(self) -> dict[str, int]:
         counts = {}
         for status in STATUSES:
-            counts[status] = await self.jobs.count_documents({"status": status})
+            counts[status] = await self.listed_jobs.count_documents({"status": status})
         return counts
 
     async def unfinished_ids(self, *, updated_before: datetime, batch: int) -> AsyncIterator[list[str]]:

@@ -26,6 +26,11 @@ TTL that Redis measures is immune to pauses of the nodes (a paused holder wakes 
 lease that expired and a dispatch that the fencing token refuses). The price is that a
 lease cannot outlive Redis being unreachable; that is why losing Redis stops dispatch.
 
+Tokens outlive Redis's memory: with a counter in MongoDB (`floors`, jobnode/storage/mongo/fence.py)
+a new holder draws a floor there and its token is at least that, so a failover to a replica
+that missed the last lease change, or a Redis restarted without its last writes, can never
+hand out a token that was already used. Renewals do not touch MongoDB.
+
 Not leases, and so allowed to read the local clock: job timestamps shown to people, the
 reconciler's grace period (re-enqueueing a job early is harmless: enqueue is idempotent),
 and the peer-message freshness window (jobnode.auth.peer_signatures), which tolerates bounded skew.
@@ -34,6 +39,7 @@ and the peer-message freshness window (jobnode.auth.peer_signatures), which tole
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -47,11 +53,25 @@ class LeaseHolder:
     token: int
 
 
+class FenceFloors(Protocol):
+    """A durable counter that new fencing tokens must not fall below (jobnode/storage/mongo/fence.py)."""
+
+    async def draw(self) -> int: ...
+
+    async def raise_to(self, token: int) -> None: ...
+
+
+# What leader_lease.lua returns when asked to take a new lease without a floor in hand.
+_FLOOR_NEEDED = -1
+
+
 class LeaderLease:
     """Takes, renews and gives up the fenced leader lease for one node."""
 
-    def __init__(self, redis: Redis, scripts: Scripts, prefix: str, node_id: str, ttl_s: float) -> None:
+    def __init__(self, redis: Redis, scripts: Scripts, prefix: str, node_id: str, ttl_s: float,
+                 floors: FenceFloors | None = None) -> None:
         self._redis = redis
+        self._floors = floors
         self._scripts = scripts
         self._prefix = prefix
         self.node_id = node_id
@@ -68,15 +88,26 @@ class LeaderLease:
         most one leader per term (raft). A newer term takes a held lease at once."""
         args = [self._prefix, self.node_id, self.ttl_ms, "acquire", "1" if majority else "0",
                 "" if term is None else str(term)]
-        token = int(await self._scripts.leader_lease(args=args))
-        self.token = token or None
+        if self._floors is None:
+            token = int(await self._scripts.leader_lease(args=[*args, ""]))
+        else:
+            # Ask first, so a node that only renews, or waits for a held lease, costs MongoDB nothing.
+            token = int(await self._scripts.leader_lease(args=[*args, "ask"]))
+            if token == _FLOOR_NEEDED:
+                floor = await self._floors.draw()
+                token = int(await self._scripts.leader_lease(args=[*args, str(floor)]))
+                if token > floor:
+                    # Redis's counter was ahead (it predates the MongoDB one): record the token
+                    # before using it, so no later floor can fall under it.
+                    await self._floors.raise_to(token)
+        self.token = token if token > 0 else None
         return self.token
 
     @redis_boundary
     async def release(self) -> None:
         """Give the lease up at once so the next leader need not wait for it to expire."""
         self.token = None
-        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0", ""])
+        await self._scripts.leader_lease(args=[self._prefix, self.node_id, self.ttl_ms, "release", "0", "", ""])
 
     @redis_boundary
     async def holder(self) -> LeaseHolder | None:

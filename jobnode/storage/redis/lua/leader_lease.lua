@@ -1,7 +1,10 @@
 -- leader_lease.lua: take, renew or give up the leader lease that fences dispatch.
 -- ARGV: prefix, node, ttl_ms, mode (acquire | release), majority ("1" when `node` has
 -- heard from a majority of its peers lately, else "0"; see jobnode/cluster/quorum.py), term (the
--- election term that made `node` leader, or "" when the algorithm has no such term).
+-- election term that made `node` leader, or "" when the algorithm has no such term), floor:
+-- "" to number a new lease from P:fence alone; "ask" to return -1 instead of taking a new lease
+-- (the caller then draws a floor from MongoDB and calls again); a number to take it with a
+-- token at least that large (jobnode/storage/mongo/fence.py says why).
 -- Atomic so that reading the holder and writing it are one step: two nodes can never both
 -- take a free lease, and the fencing token only ever grows (INCR on every new holder).
 -- The contender key lets a leader elected by a majority take the lease from a holder that
@@ -16,6 +19,7 @@
 -- Returns the token held by `node` after the call, or 0 when it holds none.
 local node, ttl_ms, mode, majority = ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1'
 local term = tonumber(ARGV[6] or '')
+local floor_arg = ARGV[7] or ''
 local current = redis.call('GET', k('leader'))
 local holder, token
 if current then holder, token = string.match(current, '^(.*) (%d+)$') end
@@ -55,6 +59,7 @@ if current then
 elseif outranked then
   return 0
 end
+if floor_arg == 'ask' then return -1 end
 if contender == node then redis.call('DEL', k('leader:contender')) end
 -- A new holder that takes over from another node without a handover (the lease expired, or
 -- a newer term took it) names that node for its first dispatch, which pauses its workers:
@@ -63,6 +68,12 @@ if contender == node then redis.call('DEL', k('leader:contender')) end
 local previous = holder or redis.call('GET', k('leader:last'))
 if previous and previous ~= node then redis.call('SET', k('leader:previous'), previous) end
 redis.call('SET', k('leader:last'), node)
-local held = hold(redis.call('INCR', k('fence')))
+local next_token = redis.call('INCR', k('fence'))
+local floor = tonumber(floor_arg)
+if floor and floor > next_token then
+  next_token = floor
+  redis.call('SET', k('fence'), floor)
+end
+local held = hold(next_token)
 publish('leader.changed', 'node', node, 'token', held, 'previous', holder or previous or '')
 return held
