@@ -218,7 +218,8 @@ class Raft(Machine):
     @property
     def joining(self) -> bool:
         """Asking the seeds for admission: never yet in a committed configuration."""
-        return not self._ever_member and not self._departing and self.node_id not in self._config
+        # An uncommitted configuration naming us is no admission: a new leader may not have it.
+        return not self._ever_member and not self._departing
 
     @property
     def departed(self) -> bool:
@@ -247,7 +248,7 @@ class Raft(Machine):
             if now >= self._next_heartbeat:
                 self._broadcast_heartbeat(now)
         elif now >= self._deadline:
-            if self.node_id in self._config:
+            if self._may_campaign():
                 self._campaign(now, pre=self.config.pre_vote)
             else:
                 self._leader = None  # a non-voter names a leader only while it hears from one
@@ -356,7 +357,7 @@ class Raft(Machine):
     # --- campaigning ---------------------------------------------------------
 
     def _campaign(self, now: float, pre: bool, transfer: bool = False) -> None:
-        if self._term >= MAX_TERM or self.node_id not in self._config:
+        if self._term >= MAX_TERM or not self._may_campaign():
             self._reset_timer(now)
             return  # no term left to run in (see "Absurd terms"), or not a voter
         self._leader = None
@@ -377,6 +378,13 @@ class Raft(Machine):
             if peer != self.node_id:
                 self._send_to(peer, RaftRequestVote, term=proposed, last_log_index=last_index,
                               last_log_term=last_term, pre_vote=pre, transfer=transfer)
+
+    def _may_campaign(self) -> bool:
+        """Voters campaign; so does a server whose latest configuration drops it while that
+        entry is not known to be committed: its log may be the only complete one, and without
+        it nobody could be elected. It counts no vote of its own and steps down once the entry
+        commits."""
+        return self.node_id in self._config or (bool(self._config) and self._config_index > self._commit)
 
     def _count_votes(self, now: float) -> bool:
         """Advance if the votes gathered so far form a majority of our configuration."""
@@ -427,14 +435,15 @@ class Raft(Machine):
 
     # --- leading -------------------------------------------------------------
 
-    def _targets(self) -> set[str]:
+    def _targets(self) -> list[str]:
         """Whom the leader replicates to: voters, learners, and servers whose removal is not yet
-        committed (they must hear of it, or they would wait for a leader forever)."""
+        committed (they must hear of it, or they would wait for a leader forever). Sorted:
+        the order of sends must not depend on string hashing, or a seed would not replay."""
         targets = set(self._config) | set(self._learners)
         if self._config_index > self._commit:
             targets |= self._previous.keys()
         targets.discard(self.node_id)
-        return targets
+        return sorted(targets)
 
     def _broadcast_heartbeat(self, now: float) -> None:
         self._next_heartbeat = now + self.config.heartbeat_interval_s
@@ -534,7 +543,7 @@ class Raft(Machine):
         if self._config_index <= self._commit and self._farewell_sent_for < self._config_index:
             # Tell the servers this configuration removed that it is committed, once.
             self._farewell_sent_for = self._config_index
-            for peer in self._previous.keys() - self._config.keys() - {self.node_id}:
+            for peer in sorted(self._previous.keys() - self._config.keys() - {self.node_id}):
                 self._send_append(peer)
         if self.node_id not in self._config and self._config_index <= self._commit:
             # Removed, and the removal is committed: step down and hand over at once.
@@ -573,7 +582,7 @@ class Raft(Machine):
         if self._config_index > self._commit or self._term_at(self._commit) != self._term:
             return
         if action == "add":
-            if target in self._config or target in self._learners:
+            if target in self._config or target in self._learners or not self._can_carry(target, now):
                 return
             self._addresses[target] = address
             self._learners[target] = now
@@ -581,14 +590,26 @@ class Raft(Machine):
             self._match_index[target] = 0
             self._heard[target] = now
             self._send_append(target)
-        elif target in self._config and len(self._config) > 1:
+        elif target in self._config and len(self._config) > 1 and self._can_carry(target, now, removing=True):
             self._append(configuration_data({k: v for k, v in self._config.items() if k != target}))
             self._advance_commit(now)
             self._broadcast_heartbeat(now)
 
+    def _can_carry(self, target: str, now: float, removing: bool = False) -> bool:
+        """Whether the configuration after this change has a majority that answers now.
+
+        Removing a live member while another is down (or adding one while half are down)
+        would leave a configuration that cannot commit anything, this change included: refuse
+        it, and let the requester ask again once enough members are back.
+        """
+        after = set(self._config) - {target} if removing else set(self._config) | {target}
+        fresh = sum(1 for p in after if p == self.node_id or p == target and not removing
+                    or now - self._heard.get(p, float("-inf")) < self._t)
+        return fresh >= len(after) // 2 + 1
+
     def _promote(self, learner: str, now: float) -> None:
-        if self._config_index > self._commit:
-            return  # the previous change first; the learner's next ack tries again
+        if self._config_index > self._commit or not self._can_carry(learner, now):
+            return  # the previous change first (or a majority back); the learner's next ack tries again
         del self._learners[learner]
         self._append(configuration_data({**self._config, learner: self._addresses[learner]}))
         self._advance_commit(now)
@@ -643,6 +664,7 @@ class Raft(Machine):
         old = self._config
         self._config_index, self._config = found[0] if found else (0, dict(self._first))
         self._previous = found[1][1] if len(found) > 1 else (dict(self._first) if found else {})
+        self._addresses.update(self._previous)
         self._addresses.update(self._config)
         for peer in self._config.keys() - old.keys() - {self.node_id}:
             self._learners.pop(peer, None)
@@ -651,10 +673,25 @@ class Raft(Machine):
             self._match_index.setdefault(peer, 0)
 
     def _first_counts_as_member(self) -> bool:
-        """Whether a restart finds us once admitted: in the first configuration or a logged one."""
+        """Whether a restart finds us admitted for good, so that we must not ask to join.
+
+        True in the first configuration, or when the log shows us added and then dropped
+        (removed: a removed server never asks back in). A logged configuration that names us
+        may be uncommitted and lost on the next leader, so it alone does not count: we ask
+        again, and a leader that has us already ignores the request.
+        """
         if self.node_id in self._first:
             return True
-        return any(self.node_id in (configuration_of(e) or {}) for e in self._log)
+        named = False
+        for entry in self._log:
+            members = configuration_of(entry)
+            if members is None:
+                continue
+            if self.node_id in members:
+                named = True
+            elif named:
+                return True
+        return False
 
     def _term_at(self, index: int) -> int:
         return self._log[index - 1].term if 0 < index <= len(self._log) else 0
