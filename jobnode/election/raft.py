@@ -41,9 +41,8 @@ leading (without counting itself) until that entry commits, then steps down and
 hands over with TimeoutNow. A joining node sends `RaftChangeRequest` to its seeds
 every election timeout until it is in a committed configuration; members that
 do not lead pass requests on to the leader they know. `remove_member` and
-`depart` queue a removal that is retried the same way. A server removed from a
-committed configuration never asks to join again (its disk remembers); it must
-start with an empty data directory to come back.
+`depart` queue a removal that is retried the same way. A server removed while it
+runs does not ask back in; restarted with seeds, it does.
 
 Guarantees
 ----------
@@ -90,6 +89,8 @@ Parameters
 - peers: the other members of the first configuration, node_id to address (configuration entries in
   the log override it).
 - seeds: addresses of existing members to ask for admission when there are no peers.
+- found: with seeds but no peers, found a cluster of one instead of waiting for admission (the
+  daemon sets it on the node that is the first of its seeds).
 - election_timeout_s: T; followers wait a random time in [T, 2T) before campaigning, leaders step
   down after T without a majority, and stickiness lasts T.
 - heartbeat_interval_s: how often the leader sends AppendEntries; keep it well below T.
@@ -163,7 +164,7 @@ class Raft(Machine):
         self._log: list[RaftEntry] = list(saved.log)
         self._log_dirty = False
         self._commit = 0
-        if config.peers or not config.seeds:
+        if config.peers or not config.seeds or config.found:
             self._first = {**config.peers, self.node_id: config.address}
         else:
             self._first = {}
@@ -185,7 +186,7 @@ class Raft(Machine):
         self._next_request = float("-inf")
         self._next_heartbeat = 0.0
         self._reload_configuration()
-        self._ever_member = self._first_counts_as_member()
+        self._admitted = self.node_id in self._first
 
     # --- what the daemon and the simulator read ------------------------------
 
@@ -217,9 +218,14 @@ class Raft(Machine):
 
     @property
     def joining(self) -> bool:
-        """Asking the seeds for admission: never yet in a committed configuration."""
-        # An uncommitted configuration naming us is no admission: a new leader may not have it.
-        return not self._ever_member and not self._departing
+        """Asking the seeds for admission: not yet seen in a committed configuration since start.
+
+        An uncommitted configuration naming us is no admission (a new leader may not have it);
+        a leader that has us already ignores the request. A server removed while it runs does
+        not ask back in; after a restart it does (that is how a node that left on shutdown
+        comes back).
+        """
+        return not self._admitted and not self._departing and bool(self.config.seeds)
 
     @property
     def departed(self) -> bool:
@@ -649,8 +655,8 @@ class Raft(Machine):
 
     def _set_commit(self, index: int) -> None:
         self._commit = index
-        if not self._ever_member and self.node_id in self._config and self._config_index <= index:
-            self._ever_member = True
+        if not self._admitted and self.node_id in self._config and self._config_index <= index:
+            self._admitted = True
 
     def _reload_configuration(self) -> None:
         """Take the latest configuration in the log (the first one when there is none)."""
@@ -671,27 +677,6 @@ class Raft(Machine):
             self._heard.setdefault(peer, self._now)
             self._next_index.setdefault(peer, len(self._log) + 1)
             self._match_index.setdefault(peer, 0)
-
-    def _first_counts_as_member(self) -> bool:
-        """Whether a restart finds us admitted for good, so that we must not ask to join.
-
-        True in the first configuration, or when the log shows us added and then dropped
-        (removed: a removed server never asks back in). A logged configuration that names us
-        may be uncommitted and lost on the next leader, so it alone does not count: we ask
-        again, and a leader that has us already ignores the request.
-        """
-        if self.node_id in self._first:
-            return True
-        named = False
-        for entry in self._log:
-            members = configuration_of(entry)
-            if members is None:
-                continue
-            if self.node_id in members:
-                named = True
-            elif named:
-                return True
-        return False
 
     def _term_at(self, index: int) -> int:
         return self._log[index - 1].term if 0 < index <= len(self._log) else 0

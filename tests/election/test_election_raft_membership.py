@@ -184,15 +184,30 @@ def test_a_removal_that_leaves_no_live_majority_is_refused() -> None:
     assert set(sim.machine(leader).configuration) == {leader, down}, "retried once a majority answers"
 
 
-def test_a_removed_server_never_asks_back_in_after_a_restart() -> None:
-    log = (RaftEntry(1, 1, configuration_data({"n1": addr("n1"), "n9": addr("n9")})),
-           RaftEntry(1, 2, configuration_data({"n1": addr("n1")})))
-    config = RaftConfig(node_id="n9", address=addr("n9"), seeds=(addr("n1"),))
-    removed = create("raft", config, random.Random(3), RaftPersistentState(term=1, log=log))
-    out = removed.start(0.0)
-    assert not removed.joining and not any(isinstance(m, RaftChangeRequest) for m in out.messages)
-    named_only = create("raft", config, random.Random(3), RaftPersistentState(term=1, log=log[:1]))
-    assert named_only.joining, "an entry naming us may be uncommitted: ask again"
+def test_a_server_removed_while_running_stays_out_and_asks_again_after_a_restart() -> None:
+    sim = Simulation("raft", 3, seed=16)
+    converged(sim)
+    joiner = sim.add_node(["n1"])
+    leader = converged(sim)
+    sim.remove_member(leader, joiner)
+    sim.run_for(20 * T)
+    assert joiner not in sim.machine(leader).configuration and not sim.machine(joiner).joining
+    sim.crash(joiner)
+    sim.restart(joiner)
+    sim.wants_member.add(joiner)
+    assert converged(sim) and joiner in sim.machine(sim.leaders()[joiner]).configuration
+
+
+def test_the_first_seed_founds_a_cluster_the_others_wait() -> None:
+    seeds = (addr("n1"), addr("n2"))
+    founder = create("raft", RaftConfig(node_id="n1", address=addr("n1"), seeds=seeds, found=True), random.Random(4))
+    founder.start(0.0)
+    founder.on_tick(2 * T)
+    assert founder.role == "leader" and founder.configuration == {"n1": addr("n1")}
+    waiter = create("raft", RaftConfig(node_id="n2", address=addr("n2"), seeds=seeds), random.Random(4))
+    waiter.start(0.0)
+    waiter.on_tick(2 * T)
+    assert waiter.role == "follower" and waiter.joining
 
 
 def test_persistent_state_round_trips_its_log_and_names_bad_fields() -> None:
