@@ -26,6 +26,8 @@ PROBE_ERROR_MAX_CHARS = 300
 
 # A dependency check: one round trip that raises when the dependency cannot serve.
 Probe = Callable[[], Awaitable[object]]
+# A check answered from the node's own state: {"ok": bool, ...} with whatever explains it.
+Report = Callable[[], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,15 @@ class SystemService:
 
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
-                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None) -> None:
+                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
+                 reports: Mapping[str, Report] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
         self.leadership = leadership
         self.pool = pool
         self.probes = probes  # by the name the health report gives each check
+        self.reports = reports or {}  # checks this node answers from what it knows (no round trip)
         self.rate_limiter = rate_limiter
         self.throughput = throughput or Throughput()
         # Who this node's elector names as leader: /health reports it, so readiness checks
@@ -59,6 +63,8 @@ class SystemService:
         names = list(self.probes)
         results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
+        for name, report in self.reports.items():
+            checks[name] = report()
         ok = all(check["ok"] for check in checks.values())
         return Health(ok, {
             "status": "ok" if ok else "unavailable",
