@@ -215,6 +215,7 @@ async def serve(settings: Settings) -> None:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for waiting in waits:
             waiting.cancel()
+        await app[CLUSTER_SERVICE].leave_for_shutdown()
         log.info("node.stopping", node_id=settings.node_id)
     finally:
         await runner.cleanup()

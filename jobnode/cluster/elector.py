@@ -170,7 +170,7 @@ class Elector:
         hands over, since it will come back under the same PEERS.
         """
         if self.machine is not None and self.settings.seeds and not self._departed:
-            await self.depart(self.settings.leave_timeout_s)
+            await self.depart(self.settings.leave_timeout_s)  # when serve() did not already
         if self.machine is not None:
             await self._step(lambda now: self.machine.leave(now))
         await cancel_all([t for t in (self._ticks, *self._recording) if t is not None])

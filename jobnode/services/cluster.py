@@ -177,6 +177,12 @@ class ClusterService:
         return {"node_id": self.settings.node_id, "left": True, "confirmed": departed,
                 "leave_timeout_s": self.settings.leave_timeout_s}
 
+    async def leave_for_shutdown(self) -> None:
+        """On SIGTERM, a node that joined through SEEDS leaves the membership while it can still
+        hear the others (the HTTP server is still up: raft's commit must reach it)."""
+        if self.settings.seeds and not self.stop_requested.is_set():
+            await self.elector.depart(self.settings.leave_timeout_s)
+
     async def remove_member(self, node_id: str) -> tuple[bool, dict[str, Any]]:
         """Remove a node gone for good; (confirmed, body). Raft: a configuration change that must
         commit within LEAVE_TIMEOUT to be confirmed (it goes on in the background otherwise)."""
