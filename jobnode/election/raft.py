@@ -236,7 +236,8 @@ class Raft(Machine):
         view = {self.node_id: Member(self.node_id, self.config.address, "alive", self.config.priority)}
         for peer, address in self._config.items():
             if peer != self.node_id:
-                view[peer] = Member(peer, address, "alive" if self._alive.get(peer) else "suspect")
+                # Only a leader judges the others; a follower shows members as alive until then.
+                view[peer] = Member(peer, address, "alive" if self._alive.get(peer, True) else "suspect")
         return view
 
     # --- entry points --------------------------------------------------------
