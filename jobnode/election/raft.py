@@ -186,7 +186,8 @@ class Raft(Machine):
         self._next_request = float("-inf")
         self._next_heartbeat = 0.0
         self._reload_configuration()
-        self._admitted = self.node_id in self._first
+        # In the first configuration and not dropped by a later one: no need to ask to join.
+        self._admitted = self.node_id in self._first and self.node_id in self._config
 
     # --- what the daemon and the simulator read ------------------------------
 
