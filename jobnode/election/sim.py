@@ -770,6 +770,7 @@ def _random_membership_change(sim: Simulation, rng: random.Random) -> None:
     elif kind == "remove_leader":
         leaders = [i for i in up if sim.machine(i).role == "leader"]
         if leaders and len(sim.machine(leaders[0]).configuration) > 1:
+            sim.note(f"the leader {leaders[0]} departs")
             sim.depart(leaders[0], patience_s=6 * sim.config.election_timeout_s)
     elif kind == "depart" and len(up) > 1:
         sim.depart(rng.choice(up), patience_s=6 * sim.config.election_timeout_s)
