@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from jobnode.auth.peer_signatures import Verifier
 from jobnode.auth.stream_tokens import StreamTokens
-from jobnode.cluster.elector import Elector, in_cluster
+from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import PeerTransport
 from jobnode.cluster.quorum import PeerContact
@@ -144,8 +144,7 @@ class NodeServices:
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
                                  leader_of=lambda: elector.view.leader,
                                  reports={"seeds": lambda: seeds.report(
-                                     in_cluster(elector.machine, settings.node_id),
-                                     asyncio.get_running_loop().time())}),
+                                     elector.joined, asyncio.get_running_loop().time())}),
             rate_limiter=rate_limiter, events=events, reports=reports,
         )
 

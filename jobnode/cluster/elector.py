@@ -142,6 +142,7 @@ class Elector:
         self._ticks: asyncio.Task[None] | None = None
         self._recording: set[asyncio.Task[None]] = set()
         self._departed = False
+        self.joined = False  # has been in the cluster since start (see `in_cluster`); never goes back
         self.received = 0
 
     @property
@@ -238,6 +239,9 @@ class Elector:
             for event in out.events:
                 await self._record(event)
             self.view.members = dict(self.machine.members)
+            if not self.joined and in_cluster(self.machine, self.node_id):
+                self.joined = True
+                log.info("election.joined", members=sorted(self.view.members))
             # The majority check follows the membership as it changes (joins, removals).
             self.contact.track(m.address for node, m in self.view.members.items()
                                if node != self.node_id and m.state != "left")

@@ -67,7 +67,9 @@ class SeedContact:
         seed.next_attempt = now + ceiling * (0.5 + 0.5 * self._rng.random())
 
     def report(self, joined: bool, now: float) -> dict[str, object]:
-        """The `seeds` check of /health: ok without seeds, or once this node is in the cluster.
+        """The `seeds` check of /health: ok without seeds, or once this node has been in the cluster
+        (`joined`: the elector keeps it true from then on, so a survivor whose peers all died stays
+        ready; losing a quorum is not this check's business).
 
         Seed URLs are left out (the health route is public); the count, the last error and the
         wait until the next attempt say why a node is not in yet.

@@ -20,7 +20,7 @@ from jobnode import election
 import structlog
 
 from jobnode.auth.peer_signatures import PeerRefused, Verifier
-from jobnode.cluster.elector import Elector, in_cluster
+from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.cluster.quorum import PeerContact
@@ -160,7 +160,7 @@ class ClusterService:
         machine = self.elector.machine
         body: dict[str, Any] = {"node_id": self.settings.node_id, "static_peers": sorted(self.settings.peers),
                                 "seeds": len(self.settings.seeds),
-                                "joined": in_cluster(machine, self.settings.node_id)}
+                                "joined": self.elector.joined}
         if isinstance(machine, election.Raft):
             body.update(configuration_index=machine.configuration_index,
                         committed=machine.commit_index >= machine.configuration_index,
