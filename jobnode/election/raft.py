@@ -200,6 +200,11 @@ class Raft(Machine):
         return tuple(self._log)
 
     @property
+    def last_log(self) -> tuple[int, int]:
+        """(term, index) of the last entry, without copying the log."""
+        return self._last_log()
+
+    @property
     def commit_index(self) -> int:
         return self._commit
 

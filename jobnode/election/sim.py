@@ -543,11 +543,10 @@ class _RaftRules(_Rules):
             first = self.leader_of_term.setdefault(m.term, node.node_id)
             if first != node.node_id:
                 sim.fail(SafetyViolation, f"two leaders in term {m.term}: {first} and {node.node_id}")
-        log = m.log
-        shape = (len(log), log[-1].term if log else 0, m.commit_index)
+        shape = (*m.last_log, m.commit_index, m.role == "leader")
         if self._seen.get(node.node_id) != shape:
             self._seen[node.node_id] = shape
-            self._check_log(node, log, m.commit_index, m.role == "leader")
+            self._check_log(node, m.log, m.commit_index, m.role == "leader")
         disk = node.disk or RaftPersistentState()
         for msg in sent:
             pre = getattr(msg, "pre_vote", False)
