@@ -7,6 +7,8 @@ and the `rate_limiter` when RATE_LIMIT is set); the parts below them stay in thi
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import secrets
 import ssl
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import PeerTransport
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
+from jobnode.cluster.seeds import SeedContact
 from jobnode.core import store_errors
 from jobnode.core.background import cancel_all, supervise
 from jobnode.core.queues import served_queues, worker_groups
@@ -108,8 +111,11 @@ class NodeServices:
         contact = PeerContact.for_cluster(
             [url for node, url in settings.peers.items() if node != settings.node_id],
             settings.election_timeout_s, settings.election_interval_s)
+        own_url = settings.advertise_url.rstrip("/")
+        seeds = SeedContact(tuple(s for s in settings.seeds if s != own_url), settings.seed_retry_max_s,
+                            random.Random(os.urandom(8)))
         transport = PeerTransport(settings.node_id, secret, timeout_s=peer_timeout_s(settings),
-                                  ssl_context=peer_ssl, on_reached=contact.reached)
+                                  ssl_context=peer_ssl, on_reached=contact.reached, seeds=seeds)
         elector = Elector(settings, transport, leadership, contact)
         cluster_store = ClusterStore(db)
         recorder = ClusterRecorder(cluster_store, settings, elector, leadership, lambda: pool.busy, queue,
@@ -145,6 +151,8 @@ class NodeServices:
             cluster=cluster,
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
                                  throughput=throughput, leader_of=lambda: elector.view.leader,
+                                 reports={"seeds": lambda: seeds.report(
+                                     elector.joined, asyncio.get_running_loop().time())},
                                  advisories={"quorum": cluster.quorum}),
             rate_limiter=rate_limiter, events=events, reports=reports,
             queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),

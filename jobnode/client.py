@@ -732,6 +732,15 @@ class AsyncClient:
         """Cluster size, leader, election algorithm and nodes (admin)."""
         return await self._request("GET", "/api/v1/cluster", retry=True)
 
+    async def leave_cluster(self) -> dict:
+        """Make this node leave the membership and stop serving (admin); never retried."""
+        return await self._request("POST", "/api/v1/cluster/leave", retry=False)
+
+    async def remove_member(self, node_id: str) -> dict:
+        """Remove a node gone for good from the membership (admin): `{"removed": bool, ...}`,
+        false while the change is still under way."""
+        return await self._request("DELETE", f"/api/v1/cluster/members/{_quote_id(node_id)}", retry=True)
+
     async def election(self) -> dict:
         """This node's view of the election: leader, term, role, members and quorum."""
         return await self._request("GET", "/api/v1/election", retry=True)

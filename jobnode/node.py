@@ -211,7 +211,13 @@ async def serve(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        # POST /api/v1/cluster/leave ends the node too, once it has left the membership.
+        left = app[CLUSTER_SERVICE].stop_requested
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        await app[CLUSTER_SERVICE].leave_for_shutdown()
         log.info("node.stopping", node_id=settings.node_id)
     finally:
         await runner.cleanup()

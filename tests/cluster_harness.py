@@ -150,6 +150,22 @@ class Cluster:
         await self.leader()
         return self
 
+    async def add(self, node_id: str, seeds: list[str], *, wait: bool = True, **env: str) -> Node:
+        """Start one more node that knows only `seeds` (node ids whose gates it joins through)."""
+        port = free_port()
+        identify = None if self.certs else http_header_identity(NODE_HEADER)
+        gate = await TcpProxy(port, identify=identify, name=f"gate:{node_id}").start()
+        data_dir = self.root / node_id
+        data_dir.mkdir(parents=True, exist_ok=True)
+        node = Node(node_id, port, data_dir, self.root / f"{node_id}.log", gate, scheme=self.scheme)
+        self.nodes[node_id] = node
+        node.env = {**self._node_env(node), "PEERS": "",
+                    "SEEDS": ",".join(self._gate_url(self.nodes[seed]) for seed in seeds), **env}
+        self._spawn(node)
+        if wait:
+            await self.wait_healthy(node_id)
+        return node
+
     def _node_env(self, node: Node) -> dict[str, str]:
         peers = ",".join(f"{other.id}={self._gate_url(other)}" for other in self.nodes.values() if other is not node)
         return {

@@ -45,6 +45,8 @@ EXPECTED_ACCESS = {
     ("GET", "/api/v1/election/algorithms"): "any",
     ("GET", "/api/v1/election/algorithms/{name}"): "any",
     ("GET", "/api/v1/cluster"): "admin",
+    ("POST", "/api/v1/cluster/leave"): "admin",
+    ("DELETE", "/api/v1/cluster/members/{node_id}"): "admin",
     ("GET", "/api/v1/elections"): "admin",
     ("GET", "/health"): "any",
     ("GET", "/api/v1/openapi.json"): "any",
@@ -76,7 +78,7 @@ def test_every_route_declares_the_role_it_must_require():
 
 
 def concrete(path: str) -> str:
-    return path.replace("{job_id}", JOB_ID).replace("{name}", "raft")
+    return path.replace("{job_id}", JOB_ID).replace("{name}", "raft").replace("{node_id}", "node-9")
 
 
 CALLERS = {

@@ -141,6 +141,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     env = {
         "NODE_ID": "node-7", "NODE_PRIORITY": "-5", "SERVER_HOST": "10.1.2.3", "SERVER_PORT": "8443",
         "ADVERTISE_URL": "https://node-7.example:8443/", "PEERS": "node-8=https://10.1.2.4:8443",
+        "SEEDS": "https://10.1.2.5:8443/, https://10.1.2.6:8443", "LEAVE_TIMEOUT": "2s", "SEED_RETRY_MAX": "1m",
         "CLUSTER_SECRET": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "DATA_DIR": str(tmp_path / "d"), "WORKER_COUNT": "0",
         "WORKER_PREFETCH": "4", "MONGODB_URI": "mongodb://db1:27017,db2:27017/?replicaSet=rs0",
         "MONGODB_DATABASE": "jobs_test", "MONGODB_TIMEOUT": "2s", "REDIS_ADDR": "redis.internal:6380",
@@ -173,6 +174,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
     expected = {
         "node_id": "node-7", "node_priority": -5, "server_host": "10.1.2.3", "server_port": 8443,
         "advertise_url": "https://node-7.example:8443", "peers": {"node-8": "https://10.1.2.4:8443"},
+        "seeds": ("https://10.1.2.5:8443", "https://10.1.2.6:8443"), "leave_timeout_s": 2.0, "seed_retry_max_s": 60.0,
         "cluster_secret": "lqX3vv3Do9mgmmKmlnRQ-GKIOzZte2rdg_iJ3FzyYLY", "data_dir": tmp_path / "d", "worker_count": 0,
         "queues": {"default": None, "media": 2}, "imports": ("myapp.jobs", "other"),
         "worker_prefetch": 4, "mongodb_uri": env["MONGODB_URI"], "mongodb_database": "jobs_test",
@@ -294,6 +296,9 @@ BAD = {
     "SERVER_PORT": ("70000", "from 1 to 65535"),
     "ADVERTISE_URL": ("node1:8080", "http:// or https:// URL"),
     "PEERS": ("n2=ftp://x", "id=url pairs"),
+    "SEEDS": ("10.0.0.1:8080", "http:// or https:// URLs"),
+    "LEAVE_TIMEOUT": ("11m", "from 0s to 10m"),
+    "SEED_RETRY_MAX": ("500ms", "from 1s to 10m"),
     "WORKER_COUNT": ("-1", "from 0 to 1000"),
     "WORKER_PREFETCH": ("many", "from 0 to 100"),
     "QUEUES": ("Media:2", "comma-separated queue names"),

@@ -37,7 +37,7 @@ async def test_dev_starts_an_embedded_node_that_runs_jobs_and_stops_cleanly(tmp_
         await wait_until(cluster_file.exists, timeout_s=90, message="cluster.json never appeared")
         cluster = json.loads(cluster_file.read_text())
         assert set(cluster) == {"algorithm", "redis_url", "mongodb_uri", "redis_pid", "mongodb_pid", "admin",
-                                "ca_file", "nodes"}
+                                "ca_file", "nodes", "cluster_secret", "node_environment"}
         servers = [cluster["redis_pid"], cluster["mongodb_pid"]]
         assert all(isinstance(pid, int) and _alive(pid) for pid in servers)
         node = cluster["nodes"][0]

@@ -30,6 +30,8 @@ class FakeElector:
         self.view = ElectionView()
         self.contact = PeerContact(["http://127.0.0.1:2"], window_s=5.0)
         self.role = "follower"
+        self.machine = None  # no election machine: the membership reads as "not joined"
+        self.joined = False
         self.received = 0
         self.delivered: list[Any] = []
 

@@ -59,6 +59,21 @@ async def cluster(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CLUSTER_SERVICE].cluster())
 
 
+@routes.post("/api/v1/cluster/leave")
+@access(ADMIN_ACCESS)
+async def leave(request: web.Request) -> web.Response:
+    """This node leaves the membership, then stops serving (after this answer is sent)."""
+    return web.json_response(await request.app[CLUSTER_SERVICE].leave(), status=202)
+
+
+@routes.delete("/api/v1/cluster/members/{node_id}")
+@access(ADMIN_ACCESS)
+async def remove_member(request: web.Request) -> web.Response:
+    """Remove a node gone for good: 200 once committed, 202 while the change is still under way."""
+    confirmed, body = await request.app[CLUSTER_SERVICE].remove_member(request.match_info["node_id"])
+    return web.json_response(body, status=200 if confirmed else 202)
+
+
 @routes.post(PEER_MESSAGE_PATH)
 @access(PEER_ACCESS)
 async def peer_message(request: web.Request) -> web.Response:

@@ -376,8 +376,15 @@ PATHS: dict[str, Any] = {
                                   "200", "Object", errors=("503",))},
     "/api/v1/nodes": {"get": _op("listNodes", "Every node: id, address, role, health, last heartbeat, term",
                                  "200", "Object", errors=("503",))},
-    "/api/v1/cluster": {"get": _op("getCluster", "Cluster size, leader node, algorithm and nodes", "200", "Object",
-                                   errors=("503",))},
+    "/api/v1/cluster": {"get": _op("getCluster", "Cluster size, leader node, algorithm, nodes, and the members "
+                                   "this node's election counts", "200", "Object", errors=("503",))},
+    "/api/v1/cluster/leave": {"post": _op(
+        "leaveCluster", "This node leaves the membership (waiting up to LEAVE_TIMEOUT), then stops serving", "202",
+        "Object", errors=("409", "503"))},
+    "/api/v1/cluster/members/{node_id}": {"delete": _op(
+        "removeMember", "Remove a node gone for good: 200 once the change is committed, 202 while under way", "200",
+        "Object", params=[{"name": "node_id", "in": "path", "required": True,
+                           "schema": {"type": "string", "maxLength": 256}}], errors=("404", "409", "503"))},
     "/api/v1/election": {"get": _op("getElection", "This node's view of the election", "200", "Object", errors=())},
     "/api/v1/elections": {"get": _op("listElections", "Leader-change history, newest first", "200", "Object",
                                      params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},

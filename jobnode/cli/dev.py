@@ -24,7 +24,20 @@ def run_dev(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise unavailable("dev", exc) from None
 
-    parser = argparse.ArgumentParser(prog="jobnode dev", description="Run a local cluster for development.")
+    if args.extra[:1] == ["add-node"]:
+        import jobnode.dev.add_node as add_node
+
+        parser = argparse.ArgumentParser(prog="jobnode dev add-node",
+                                         description="Add a node to a running `jobnode dev` cluster (it joins "
+                                                     "through SEEDS, with what cluster.json holds).")
+        add_node.add_arguments(parser)
+        try:
+            node_args = parser.parse_args(args.extra[1:])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 2
+        return add_node.run(node_args)
+    parser = argparse.ArgumentParser(prog="jobnode dev", description="Run a local cluster for development "
+                                     "(`jobnode dev add-node --help`: add a node to a running one).")
     dev.add_arguments(parser)
     try:
         dev_args = parser.parse_args(args.extra)

@@ -73,6 +73,10 @@ def machine_config(settings: Settings) -> Any:
     """The election config for the chosen algorithm, from the node's settings."""
     peers = {node: url for node, url in settings.peers.items() if node != settings.node_id}
     cls = {"bully": election.BullyConfig, "raft": election.RaftConfig, "gossip": election.GossipConfig}
+    extra: dict[str, Any] = {"seeds": settings.seeds}
+    if settings.election_algorithm == "raft":
+        # The first seed founds the cluster when it starts with no state; the others ask to join.
+        extra["found"] = bool(settings.seeds) and settings.seeds[0] == settings.advertise_url.rstrip("/")
     return cls[settings.election_algorithm](
         node_id=settings.node_id,
         address=settings.advertise_url,
@@ -80,7 +84,18 @@ def machine_config(settings: Settings) -> Any:
         peers=peers,
         election_timeout_s=settings.election_timeout_s,
         heartbeat_interval_s=settings.election_interval_s,
+        **extra,
     )
+
+
+def in_cluster(machine: election.Machine | None, node_id: str) -> bool:
+    """Whether this node has made it into the cluster: raft once a committed configuration holds
+    it, the others once any other member is alive in its view (or it is alone by design)."""
+    if machine is None:
+        return False
+    if isinstance(machine, election.Raft):
+        return not machine.joining and node_id in machine.configuration
+    return any(m.state == "alive" for other, m in machine.members.items() if other != node_id)
 
 
 class RaftStateFile:
@@ -126,6 +141,8 @@ class Elector:
         self._lock = asyncio.Lock()
         self._ticks: asyncio.Task[None] | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        self._departed = False
+        self.joined = False  # has been in the cluster since start (see `in_cluster`); never goes back
         self.received = 0
 
     @property
@@ -147,10 +164,58 @@ class Elector:
         self._ticks = asyncio.create_task(self._tick_loop(config.tick_interval_s), name="election-ticks")
 
     async def stop(self) -> None:
-        """Leave gracefully (raft hands leadership over), then stop ticking."""
+        """Leave gracefully (raft hands leadership over), then stop ticking.
+
+        A node that joined through SEEDS leaves the membership first (raft: a configuration
+        change that must commit, bounded by LEAVE_TIMEOUT); a member of a static PEERS set only
+        hands over, since it will come back under the same PEERS.
+        """
+        if self.machine is not None and self.settings.seeds and not self._departed:
+            await self.depart(self.settings.leave_timeout_s)  # when serve() did not already
         if self.machine is not None:
             await self._step(lambda now: self.machine.leave(now))
         await cancel_all([t for t in (self._ticks, *self._recording) if t is not None])
+
+    async def depart(self, timeout_s: float) -> bool:
+        """Leave the membership and wait until the others no longer count this node (raft: the
+        removal committed), at most `timeout_s`. True when the departure is confirmed."""
+        if self.machine is None:
+            return False
+        self._departed = True
+        await self._step(lambda now: self.machine.depart(now))
+        confirmed = await self._wait_for(lambda: self.machine.departed, timeout_s)
+        log.info("election.departed" if confirmed else "election.depart_unconfirmed", timeout_s=timeout_s)
+        return confirmed
+
+    async def remove_member(self, node_id: str, timeout_s: float) -> bool:
+        """Remove another member for good; True once this node's own view no longer counts it
+        (raft: a committed configuration without it)."""
+        if self.machine is None:
+            return False
+        await self._step(lambda now: self.machine.remove_member(node_id, now))
+        return await self._wait_for(lambda: not self.counts(node_id), timeout_s)
+
+    def counts(self, node_id: str) -> bool:
+        """Whether `node_id` is a member this node's election counts (raft: in the configuration,
+        or its removal not yet committed)."""
+        machine = self.machine
+        if machine is None:
+            return False
+        if isinstance(machine, election.Raft):
+            return node_id in machine.configuration or machine.commit_index < machine.configuration_index
+        member = machine.members.get(node_id)
+        return member is not None and member.state != "left"
+
+    async def _wait_for(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        # Membership advances only on ticks and messages: poll at the tick interval.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        interval = self.machine.config.tick_interval_s if self.machine is not None else 0.05
+        while not condition():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(interval)
+        return True
 
     async def deliver(self, message: Any) -> None:
         self.received += 1
@@ -174,6 +239,12 @@ class Elector:
             for event in out.events:
                 await self._record(event)
             self.view.members = dict(self.machine.members)
+            if not self.joined and in_cluster(self.machine, self.node_id):
+                self.joined = True
+                log.info("election.joined", members=sorted(self.view.members))
+            # The majority check follows the membership as it changes (joins, removals).
+            self.contact.track(m.address for node, m in self.view.members.items()
+                               if node != self.node_id and m.state != "left")
             # Raft elects at most one leader per term, so its term may pre-empt an older
             # leader's lease; bully and gossip make no such promise.
             term = self.view.term if self.algorithm == "raft" else None

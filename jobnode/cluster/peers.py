@@ -19,12 +19,14 @@ import structlog
 
 from jobnode.core.background import cancel_all
 from jobnode.auth.peer_signatures import sign
+from jobnode.cluster.seeds import SeedContact
 
 log = structlog.get_logger(__name__)
 
 ELECTION_PATH = "/internal/v1/election"
 QUEUE_SIZE = 64
 IDLE_SENDER_S = 60.0  # a sender with nothing to do for this long goes away
+REFUSAL_LOG_EVERY_S = 60.0  # a peer that keeps refusing us is logged at most this often
 
 
 @dataclass
@@ -38,8 +40,10 @@ class PeerTransport:
     """Delivers signed message bodies to peer addresses, one independent lane per peer."""
 
     def __init__(self, node_id: str, secret: bytes, *, timeout_s: float, ssl_context: ssl.SSLContext | None = None,
-                 on_reached: Callable[[str, float], None] | None = None):
+                 on_reached: Callable[[str, float], None] | None = None, seeds: SeedContact | None = None):
         self.node_id = node_id
+        self.seeds = seeds  # back-off towards seeds that never answered
+        self._refusal_logged: dict[str, float] = {}
         self._secret = secret
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._ssl = ssl_context
@@ -61,6 +65,8 @@ class PeerTransport:
 
     def send(self, address: str, body: bytes) -> None:
         """Queue one message for `address` (a base URL); never waits."""
+        if self.seeds is not None and not self.seeds.may_send(address, asyncio.get_running_loop().time()):
+            return  # a seed in back-off: the election asks again later
         lane = self._lanes.get(address)
         if lane is None:
             lane = self._lanes[address] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -86,13 +92,32 @@ class PeerTransport:
             try:
                 assert self._session is not None
                 async with self._session.post(url, data=body, headers=headers) as resp:
+                    now = asyncio.get_running_loop().time()
                     if resp.status >= 300:
                         stats.failed += 1
-                        log.debug("peer.refused", peer=address, status=resp.status)
+                        self._refused(address, resp.status, now)
                     else:
                         stats.sent += 1
                         if self._on_reached is not None:
-                            self._on_reached(address, asyncio.get_running_loop().time())
+                            self._on_reached(address, now)
+                        if self.seeds is not None:
+                            self.seeds.reached(address, now)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 stats.failed += 1
-                log.debug("peer.unreachable", peer=address, error=str(exc) or type(exc).__name__)
+                error = str(exc) or type(exc).__name__
+                log.debug("peer.unreachable", peer=address, error=error)
+                if self.seeds is not None:
+                    self.seeds.failed(address, asyncio.get_running_loop().time(),
+                                      "connection failed" if isinstance(exc, OSError) else type(exc).__name__)
+
+    def _refused(self, address: str, status: int, now: float) -> None:
+        """A peer answered but would not take our message; a 401 means our signature failed there."""
+        reason = (f"refused with HTTP {status}: the peer does not accept our signature (is CLUSTER_SECRET the "
+                  "same on both nodes?)" if status == 401 else f"refused with HTTP {status}")
+        if self.seeds is not None:
+            self.seeds.failed(address, now, reason)
+        if status in (401, 403) and now - self._refusal_logged.get(address, float("-inf")) >= REFUSAL_LOG_EVERY_S:
+            self._refusal_logged[address] = now
+            log.warning("peer.refused", peer=address, status=status, reason=reason)
+        else:
+            log.debug("peer.refused", peer=address, status=status)

@@ -16,10 +16,13 @@ agrees on. Raft steps down by itself (CheckQuorum), and this check agrees with i
 Two-node clusters are the exception: neither node can tell a dead peer from a cut link,
 and a majority of two is both, so each counts as having one and the lease alone
 arbitrates (whoever holds it while reaching Redis keeps it). Nodes that joined at
-runtime and are not in PEERS do not count towards the majority.
+runtime count while the election lists them (a member that left or was removed stops
+counting); the PEERS always count.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 def normalize(address: str) -> str:
@@ -31,7 +34,8 @@ class PeerContact:
 
     def __init__(self, peer_addresses: list[str], window_s: float) -> None:
         self.window_s = window_s
-        self._last_s: dict[str, float] = {normalize(a): float("-inf") for a in peer_addresses}
+        self._configured = frozenset(normalize(a) for a in peer_addresses)
+        self._last_s: dict[str, float] = dict.fromkeys(self._configured, float("-inf"))
         self.cluster_size = len(self._last_s) + 1
 
     @classmethod
@@ -41,6 +45,13 @@ class PeerContact:
         (SWIM pings one member per period, so a given peer may go unpinged that long)."""
         window_s = election_timeout_s + len(peer_addresses) * election_interval_s
         return cls(peer_addresses, window_s)
+
+    def track(self, member_addresses: Iterable[str]) -> None:
+        """Count the configured peers and the members the election knows now, and no one else."""
+        wanted = self._configured | {normalize(a) for a in member_addresses}
+        if wanted != self._last_s.keys():
+            self._last_s = {key: self._last_s.get(key, float("-inf")) for key in wanted}
+            self.cluster_size = len(self._last_s) + 1
 
     def reached(self, address: str, now: float) -> None:
         """Record a message from, or a 2xx answer by, the peer at `address`."""

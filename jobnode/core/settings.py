@@ -181,6 +181,19 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
+def parse_seeds(text: str) -> tuple[str, ...]:
+    """Read `url,url` into base URLs of existing members; an empty text means none."""
+    seeds: list[str] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        url = _parse_http_url(entry, f"the seed {entry!r}")
+        if url in seeds:
+            raise ValueError(f"the seed {url!r} appears twice")
+        seeds.append(url)
+    return tuple(seeds)
+
+
 def parse_cidrs(text: str) -> tuple[str, ...] | None:
     """Read `10.0.0.0/8,fd00::/8,192.0.2.7` into normalised CIDR texts; an empty text means none."""
     networks = []
@@ -392,6 +405,7 @@ _NODE_ID = _pattern_rule(
     NODE_ID_PATTERN.pattern, "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 )
 _PEERS = Rule(parse_peers, "comma-separated id=url pairs, such as node-2=http://10.0.0.2:8080")
+_SEEDS = Rule(parse_seeds, "comma-separated http:// or https:// URLs, such as http://10.0.0.1:8080,http://10.0.0.2:8080")
 _MONGODB_URI = Rule(_parse_mongodb_uri, "a mongodb:// or mongodb+srv:// URI")
 _MONGODB_DATABASE = _pattern_rule(r"[A-Za-z0-9_-]{1,63}", "1-63 letters, digits, '_' or '-'")
 _REDIS_ADDR = Rule(_parse_redis_addr, "host:port, or a redis:// or rediss:// URL")
@@ -429,6 +443,7 @@ class Settings:
     server_port: int = 8080
     advertise_url: str = ""  # "" means derived from the host, port and TLS in __post_init__
     peers: dict[str, str] = field(default_factory=dict)
+    seeds: tuple[str, ...] = ()
     cluster_secret: str | None = None
     data_dir: Path = None  # type: ignore[assignment]  # None means ./data/{node_id}, set in __post_init__
     worker_count: int = 10
@@ -472,6 +487,8 @@ class Settings:
     commit_max_batch: int = 500
     commit_interval_s: float = 0.02
     shutdown_grace_s: float = 30.0
+    leave_timeout_s: float = 5.0
+    seed_retry_max_s: float = 30.0
     # the event stream, job progress and job logs
     events_max_entries: int = 100_000
     events_retention_s: float = 3600.0
@@ -634,6 +651,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("SERVER_PORT", "server_port", _PORT),
     Variable("ADVERTISE_URL", "advertise_url", _HTTP_URL),
     Variable("PEERS", "peers", _PEERS),
+    Variable("SEEDS", "seeds", _SEEDS),
     Variable("CLUSTER_SECRET", "cluster_secret", _TEXT),
     Variable("DATA_DIR", "data_dir", _PATH),
     Variable("WORKER_COUNT", "worker_count", _int_rule(0, 1000, " (0 = none but those of queues with their own count)")),
@@ -673,6 +691,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("COMMIT_MAX_BATCH", "commit_max_batch", _int_rule(1, 100000)),
     Variable("COMMIT_INTERVAL", "commit_interval_s", _duration_rule(0, 1)),
     Variable("SHUTDOWN_GRACE", "shutdown_grace_s", _duration_rule(0, 3600)),
+    Variable("LEAVE_TIMEOUT", "leave_timeout_s", _duration_rule(0, 600)),
+    Variable("SEED_RETRY_MAX", "seed_retry_max_s", _duration_rule(1, 600)),
     Variable("EVENTS_MAX_ENTRIES", "events_max_entries", _int_rule(1000, 10_000_000)),
     Variable("EVENTS_RETENTION", "events_retention_s", _duration_rule(0, 7 * 86400)),
     Variable("EVENTS_HEARTBEAT", "events_heartbeat_s", _duration_rule(0.05, 300)),
@@ -796,6 +816,8 @@ def _check_cluster(s: Settings) -> None:
     if others and not s.cluster_secret:
         raise ConfigError("CLUSTER_SECRET", "", CLUSTER_SECRET_ALLOWED, reason="PEERS names other nodes",
                           secret=True)
+    if s.seeds and not s.cluster_secret:
+        raise ConfigError("CLUSTER_SECRET", "", CLUSTER_SECRET_ALLOWED, reason="SEEDS is set", secret=True)
     problem = cluster_secret_problem(s.cluster_secret) if s.cluster_secret else None
     if problem:
         raise ConfigError("CLUSTER_SECRET", s.cluster_secret, CLUSTER_SECRET_ALLOWED, reason=problem, secret=True)
@@ -833,6 +855,10 @@ def _check_tls(s: Settings) -> None:
     if plain:
         raise ConfigError("PEERS", ",".join(f"{node}={s.peers[node]}" for node in plain), "https:// peer URLs",
                           reason="TLS_ENABLED=true, so every peer listens for https only")
+    plain_seeds = [url for url in s.seeds if not url.startswith("https://")]
+    if plain_seeds:
+        raise ConfigError("SEEDS", ",".join(plain_seeds), "https:// seed URLs",
+                          reason="TLS_ENABLED=true, so every member listens for https only")
     pem = "the path of an existing PEM file"
     files = {"TLS_CERT_FILE": s.tls_cert_file, "TLS_KEY_FILE": s.tls_key_file, "TLS_CA_FILE": s.tls_ca_file}
     for name, path in files.items():

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from jobnode.core.settings import VARIABLES
 from jobnode.dev.certs import DevCerts, write_dev_certs
 from jobnode.dev.embedded import (
     PRIVATE_UMASK,
@@ -309,6 +310,55 @@ def _stop_nodes(nodes: list[NodeProcess], stop: "_StopRequests") -> None:
         node.log_file.close()
 
 
+def _stop_added_nodes(cluster_file: Path, own_pids: set[int], stop: "_StopRequests") -> None:
+    """Stop the nodes `jobnode dev add-node` started (listed in cluster.json, not our children):
+    first, so they leave the membership while the others still answer."""
+    try:
+        listed = json.loads(cluster_file.read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return
+    added = [(n["id"], n["pid"]) for n in listed if isinstance(n.get("pid"), int) and n["pid"] not in own_pids]
+    for node_id, pid in added:
+        _say(f"stopping {node_id} (added, pid {pid})")
+        _kill_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + NODE_STOP_GRACE_S
+    while any(_pid_alive(pid) for _, pid in added):
+        if time.monotonic() >= deadline or stop.count >= 2:
+            for _, pid in added:
+                _kill_group(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # not our child: raises, and we probe with a signal
+        return waited == 0
+    except ChildProcessError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _state_of(pid) not in ("Z", "X")
+
+
+def _state_of(pid: int) -> str:
+    # An exited process whose parent has not reaped it yet still answers kill(pid, 0).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     try:
         os.killpg(process.pid, sig)
@@ -376,8 +426,20 @@ def _log_tail_of(nodes: list[NodeProcess], awaited: str) -> str:
 
 # -- cluster.json and messages ---------------------------------------------------
 
+# Per-node settings: everything else a node of this cluster was given, another node is given too.
+PER_NODE_VARIABLES = frozenset({"NODE_ID", "SERVER_HOST", "SERVER_PORT", "METRICS_PORT", "ADVERTISE_URL", "PEERS",
+                                "SEEDS", "DATA_DIR", "TLS_CERT_FILE", "TLS_KEY_FILE"})
+
+
+def shared_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The jobnode settings the nodes share (CLUSTER_SECRET among them): what `add-node` needs."""
+    names = {variable.name for variable in VARIABLES} - PER_NODE_VARIABLES
+    return {name: value for name, value in env.items() if name in names}
+
+
 def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: list[NodeProcess],
-                        admin: dict[str, str] | None = None, ca_file: Path | None = None) -> None:
+                        admin: dict[str, str] | None = None, ca_file: Path | None = None,
+                        shared_env: dict[str, str] | None = None) -> None:
     document: dict[str, Any] = {
         "algorithm": algorithm,
         "redis_url": backends.redis_url,
@@ -394,6 +456,15 @@ def _write_cluster_file(path: Path, algorithm: str, backends: Backends, nodes: l
     }
     if admin is not None:  # flat names too, for shell scripts: jq -r .admin_token cluster.json
         document |= {f"admin_{key}": value for key, value in admin.items()}
+    if shared_env is not None:
+        # What `jobnode dev add-node` gives a new node; the secrets in it are why the file is 0600.
+        document["cluster_secret"] = shared_env.get("CLUSTER_SECRET")
+        document["node_environment"] = shared_env
+    write_cluster_document(path, document)
+
+
+def write_cluster_document(path: Path, document: dict[str, Any]) -> None:
+    """Replace cluster.json atomically, readable by its owner only."""
     # Readers poll for this file: they must never see half of it. It may hold
     # credentials, hence owner-only.
     temporary = path.with_name(f".{path.name}.tmp")
@@ -575,9 +646,12 @@ def _run_nodes(args: argparse.Namespace, plans: list[NodePlan], backends: Backen
             nodes.append(_start_node(plan, env))
         leader = _wait_until_ready(nodes, args.startup_timeout_s, stop, tls)
         admin = _admin_login(nodes[0].plan.url, credentials, tls) if credentials else None
-        _write_cluster_file(cluster_file, args.algorithm, backends, nodes, admin, ca_file)
+        shared = shared_environment(_node_environment(plans[0], plans, backends, args, cluster_secret, environ,
+                                                      credentials, certs))
+        _write_cluster_file(cluster_file, args.algorithm, backends, nodes, admin, ca_file, shared)
         _print_ready(args, nodes, leader, backends, cluster_file.parent, admin, ca_file)
         _watch(nodes, stop)
         return EXIT_OK
     finally:
+        _stop_added_nodes(cluster_file, {node.process.pid for node in nodes}, stop)
         _stop_nodes(nodes, stop)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .messages import Message
+from .messages import Message, RaftEntry
 
 MEMBER_STATES = ("alive", "suspect", "dead", "left")
 
@@ -49,27 +49,51 @@ class Member:
 
 @dataclass(frozen=True)
 class RaftPersistentState:
-    """Raft's `currentTerm` and `votedFor`: written durably before sending."""
+    """Raft's `currentTerm`, `votedFor` and log: written durably before sending.
+
+    The log holds only membership: configuration entries (the full member set) and the no-op
+    a new leader appends to learn what is committed.
+    """
 
     term: int = 0
     voted_for: str | None = None
+    log: tuple[RaftEntry, ...] = ()
 
     def __post_init__(self) -> None:
         if type(self.term) is not int or self.term < 0:
             raise ValueError(f"term must be a non-negative int, got {self.term!r}")
         if self.voted_for is not None and (type(self.voted_for) is not str or not self.voted_for):
             raise ValueError(f"voted_for must be a non-empty str or None, got {self.voted_for!r}")
+        if not isinstance(self.log, tuple):
+            raise ValueError(f"log must be a tuple of entries, got {type(self.log).__name__}")
+        previous_term = 0
+        for position, entry in enumerate(self.log, start=1):
+            if not isinstance(entry, RaftEntry) or entry.index != position:
+                raise ValueError(f"log[{position - 1}] must be the entry with index {position}, got {entry!r:.80}")
+            if type(entry.term) is not int or not previous_term <= entry.term <= self.term:
+                raise ValueError(f"log[{position - 1}].term={entry.term!r} must not decrease nor pass the term")
+            if type(entry.data) is not str:
+                raise ValueError(f"log[{position - 1}].data must be text")
+            previous_term = entry.term
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form the daemon writes to disk."""
-        return {"term": self.term, "voted_for": self.voted_for}
+        return {"term": self.term, "voted_for": self.voted_for,
+                "log": [{"term": e.term, "index": e.index, "data": e.data} for e in self.log]}
 
     @classmethod
     def from_dict(cls, data: Any) -> RaftPersistentState:
         """Read back `to_dict()`; raises ValueError naming the bad field."""
         if not isinstance(data, dict):
             raise ValueError(f"raft state must be an object, got {type(data).__name__}")
-        return cls(term=data.get("term", 0), voted_for=data.get("voted_for"))
+        raw_log = data.get("log", [])
+        if not isinstance(raw_log, list):
+            raise ValueError("log must be a list")
+        try:
+            log = tuple(RaftEntry(term=e["term"], index=e["index"], data=e["data"]) for e in raw_log)
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"log entries need term, index and data: {exc}") from None
+        return cls(term=data.get("term", 0), voted_for=data.get("voted_for"), log=log)
 
 
 @dataclass(frozen=True)
@@ -179,6 +203,37 @@ class Machine:
                 and msg.dst in (self.node_id, ""):
             self._handle(msg, self._now)
         return self._finish()
+
+    def remove_member(self, node_id: str, now: float) -> Output:
+        """An operator's word that `node_id` is gone for good: drop it from the membership.
+
+        Raft turns this into a configuration change through its leader (retried until the
+        change is in this node's log); gossip and bully stop counting the node at once and
+        tell the others.
+        """
+        self._begin(now)
+        if not self._stopped and node_id != self.node_id:
+            self._remove(node_id, self._now)
+        return self._finish()
+
+    def depart(self, now: float) -> Output:
+        """Start leaving the membership; call `leave` once `departed` is true (or time is up)."""
+        self._begin(now)
+        if not self._stopped:
+            self._depart(self._now)
+        return self._finish()
+
+    @property
+    def departed(self) -> bool:
+        """True once the others no longer count this node (raft: a committed configuration
+        without it). Gossip and bully have nothing to wait for: their `leave` tells everyone."""
+        return True
+
+    def _remove(self, node_id: str, now: float) -> None:
+        raise NotImplementedError
+
+    def _depart(self, now: float) -> None:
+        """Nothing to do before `leave` for algorithms whose leave message is the departure."""
 
     def leave(self, now: float) -> Output:
         """Shut down gracefully; afterwards every call returns an empty Output."""

@@ -143,6 +143,16 @@ class Bully(Machine):
             if not p.left:
                 self._send_to(node_id, p.address, BullyLeave)
 
+    def _remove(self, node_id: str, now: float) -> None:
+        # Counted out until it speaks again (any message from it undoes this); the leader's
+        # roster carries the `left` state to the others.
+        p = self._peers.get(node_id)
+        if p is not None and not p.left:
+            p.left = True
+            self._set_state(node_id, "left")
+            if self._leader == node_id:
+                self._start_election(now)
+
     def _handle(self, msg: Any, now: float) -> None:
         if not isinstance(msg, BullyMessage):
             return

@@ -113,16 +113,23 @@ class BullyConfig(_Common):
 
 @dataclass(frozen=True, kw_only=True)
 class RaftConfig(_Common):
-    """Raft settings; membership is exactly `peers` plus this node."""
+    """Raft settings. The first configuration is `peers` plus this node; with no peers but
+    `seeds`, the node starts outside any configuration and asks the seeds to add it (unless
+    `found`); with neither it founds a cluster of one. Configuration entries in the log override all three."""
 
     election_timeout_s: float = 0.3
     heartbeat_interval_s: float = 0.05
     pre_vote: bool = True
     check_quorum: bool = True
     max_term_jump: int = 10_000
+    seeds: tuple[str, ...] = ()
+    found: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_seeds(self)
+        if type(self.found) is not bool:
+            _fail("found", self.found, "must be true or false")
         _check_count("max_term_jump", self.max_term_jump, 1)
         if type(self.pre_vote) is not bool:
             _fail("pre_vote", self.pre_vote, "must be true or false")

@@ -183,6 +183,13 @@ class Gossip(Machine):
             if entry.state in _PROBED:
                 self._send_to(node_id, entry.address, GossipLeave, updates=farewell)
 
+    def _remove(self, node_id: str, now: float) -> None:
+        # A `left` entry at the member's own incarnation outranks every rumour of that
+        # incarnation and spreads like any change; a node that is in fact alive refutes it.
+        entry = self._view.get(node_id)
+        if entry is not None and entry.state != "left":
+            self._put(replace(entry, state="left"), entry, now)
+
     def _handle(self, msg: Any, now: float) -> None:
         if not isinstance(msg, GossipMessage):
             return

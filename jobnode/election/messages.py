@@ -101,7 +101,7 @@ class BullyLeave(BullyMessage):
 
 @dataclass(frozen=True)
 class RaftEntry:
-    """A log entry; the log is always empty for now, the shape is ready for it."""
+    """A log entry: `data` is a configuration (the full member set) or a no-op, as JSON text."""
 
     term: Count
     index: Count
@@ -160,6 +160,21 @@ class RaftTimeoutNow(RaftMessage):
     """Leadership transfer: tells the chosen successor to start an election at once."""
 
     KIND: ClassVar[str] = "raft.timeout_now"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaftChangeRequest(RaftMessage):
+    """Asks for one server to be added to or removed from the configuration.
+
+    A joining node sends it about itself to its seeds; a member that is not the leader passes
+    it on, in its own name, to the leader it knows. `action` is "add" or "remove". It never
+    moves anyone's term: a stranger's term says nothing about the cluster's.
+    """
+
+    KIND: ClassVar[str] = "raft.change_request"
+    action: str
+    target: NodeId
+    target_address: Address
 
 
 # --- gossip ------------------------------------------------------------------
@@ -228,6 +243,6 @@ class GossipLeave(GossipMessage):
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     BullyElection, BullyAnswer, BullyCoordinator, BullyAlive, BullyLeave,
-    RaftRequestVote, RaftVote, RaftAppendEntries, RaftAppendResult, RaftTimeoutNow,
+    RaftRequestVote, RaftVote, RaftAppendEntries, RaftAppendResult, RaftTimeoutNow, RaftChangeRequest,
     GossipPing, GossipAck, GossipPingReq, GossipSync, GossipLeave,
 )

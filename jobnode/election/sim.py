@@ -23,6 +23,14 @@ the seed and how to replay it.
   disk (its term, and the vote a vote request or grant depends on); no term
   exceeds MAX_TERM, and a forged message raises its receiver's term by at
   most max_term_jump.
+- raft membership: schedules also add servers (joining through one or two
+  seeds), remove them (the leader among them) and let them depart, some at the
+  moment a partition starts. Checked across configurations: still at most one
+  leader per term; a committed entry is never lost or changed on any node; a
+  new leader holds every committed entry; each configuration entry differs
+  from the previous one by at most one server. Convergence also demands that
+  the leader's configuration is committed and holds every node the schedule
+  still wants as a member (joiners whose seeds all left excepted).
 - bully and gossip: a node's epoch (and gossip incarnation) never decreases
   within one process lifetime.
 - Convergence (all algorithms): after healing, every live node names the same
@@ -38,7 +46,8 @@ t the tick interval (timers fire up to one tick late):
   higher term to reject a heartbeat and depose a stale leader, then up to R
   election rounds of at most 2T (randomized timeout) + 4d (pre-vote and vote
   round trips) + 2t each, and d + t for the winner's heartbeat to land:
-  B = T + h + 2d + R(2T + 4d + 2t) + d + t, with R = 6. Rounds fail only on
+  B = T + h + 2d + R(2T + 4d + 2t) + d + t, with R = 6, plus 2T + 6d + 3t for each
+  membership change the schedule made (a request, a learner's catch-up, a commit). Rounds fail only on
   split votes, whose chance per round is small, so six back to back is rare.
 - bully: a follower notices a dead or stale leader within T; an election
   costs at most A (answer timeout) + 2d, and a stale epoch is corrected by
@@ -78,7 +87,7 @@ from .base import RaftPersistentState, rank_key
 from .codec import decode, encode
 from .config import CONFIG_CLASSES
 from .messages import RaftAppendEntries, RaftAppendResult, RaftRequestVote, RaftTimeoutNow, RaftVote
-from .raft import MAX_TERM
+from .raft import MAX_TERM, configuration_of
 
 
 class SafetyViolation(AssertionError):
@@ -142,6 +151,12 @@ class Simulation:
         self._seq = 0
         self._blocked: set[tuple[str, str]] = set()
         self._rules = _RULES[algorithm](self)
+        self._timers = dict(timers or {})
+        self.initial_n = n
+        # Membership changes the schedule asked for: who should end up a member, who not.
+        self.wants_member: set[str] = set()
+        self.retired: set[str] = set()
+        self.departing: dict[str, int] = {}  # node -> the generation that is departing
         ids = [f"n{i}" for i in range(1, n + 1)]
         priorities = priorities or [0] * n
         addresses = {i: f"sim://{i}" for i in ids}
@@ -153,6 +168,7 @@ class Simulation:
             self.nodes[node_id] = node
             self._by_address[node.address] = node
         self.seed_nodes = ids[:2] if join_via_seed else []
+        self.wants_member.update(ids)
         if start:
             for node_id in ids:
                 self.restart(node_id)
@@ -238,9 +254,9 @@ class Simulation:
     def fail(self, kind: type[AssertionError], what: str) -> None:
         label = "SAFETY" if kind is SafetyViolation else "LIVENESS"
         recent = "\n".join(f"    {t:9.4f} {who:>6} {item}" for t, who, item in self.history[-40:])
-        replay = f"python -m jobnode.election.sim replay {self.algorithm} {self.seed} --n {len(self.nodes)}"
+        replay = f"python -m jobnode.election.sim replay {self.algorithm} {self.seed} --n {self.initial_n}"
         raise kind(f"{label} violated: {what}\n"
-                   f"  algorithm={self.algorithm} n={len(self.nodes)} seed={self.seed} t={self.now:.4f}s\n"
+                   f"  algorithm={self.algorithm} n={self.initial_n} seed={self.seed} t={self.now:.4f}s\n"
                    f"  replay (if from random_schedule): {replay}\n"
                    f"  faults: {self.faults}\n  recent history:\n{recent}")
 
@@ -301,6 +317,61 @@ class Simulation:
             self.note(f"leave {node_id}")
             self._apply(node, node.machine.leave(self.now))
             self._down(node, "left")
+
+    # --- membership ----------------------------------------------------------
+
+    def add_node(self, seeds: list[str]) -> str:
+        """Start a new node that knows only `seeds` (existing node ids) and asks them to admit it."""
+        node_id = f"n{len(self.nodes) + 1}"
+        address = f"sim://{node_id}"
+        fields: dict[str, Any] = {"node_id": node_id, "address": address, "peers": {},
+                                  "seeds": tuple(self.nodes[i].address for i in seeds), **self._timers}
+        node = _Node(node_id, address, 0, CONFIG_CLASSES[self.algorithm](**fields))
+        self.nodes[node_id] = node
+        self._by_address[address] = node
+        self.wants_member.add(node_id)
+        self.note(f"add {node_id} via {seeds}")
+        self.restart(node_id)
+        return node_id
+
+    def remove_member(self, requester: str, target: str) -> None:
+        """An operator at `requester` removes `target` (gone for good, or about to be)."""
+        node = self.nodes[requester]
+        if node.status == "up":
+            self.note(f"remove {target} at {requester}")
+            self.wants_member.discard(target)
+            self.retired.add(target)
+            self._apply(node, node.machine.remove_member(target, self.now))
+
+    def depart(self, node_id: str, patience_s: float) -> None:
+        """Leave the membership as the daemon does: depart, wait until departed (or out of
+        patience), then leave."""
+        node = self.nodes[node_id]
+        if node.status != "up":
+            return
+        self.note(f"depart {node_id}")
+        self.wants_member.discard(node_id)
+        self.retired.add(node_id)
+        self._apply(node, node.machine.depart(self.now))
+        self.departing[node_id] = node.generation
+        self._await_departure(node_id, node.generation, self.now + patience_s)
+
+    def end_departures(self) -> None:
+        """Let every node still waiting to depart leave now (its patience is over)."""
+        for node_id, generation in list(self.departing.items()):
+            if self.nodes[node_id].generation == generation:
+                self.leave(node_id)
+        self.departing.clear()
+
+    def _await_departure(self, node_id: str, generation: int, deadline: float) -> None:
+        node = self.nodes[node_id]
+        if node.status != "up" or node.generation != generation:
+            return
+        if node.machine.departed or self.now >= deadline:
+            self.departing.pop(node_id, None)
+            self.leave(node_id)
+            return
+        self.at(self.now + node.tick_s, functools.partial(self._await_departure, node_id, generation, deadline))
 
     def forge_absurd_term(self, victim: str, rng: random.Random) -> None:
         """Deliver to `victim` a raft message in another member's name with a term far too high."""
@@ -460,6 +531,8 @@ class _RaftRules(_Rules):
         super().__init__(sim)
         self.leader_of_term: dict[int, str] = {}
         self.vote_of: dict[tuple[str, int], str] = {}
+        self.committed: dict[int, int] = {}  # log index -> term of the entry committed there
+        self._seen: dict[str, tuple[int, int, int]] = {}  # node -> (log length, last term, commit)
 
     def after_step(self, node: _Node, sent: list[Any]) -> None:
         super().after_step(node, sent)
@@ -470,6 +543,10 @@ class _RaftRules(_Rules):
             first = self.leader_of_term.setdefault(m.term, node.node_id)
             if first != node.node_id:
                 sim.fail(SafetyViolation, f"two leaders in term {m.term}: {first} and {node.node_id}")
+        shape = (*m.last_log, m.commit_index, m.role == "leader")
+        if self._seen.get(node.node_id) != shape:
+            self._seen[node.node_id] = shape
+            self._check_log(node, m.log, m.commit_index, m.role == "leader")
         disk = node.disk or RaftPersistentState()
         for msg in sent:
             pre = getattr(msg, "pre_vote", False)
@@ -479,6 +556,54 @@ class _RaftRules(_Rules):
                 self._vote(node, msg.term, node.node_id, disk)
             elif isinstance(msg, RaftVote) and msg.granted and not pre:
                 self._vote(node, msg.term, msg.dst, disk)
+
+    def _check_log(self, node: _Node, log: tuple[Any, ...], commit: int, leading: bool) -> None:
+        """Committed entries are never lost or changed; configurations change one server at a time."""
+        sim = self.sim
+        if commit > len(log):
+            sim.fail(SafetyViolation, f"{node.node_id} commits index {commit} beyond its log of {len(log)}")
+        for index in range(1, commit + 1):
+            term = self.committed.setdefault(index, log[index - 1].term)
+            if term != log[index - 1].term:
+                sim.fail(SafetyViolation, f"{node.node_id} committed term {log[index - 1].term} at index {index} "
+                         f"where term {term} was committed before")
+        if leading:
+            for index, term in self.committed.items():
+                if index > len(log) or log[index - 1].term != term:
+                    sim.fail(SafetyViolation, f"leader {node.node_id} lacks committed entry {index} (term {term})")
+        previous = None
+        for entry in log:
+            members = configuration_of(entry)
+            if members is None:
+                continue
+            if previous is not None and len(previous.keys() ^ members.keys()) > 1:
+                sim.fail(SafetyViolation, f"{node.node_id}'s log changes more than one server at once: "
+                         f"{sorted(previous)} -> {sorted(members)} at index {entry.index}")
+            previous = members
+
+    def converged(self) -> bool:
+        """One leader of the highest term that every live voter follows, its configuration
+        committed, and every node the schedule still wants as a member in it."""
+        sim = self.sim
+        live = sim.live()
+        leaders = [i for i in live if sim.nodes[i].machine.role == "leader"]
+        if not leaders:
+            return False
+        leader = max(leaders, key=lambda i: sim.nodes[i].machine.term)
+        lm = sim.nodes[leader].machine
+        config = lm.configuration
+        if lm.commit_index < lm.configuration_index:
+            return False
+        for node_id in live:
+            m = sim.nodes[node_id].machine
+            if node_id in config and (m.leader != leader or m.term != lm.term):
+                return False
+        # A joiner can get in only through a seed that is a live member (or passes requests on
+        # to one); one whose seeds all left the cluster waits, as it would in production.
+        seeds_in = {sim.nodes[i].address for i in config if i in live}
+        wanted = {i for i in sim.wants_member & set(live)
+                  if not sim.nodes[i].machine.joining or seeds_in & set(sim.nodes[i].config.seeds)}
+        return wanted <= config.keys()
 
     def _vote(self, node: _Node, term: int, candidate: str, disk: RaftPersistentState) -> None:
         if disk.term != term or disk.voted_for != candidate:
@@ -492,7 +617,12 @@ class _RaftRules(_Rules):
         c = self.sim.config
         d, t = self.slack()
         T, h = c.election_timeout_s, c.heartbeat_interval_s
-        return T + h + 2 * d + self.R * (2 * T + 4 * d + 2 * t) + d + t
+        elect = T + h + 2 * d + self.R * (2 * T + 4 * d + 2 * t) + d + t
+        # Each outstanding change waits for a request (sent every T), a learner's catch-up and
+        # a commit: about T + 6d + 3t, one change after the other. Changes asked of a node that
+        # then crashed are lost with it, so this counts every node the schedule touched.
+        changes = len(self.sim.nodes) - self.sim.initial_n + len(self.sim.retired)
+        return elect + changes * (2 * T + 6 * d + 3 * t)
 
 
 class _BullyRules(_Rules):
@@ -570,8 +700,13 @@ def random_schedule(algorithm: str, seed: int, n: int | None = None, *, fault_wi
         for _ in range(forger.choice((0, 0, 1, 3))):
             victim = forger.choice(list(sim.nodes))
             sim.at(forger.uniform(0, fault_end), functools.partial(sim.forge_absurd_term, victim, forger))
+        changer = random.Random(f"members:{seed}")
+        for _ in range(changer.choice((0, 0, 1, 2, 3))):
+            sim.at(changer.uniform(0, fault_end), functools.partial(_random_membership_change, sim, changer))
     sim.run_until(fault_end)
     _heal_all(sim, base_delay)
+    if algorithm == "raft":
+        _keep_majorities(sim, sim.now + sim.bound_s())
     convergence = sim.wait_for_convergence()
     result = ScheduleResult(algorithm, seed, n, convergence, sim.bound_s(), sim.faults)
     if verbose:
@@ -614,6 +749,32 @@ def _random_fault(sim: Simulation) -> None:
         sim.set_network(delay_s=(0.0005, slow), loss=rng.choice((0.0, 0.1, 0.3, 0.6)))
 
 
+def _random_membership_change(sim: Simulation, rng: random.Random) -> None:
+    """Add a server, remove one (the leader among them) or let one depart, sometimes cutting
+    the network at the same moment."""
+    up = sim.live()
+    if not up:
+        return
+    kind = rng.choice(("add", "add", "remove", "remove_leader", "depart"))
+    if rng.random() < 0.3 and len(sim.nodes) > 1:
+        ids = list(sim.nodes)
+        sim.partition(*[ids[:len(ids) // 2], ids[len(ids) // 2:]][::rng.choice((1, -1))])
+    if kind == "add" and len(sim.nodes) < 9:
+        sim.add_node(rng.sample(up, min(len(up), rng.choice((1, 2)))))
+    elif kind == "remove":
+        requester = rng.choice(up)
+        members = sorted(sim.machine(requester).configuration)
+        if len(members) > 1:
+            sim.remove_member(requester, rng.choice(members))
+    elif kind == "remove_leader":
+        leaders = [i for i in up if sim.machine(i).role == "leader"]
+        if leaders and len(sim.machine(leaders[0]).configuration) > 1:
+            sim.note(f"the leader {leaders[0]} departs")
+            sim.depart(leaders[0], patience_s=6 * sim.config.election_timeout_s)
+    elif kind == "depart" and len(up) > 1:
+        sim.depart(rng.choice(up), patience_s=6 * sim.config.election_timeout_s)
+
+
 def _strike_leader(sim: Simulation) -> None:
     leaders = [i for i in sim.live() if sim.machine(i).role == "leader"]
     if leaders:
@@ -624,6 +785,7 @@ def _strike_leader(sim: Simulation) -> None:
 
 def _heal_all(sim: Simulation, base_delay: tuple[float, float]) -> None:
     """End every fault; restart enough nodes for the algorithm to be able to elect."""
+    sim.end_departures()
     sim.heal()
     sim.set_network(delay_s=base_delay, loss=0.0)
     for node_id, node in sim.nodes.items():
@@ -635,8 +797,36 @@ def _heal_all(sim: Simulation, base_delay: tuple[float, float]) -> None:
     down = [i for i in ids if sim.nodes[i].status in ("crashed", "left", "down")]
     sim.rng.shuffle(down)
     for node_id in down:
-        if len(sim.live()) < needed or node_id in sim.seed_nodes[:1] or sim.rng.random() < 0.5:
+        touched = node_id in sim.retired or int(node_id[1:]) > sim.initial_n
+        if len(sim.live()) < needed or node_id in sim.seed_nodes[:1] or sim.rng.random() < 0.5 \
+                or (sim.algorithm == "raft" and (touched or not _majorities_live(sim))):
+            # A removed node comes back too: its removal may not have committed, and then the
+            # configuration still counts on it (a committed removal leaves it a bystander).
             sim.restart(node_id)
+
+
+def _keep_majorities(sim: Simulation, until: float) -> None:
+    """After healing, restart a down node whenever some configuration lacks a live majority.
+
+    A removal queued before the heal can commit after it (leaving a configuration that needs
+    a node the heal chose to leave down); an operator would bring that node back, so does this.
+    """
+    if not _majorities_live(sim):
+        down = sorted(i for i, n in sim.nodes.items() if n.status in ("crashed", "left", "down"))
+        if down:
+            sim.restart(sim.rng.choice(down))
+    if sim.now < until:
+        sim.at(sim.now + sim.config.election_timeout_s / 2, functools.partial(_keep_majorities, sim, until))
+
+
+def _majorities_live(sim: Simulation) -> bool:
+    """Whether every configuration some raft node goes by has a live majority."""
+    live = set(sim.live())
+    for node in sim.nodes.values():
+        config = node.machine.configuration if node.machine is not None else {}
+        if config and len(live & config.keys()) < len(config) // 2 + 1:
+            return False
+    return True
 
 
 # --- batches and reports -------------------------------------------------------

@@ -17,19 +17,24 @@ from typing import Any
 import orjson
 
 from jobnode import election
-from jobnode.auth.peer_signatures import Verifier
+import structlog
+
+from jobnode.auth.peer_signatures import PeerRefused, Verifier
 from jobnode.cluster.elector import Elector
 from jobnode.cluster.leadership import Leadership
 from jobnode.cluster.peers import ELECTION_PATH
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import DOWN_AFTER_S
-from jobnode.core.errors import NotFound, Unauthorized, ValidationError
+from jobnode.core.errors import Conflict, NotFound, Unauthorized, ValidationError
 from jobnode.core.job import isoformat, utcnow
 from jobnode.core.settings import Settings
 from jobnode.storage.mongo.cluster import ClusterStore
 
+log = structlog.get_logger(__name__)
+
 # Where peers post election messages (the transport sends there); the API serves it.
 PEER_MESSAGE_PATH = ELECTION_PATH
+REFUSAL_LOG_EVERY_S = 60.0  # a sender that keeps failing the signature check is logged this often
 
 
 class ClusterService:
@@ -44,6 +49,9 @@ class ClusterService:
         self.verifier = verifier
         # Peer signatures carry the sender's wall-clock time; freshness is judged against ours.
         self._wall_clock_s = wall_clock_s
+        self._refusals_logged: dict[tuple[str, str], float] = {}
+        # Set once this node has left the membership on request; the server then stops.
+        self.stop_requested = asyncio.Event()
 
     async def leader(self) -> dict[str, Any]:
         settings, view = self.settings, self.elector.view
@@ -131,6 +139,8 @@ class ClusterService:
             "election_algorithm": self.settings.election_algorithm,
             "quorum": self.quorum(),
             "nodes": rows,
+            "members": self.members(),
+            "membership": self.membership(),
         }
 
     def quorum(self) -> dict[str, Any]:
@@ -150,6 +160,60 @@ class ClusterService:
                               f"{1 + body['peers_reached']}: jobs are accepted but wait until a majority returns")
         return body
 
+    def members(self) -> list[dict[str, Any]]:
+        """The members as this node's election counts them (raft: its latest configuration)."""
+        view, node_id = self.elector.view, self.settings.node_id
+        machine = self.elector.machine
+        voters = set(machine.configuration) if isinstance(machine, election.Raft) else None
+        rows = []
+        for member in sorted(view.members.values(), key=lambda m: m.node_id):
+            if voters is not None and member.node_id not in voters:
+                continue  # a raft node outside its own configuration lists itself only in `membership`
+            row = {**_member(member), "is_leader": member.node_id == view.leader, "self": member.node_id == node_id}
+            rows.append(row)
+        return rows
+
+    def membership(self) -> dict[str, Any]:
+        """How this node's membership stands: joined or not, and raft's configuration state."""
+        machine = self.elector.machine
+        body: dict[str, Any] = {"node_id": self.settings.node_id, "static_peers": sorted(self.settings.peers),
+                                "seeds": len(self.settings.seeds),
+                                "joined": self.elector.joined}
+        if isinstance(machine, election.Raft):
+            body.update(configuration_index=machine.configuration_index,
+                        committed=machine.commit_index >= machine.configuration_index,
+                        learners=list(machine.learners))
+        return body
+
+    async def leave(self) -> dict[str, Any]:
+        """Leave the membership (bounded by LEAVE_TIMEOUT), then have the node stop serving."""
+        if self.stop_requested.is_set():
+            raise Conflict(f"node {self.settings.node_id!r} is already leaving")
+        departed = await self.elector.depart(self.settings.leave_timeout_s)
+        log.info("cluster.leave_requested", node_id=self.settings.node_id, confirmed=departed)
+        self.stop_requested.set()
+        return {"node_id": self.settings.node_id, "left": True, "confirmed": departed,
+                "leave_timeout_s": self.settings.leave_timeout_s}
+
+    async def leave_for_shutdown(self) -> None:
+        """On SIGTERM, a node that joined through SEEDS leaves the membership while it can still
+        hear the others (the HTTP server is still up: raft's commit must reach it)."""
+        if self.settings.seeds and not self.stop_requested.is_set():
+            await self.elector.depart(self.settings.leave_timeout_s)
+
+    async def remove_member(self, node_id: str) -> tuple[bool, dict[str, Any]]:
+        """Remove a node gone for good; (confirmed, body). Raft: a configuration change that must
+        commit within LEAVE_TIMEOUT to be confirmed (it goes on in the background otherwise)."""
+        if node_id == self.settings.node_id:
+            raise Conflict(f"node_id {node_id!r} is this node; to take it out, POST /api/v1/cluster/leave to it")
+        if not self.elector.counts(node_id):
+            members = sorted(m.node_id for m in self.elector.view.members.values() if m.state != "left")
+            raise NotFound(f"node_id {node_id[:64]!r} is not a member of the cluster; members: {', '.join(members)}",
+                           details={"members": members})
+        confirmed = await self.elector.remove_member(node_id, self.settings.leave_timeout_s)
+        log.info("cluster.member_removed" if confirmed else "cluster.member_removal_pending", node=node_id)
+        return confirmed, {"node_id": node_id, "removed": confirmed, "members": self.members()}
+
     async def receive_peer_message(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *,
                                    certificate_ids: frozenset[str] | None = None) -> None:
         """Hand a peer's election message to the elector once its sender checks out.
@@ -159,7 +223,11 @@ class ClusterService:
         name it too. Raises Unauthorized (and counts it) for an unsigned, forged, stale, replayed
         or misattributed request, ValidationError for a signed body that is no election message.
         """
-        sender = self.verifier.check(method, path, headers, body, self._wall_clock_s())
+        try:
+            sender = self.verifier.check(method, path, headers, body, self._wall_clock_s())
+        except PeerRefused as exc:
+            self._log_refusal(str(headers.get("X-Jobnode-Node", ""))[:64], exc.reason)
+            raise
         if certificate_ids is not None and sender not in certificate_ids:
             self.verifier.count_refusal("certificate_mismatch")
             raise Unauthorized(f"the peer's certificate does not name node {sender!r}")
@@ -171,6 +239,16 @@ class ClusterService:
             self.verifier.count_refusal("sender_mismatch")
             raise Unauthorized(f"the message claims to come from {message.src!r} but is signed by {sender!r}")
         await self.elector.deliver(message)
+
+
+    def _log_refusal(self, claimed: str, reason: str) -> None:
+        # A node with another CLUSTER_SECRET knocks every election timeout: log it, but not each time.
+        now = asyncio.get_running_loop().time()
+        key = (claimed, reason)
+        if now - self._refusals_logged.get(key, float("-inf")) >= REFUSAL_LOG_EVERY_S:
+            self._refusals_logged[key] = now
+            log.warning("peer.refused_incoming", claimed_node=claimed, reason=reason,
+                        hint="bad_signature: the sender's CLUSTER_SECRET differs from ours")
 
 
 def _quorum(contact: PeerContact) -> dict[str, Any]:

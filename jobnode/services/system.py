@@ -26,6 +26,9 @@ PROBE_ERROR_MAX_CHARS = 300
 
 # A dependency check: one round trip that raises when the dependency cannot serve.
 Probe = Callable[[], Awaitable[object]]
+# A check answered from the node's own state: {"ok": bool, ...} with whatever explains it.
+# A failing report makes the node not ready (e.g. no seed has let it join yet).
+Report = Callable[[], dict[str, Any]]
 # A check that informs without deciding readiness: the node still serves requests when it fails
 # (a raft node without a majority accepts jobs that wait for one), so it makes the status
 # "degraded", not "unavailable". Returns the check's body, with "ok".
@@ -46,6 +49,7 @@ class SystemService:
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
                  throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
+                 reports: Mapping[str, Report] | None = None,
                  advisories: Mapping[str, Advisory] | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -53,6 +57,7 @@ class SystemService:
         self.leadership = leadership
         self.pool = pool
         self.probes = probes  # by the name the health report gives each check
+        self.reports = reports or {}  # checks this node answers from what it knows (no round trip)
         self.rate_limiter = rate_limiter
         self.throughput = throughput or Throughput()
         # Who this node's elector names as leader: /health reports it, so readiness checks
@@ -65,6 +70,8 @@ class SystemService:
         names = list(self.probes)
         results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
+        for name, report in self.reports.items():
+            checks[name] = report()
         ok = all(check["ok"] for check in checks.values())
         advised = {name: {**advisory(), "required": False} for name, advisory in self.advisories.items()}
         checks.update(advised)

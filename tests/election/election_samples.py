@@ -17,6 +17,7 @@ from jobnode.election.messages import (
                                GossipSync,
                                RaftAppendEntries,
                                RaftAppendResult,
+                               RaftChangeRequest,
                                RaftEntry,
                                RaftRequestVote,
                                RaftTimeoutNow,
@@ -46,4 +47,6 @@ SAMPLES = [
     GossipPingReq(**ENVELOPE, **GOSSIP, seq=2, target="node-3", target_address="https://10.0.0.3:8080"),
     GossipSync(**ENVELOPE, **GOSSIP, reply_wanted=False),
     GossipLeave(**ENVELOPE, **GOSSIP),
+    RaftChangeRequest(**{**ENVELOPE, "dst": ""}, term=0, action="add", target="node-1",
+                      target_address="https://10.0.0.1:8080"),
 ]

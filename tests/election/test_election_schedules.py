@@ -4,7 +4,9 @@ The default run covers 1,000 schedules per algorithm with fixed seeds, so a
 failure is reproducible with `python -m jobnode.election.sim replay ALGORITHM SEED`
 (the failure message prints it). The `slow` run covers ELECTION_SCHEDULES
 (default 10,000, which CI runs; set 100000 for a long soak) per algorithm
-on other seeds, using every core.
+on other seeds, using every core. Raft's schedules also change the membership (servers added
+through seeds, removed, the leader among them, some as a partition starts); the checks then
+hold across configurations.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import pytest
 
 from jobnode import election
-from jobnode.election.sim import check_many, check_schedules, failover_times, summarize
+from jobnode.election.sim import check_many, check_schedules, failover_times, random_schedule, summarize
 
 CI_SCHEDULES = 1000
 CI_BATCH = 250
@@ -49,3 +51,12 @@ def test_failover_after_killing_the_leader(algorithm: str) -> None:
     times = failover_times(algorithm, 5, runs=20)
     assert len(times) == 20
     print(f"\n{algorithm} failover, 5 nodes: {summarize(times)}")
+
+
+def test_membership_schedules_cover_every_kind_of_change() -> None:
+    """The random schedules add, remove and depart (the leader too), some during partitions."""
+    kinds: set[str] = set()
+    for seed in range(60):
+        faults = " ".join(random_schedule("raft", seed).faults)
+        kinds |= {k for k in ("add n", "remove n", "depart n", "the leader", "partition") if k in faults}
+    assert kinds == {"add n", "remove n", "depart n", "the leader", "partition"}
