@@ -25,6 +25,7 @@ from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.core import store_errors
 from jobnode.core.background import cancel_all, supervise
+from jobnode.core.flow_limits import parse_flow_limits
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.events.hub import EventHub
@@ -40,12 +41,14 @@ from jobnode.services.cluster import ClusterService
 from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
+from jobnode.services.limits import LimitService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
 from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.event_stream import EventStream
+from jobnode.storage.redis.flow_limits import FlowLimitStore
 from jobnode.storage.redis.job_logs import JobLogs
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
@@ -80,6 +83,7 @@ class NodeServices:
     rate_limiter: RateLimiter | None
     events: EventService
     reports: JobReports
+    limits: LimitService
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
@@ -125,6 +129,7 @@ class NodeServices:
         stream_tokens = StreamTokens(settings.jwt_secret) if settings.auth_enabled and settings.jwt_secret else None
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
+        limits = LimitService(FlowLimitStore(redis, settings.redis_key_prefix), parse_flow_limits(settings.flow_limits))
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
@@ -136,8 +141,8 @@ class NodeServices:
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 leader_of=lambda: elector.view.leader),
-            rate_limiter=rate_limiter, events=events, reports=reports,
+                                 leader_of=lambda: elector.view.leader, limits=limits),
+            rate_limiter=rate_limiter, events=events, reports=reports, limits=limits,
         )
 
     async def start(self) -> None:
@@ -146,6 +151,7 @@ class NodeServices:
             self._unsubscribe.append(store_errors.subscribe(self.metrics.store_error))
         await self.store.ensure_indexes()
         await self.cluster_store.ensure_indexes()
+        await self.limits.apply_configured()
         await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
         self.jobs.start()
         await self.transport.start()

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from jobnode.services.cluster import ClusterService
     from jobnode.services.events import EventService
     from jobnode.services.jobs import JobService
+    from jobnode.services.limits import LimitService
     from jobnode.services.rate_limiter import RateLimiter
     from jobnode.services.system import SystemService
 
@@ -32,6 +33,7 @@ AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")
 STREAM_TOKENS = web.AppKey("stream_tokens", "StreamTokens")
 EVENT_SERVICE = web.AppKey("event_service", "EventService")
 RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+LIMIT_SERVICE = web.AppKey("limit_service", "LimitService")
 
 # Per request, set by jobnode.api.request_ids.
 REQUEST_ID = web.RequestKey("request_id", str)

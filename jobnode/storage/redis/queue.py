@@ -86,6 +86,7 @@ class ProgressReport:
 class DispatchResult:
     assigned: int
     free_workers: int
+    rate_wait_ms: int = 0  # until a rate limit lets a waiting job go (0: no job waits on one)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,8 @@ class JobQueue:
     ) -> DispatchResult:
         seed = random.randrange(1, 2**31 - 1)
         args = [self.prefix, node_id, token, max_jobs, strategy, lease_ms, share_every, seed]
-        assigned, free = await self.scripts.dispatch(args=args)
-        return DispatchResult(int(assigned), int(free))
+        assigned, free, wait_ms = await self.scripts.dispatch(args=args)
+        return DispatchResult(int(assigned), int(free), int(wait_ms))
 
     @redis_boundary
     async def reap(self, node_id: str, token: int, *, worker_ttl_ms: int, max_jobs: int = 1000) -> ReapResult:
