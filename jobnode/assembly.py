@@ -93,7 +93,8 @@ class NodeServices:
               registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
               peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
-        store = JobStore(db)
+        store = JobStore(db, retention_s=settings.job_retention_s,
+                         retention_by_type_s=settings.job_retention_by_type_s)
         queue = JobQueue(redis, settings.redis_key_prefix, events_max_entries=settings.events_max_entries)
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s)
         leadership = Leadership(lease)

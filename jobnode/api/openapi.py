@@ -129,6 +129,8 @@ SCHEMAS: dict[str, Any] = {
             "errors": {"type": "array", "items": {"type": "object"}, "description": "one entry per failed attempt"},
             "submitted_by": _nullable("string"),
             "request_id": _nullable("string", description="X-Request-Id of the request that submitted the job"),
+            "schedule": _nullable("string", description="the schedule that fired the job (null: submitted)"),
+            "scheduled_for": {**NULLABLE_TIME, "description": "the schedule's fire time the job stands for"},
             "progress": {
                 "type": ["object", "null"],
                 "description": "the last progress the processor reported (null: none)",

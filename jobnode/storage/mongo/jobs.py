@@ -10,12 +10,14 @@ large share of insert throughput), so `jobs` has only those a query needs:
                    it): the database itself refuses a second job with the same key.
   submitter_created {submitted_by, created_at desc}, partial (only jobs with a submitter,
                    so with auth off inserts skip it): a user's own jobs, newest first.
+  expire_at        TTL, partial (only finished jobs carry a date there): MongoDB removes a
+                   finished job once its retention (jobnode.core.retention) has passed.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
+from jobnode.core.retention import DEFAULT_RETENTION_S, expire_at
 from jobnode.storage.mongo.boundary import UNREACHABLE, mongo_boundary, unavailable
 
 DUPLICATE_KEY = 11000
@@ -51,6 +54,12 @@ JOB_INDEXES = [
         name="idempotency_key",
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel(
+        [("expire_at", ASCENDING)],
+        name="expire_at",
+        expireAfterSeconds=0,
+        partialFilterExpression={"expire_at": {"$type": "date"}},
     ),
     IndexModel(
         [("submitted_by", ASCENDING), ("created_at", DESCENDING)],
@@ -84,9 +93,14 @@ class WriteConflicts(Exception):
 class JobStore:
     """Reads and writes job records; every write that changes state is guarded by rev."""
 
-    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None) -> None:
-        """`transactions`: None uses them for batches if the server has them, False never."""
+    def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None,
+                 retention_s: Mapping[str, float] | None = None,
+                 retention_by_type_s: Mapping[str, float] | None = None) -> None:
+        """`transactions`: None uses them for batches if the server has them, False never.
+        `retention_s` and `retention_by_type_s`: how long finished jobs are kept (jobnode.core.retention)."""
         self.db = db
+        self.retention_s = dict(DEFAULT_RETENTION_S if retention_s is None else retention_s)
+        self.retention_by_type_s = dict(retention_by_type_s or {})
         self.jobs = db.get_collection("jobs", write_concern=JOURNALED)
         self.barrier = db.get_collection(BARRIER_COLLECTION, write_concern=JOURNALED)
         self.transactions = transactions  # None until the first batch found out
@@ -202,7 +216,7 @@ class JobStore:
         (see `kill_sessions`)."""
         if not snapshots:
             return 0
-        ops = [_guarded_update(s) for s in snapshots]
+        ops = [_guarded_update(s, self._expire_at(s)) for s in snapshots]
         if self.transactions is not False:
             try:
                 modified = await self._apply_in_transaction(ops, session)
@@ -239,6 +253,16 @@ class JobStore:
                         f"{len(ops)} changes met another session's transaction {attempt} times "
                         f"({exc.code}: {exc.__class__.__name__})") from exc
         raise AssertionError("unreachable")
+
+    def _expire_at(self, snapshot: Snapshot) -> datetime | None:
+        """When a job in this state may go: its finish time plus its retention; None while it is
+        not finished (an admin retry takes a finished job's date away again) or kept forever."""
+        fields = snapshot.fields
+        finished_at = fields.get("finished_at")
+        if not snapshot.is_terminal or not isinstance(finished_at, datetime):
+            return None
+        return expire_at(finished_at, fields["status"], fields.get("type") or "", self.retention_s,
+                         self.retention_by_type_s)
 
     async def _journal_barrier(self) -> None:
         """Make the transactions committed so far survive a crash of the server.
@@ -298,14 +322,14 @@ class JobStore:
             yield ids
 
 
-def _guarded_update(snapshot: Snapshot) -> UpdateOne:
+def _guarded_update(snapshot: Snapshot, expires: datetime | None = None) -> UpdateOne:
     """Apply the snapshot's fields only if the stored rev is older (an update pipeline).
 
     The rev test sits in the update, not in the filter: the filter names `_id` alone, which
     SecantusDB serves as a point lookup, where `{_id, rev: {$lt}}` goes through its index
     planner first and makes every update markedly slower. `$literal` keeps a result's own
     `$` keys from being read as operators."""
-    fields = {**snapshot.fields, "rev": snapshot.rev}
+    fields = {**snapshot.fields, "rev": snapshot.rev, "expire_at": expires}
     newer = {"$lt": ["$rev", snapshot.rev]}
     merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}
     return UpdateOne({"_id": snapshot.id}, [{"$replaceWith": {"$cond": [newer, merged, "$$ROOT"]}}])
