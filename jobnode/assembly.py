@@ -42,10 +42,12 @@ from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
 from jobnode.services.limits import LimitService
+from jobnode.services.schedules import ScheduleService, Scheduler
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
+from jobnode.storage.mongo.schedules import ScheduleStore
 from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.event_stream import EventStream
 from jobnode.storage.redis.flow_limits import FlowLimitStore
@@ -84,6 +86,8 @@ class NodeServices:
     events: EventService
     reports: JobReports
     limits: LimitService
+    schedules: ScheduleService
+    scheduler: Scheduler
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
@@ -131,6 +135,7 @@ class NodeServices:
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
         limits = LimitService(FlowLimitStore(redis, settings.redis_key_prefix), parse_flow_limits(settings.flow_limits))
+        schedules = ScheduleService(ScheduleStore(db), jobs, settings.job_defaults)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
@@ -144,6 +149,7 @@ class NodeServices:
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
                                  leader_of=lambda: elector.view.leader, limits=limits),
             rate_limiter=rate_limiter, events=events, reports=reports, limits=limits,
+            schedules=schedules, scheduler=Scheduler(schedules, leadership),
         )
 
     async def start(self) -> None:
@@ -160,6 +166,7 @@ class NodeServices:
             supervise("leadership", self.leadership.run),
             supervise("outbox", self.outbox.run),
             supervise("dispatcher", self.dispatcher.run),
+            supervise("scheduler", self.scheduler.run),
             supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
             supervise("events", self.events.hub.run),
             supervise("job_reports", self.reports.run),
