@@ -134,7 +134,7 @@ class NodeServices:
         stream_tokens = StreamTokens(settings.jwt_secret) if settings.auth_enabled and settings.jwt_secret else None
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
-        limits = LimitService(FlowLimitStore(redis, settings.redis_key_prefix), parse_flow_limits(settings.flow_limits))
+        limits = LimitService(FlowLimitStore(redis, settings.redis_key_prefix), parse_flow_limits(settings.flow_limits or ""))
         schedules = ScheduleService(ScheduleStore(db), jobs, settings.job_defaults)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         return cls(

@@ -105,6 +105,7 @@ SCHEMAS: dict[str, Any] = {
             "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
             "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue", "progress",
+            "schedule", "scheduled_for",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},

@@ -12,6 +12,7 @@ runs; the counts of them are kept apart, see jobnode.storage.mongo.counts), fail
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -37,7 +38,12 @@ def parse_pairs(text: str, parse_duration_s: object, *, keys: tuple[str, ...] | 
             raise ValueError(f"{name!r} is not one of {', '.join(keys)}")
         if name in found:
             raise ValueError(f"{name!r} is given twice")
-        seconds = parse_duration_s(value.strip())  # type: ignore[operator]
+        value = value.strip()
+        # Days too (`7d`): retention is counted in them; anything else is a duration as elsewhere.
+        if re.fullmatch(r"\d{1,6}(\.\d+)?d", value):
+            seconds = float(value[:-1]) * DAY_S
+        else:
+            seconds = parse_duration_s(value)  # type: ignore[operator]
         if not 0 <= seconds <= MAX_RETENTION_S:
             raise ValueError(f"the retention of {name!r} must be from 0 (keep forever) to 100 years")
         found[name] = float(seconds)

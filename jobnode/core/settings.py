@@ -110,8 +110,8 @@ def _short_repr(value: str, limit: int = 120) -> str:
 # --- public parsers: text in, value out, ValueError (with a reason when one helps) for bad text ---
 
 _NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
-_DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)")
-_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(rf"({_NUMBER})(ms|s|m|h)")
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIZE = re.compile(rf"({_NUMBER})(b|kb|kib|mb|mib|gb|gib)?")
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 _BOOLS = {
@@ -124,7 +124,7 @@ NODE_ID_URI_PREFIX = "urn:jobnode:node:"
 
 
 def parse_duration_s(text: str) -> float:
-    """Read `500ms`, `10s`, `1.5s`, `1m`, `1h`, `7d`, `1m30s` or a plain number of seconds."""
+    """Read `500ms`, `10s`, `1.5s`, `1m`, `1h`, `1m30s` or a plain number of seconds."""
     compact = "".join(text.split()).lower()
     if re.fullmatch(_NUMBER, compact):
         seconds = float(compact)
@@ -478,7 +478,7 @@ class Settings:
     rate_limit_per_min: int = 0
     rate_limit_burst: int = 0
     # flow limits as FLOW_LIMITS text (normalised; jobnode.core.flow_limits reads it)
-    flow_limits: str = ""
+    flow_limits: str | None = None
     # seconds MongoDB keeps a finished job, per final status and per type (0 = forever)
     job_retention_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RETENTION_S))
     job_retention_by_type_s: dict[str, float] = field(default_factory=dict)
@@ -572,7 +572,7 @@ class Settings:
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, dict):
-                value = {key: mask_url_password(url) for key, url in value.items()}
+                value = {key: mask_url_password(url) if isinstance(url, str) else url for key, url in value.items()}
             elif isinstance(value, tuple):
                 value = list(value)
             shown[f.name] = value
