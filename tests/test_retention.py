@@ -64,9 +64,3 @@ async def test_a_finished_job_expires_through_its_ttl_index_and_redis_forgets_it
     # SecantusDB's own sweep, run on demand: the code its TTL monitor runs, without its minute's wait.
     await finished_job_expires(start_node, mongo_db, redis_client, key_prefix, sweep=True, timeout_s=10)
 
-
-@pytest.mark.slow
-async def test_secantusdbs_ttl_monitor_removes_an_expired_job_by_itself(start_node, mongo_db, redis_client, key_prefix):
-    # Its monitor runs once a minute, like mongod's; SecantusDB 0.7's server reads no setting for
-    # that interval (its config file's storage.ttl_sweep_seconds never reaches the monitor).
-    await finished_job_expires(start_node, mongo_db, redis_client, key_prefix, sweep=False, timeout_s=75)
