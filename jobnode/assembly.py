@@ -253,4 +253,5 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
         job_lease_ms=int(settings.job_lease_ttl_s * 1000),
         worker_ttl_ms=int(settings.worker_ttl_s * 1000),
         low_priority_share=settings.low_priority_share,
+        dead_letter_retention_s=settings.job_retention_s.get("failed", 0.0),
     )

@@ -9,6 +9,7 @@ freed worker is acted on at once, and a quiet cluster costs a few calls per seco
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -32,6 +33,8 @@ class DispatchSettings:
     low_priority_share: float
     reap_interval_s: float = 0.5
     batch: int = 256
+    # Failed jobs stay in the dead-letter set as long as their records are kept (0: forever).
+    dead_letter_retention_s: float = 0.0
 
     @property
     def share_every(self) -> int:
@@ -89,6 +92,8 @@ class Dispatcher:
 
     async def reap(self, token: int) -> None:
         result = await self.queue.reap(self.leadership.lease.node_id, token, worker_ttl_ms=self.settings.worker_ttl_ms)
+        if self.settings.dead_letter_retention_s > 0:
+            await self.queue.trim_dead_letters(int((time.time() - self.settings.dead_letter_retention_s) * 1000))
         self.reaped_jobs += result.requeued
         self.reaped_workers += len(result.dead_workers)
         if result.dead_workers or result.requeued:

@@ -19,5 +19,6 @@ if (f[1] == 'assigned' or f[1] == 'running') and f[2] then
   wake()
 end
 transition(id, 'cancelled', now, 'finished_ms', now)
+redis.call('INCR', k('count', 'cancelled'))  -- the stats' total, kept as it changes (never counted)
 publish_job('job.cancelled', id, 'previous', f[1])
 return {f[1], 1}

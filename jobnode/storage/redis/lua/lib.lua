@@ -223,6 +223,7 @@ local function requeue(id, reason, now, refund)
       else
         transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
         redis.call('ZADD', k('dead'), now, id)
+        redis.call('INCR', k('count', 'failed'))
         publish_failure(id, f[3], reason, nil)
       end
     end
