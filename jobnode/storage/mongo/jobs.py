@@ -2,8 +2,10 @@
 
 Indexes are paid on every insert (on the embedded SecantusDB each secondary index costs a
 large share of insert throughput), so `jobs` has only those a query needs:
-  status_created   {status, created_at desc}: list by status newest first, stats counts,
-                   and the reconciler's scan of unfinished jobs.
+  status_created_id {status, created_at desc, _id desc}: list by status newest first (the
+                   whole sort, ties by id, comes from the index: no sort of every job in that
+                   status), the counts of unfinished statuses, and the reconciler's scan.
+                   It replaces status_created ({status, created_at desc}), dropped at start.
   type_created     {type, created_at desc}: list by type newest first.
   created          {created_at desc}: list everything newest first (the default view).
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
@@ -46,7 +48,7 @@ BARRIER_COLLECTION = "journal_barrier"
 BARRIER_ID = "transactions"
 
 JOB_INDEXES = [
-    IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
+    IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="status_created_id"),
     IndexModel([("type", ASCENDING), ("created_at", DESCENDING)], name="type_created"),
     IndexModel([("created_at", DESCENDING)], name="created"),
     IndexModel(
@@ -108,6 +110,8 @@ class JobStore:
     @mongo_boundary
     async def ensure_indexes(self) -> None:
         await self.jobs.create_indexes(JOB_INDEXES)
+        if "status_created" in await self.jobs.index_information():
+            await self.jobs.drop_index("status_created")
 
     @mongo_boundary
     async def insert_many(self, jobs: Sequence[Job]) -> list[Exception | None]:
@@ -287,15 +291,8 @@ class JobStore:
 
     @mongo_boundary
     async def count_statuses(self, statuses: Sequence[str]) -> dict[str, int]:
-        """Jobs in each of these statuses: an index range count each (status_created)."""
+        """Jobs in each of these statuses: an index range count each (status_created_id)."""
         return {status: await self.jobs.count_documents({"status": status}) for status in statuses}
-
-    @mongo_boundary
-    async def count_by_status(self) -> dict[str, int]:
-        counts = {}
-        for status in STATUSES:
-            counts[status] = await self.jobs.count_documents({"status": status})
-        return counts
 
     async def unfinished_ids(self, *, updated_before: datetime, batch: int) -> AsyncIterator[list[str]]:
         """Ids of the unfinished jobs not touched since `updated_before`, `batch` at a time.
