@@ -256,8 +256,11 @@ def parse_schedule(body: Any, *, name: str | None = None, current: Schedule | No
     paused = merged.get("paused", False)
     if not isinstance(paused, bool):
         raise ValidationError("paused", "must be true or false")
-    timing_changed = current is not None and (cron, every, zone) != (current.cron, current.every_seconds,
-                                                                     current.timezone)
+    # A new timing, or a resume through PUT, counts from now: the old timing's missed times, or
+    # those passed while paused, are not the schedule's to catch up.
+    timing_changed = current is not None and ((cron, every, zone) != (current.cron, current.every_seconds,
+                                                                      current.timezone)
+                                              or (current.paused and not paused))
     return Schedule(
         name=schedule_name, cron=cron, every_seconds=every, timezone=zone, job=dict(template),
         overlap=_choice(merged.get("overlap", "skip"), "overlap", OVERLAPS),
