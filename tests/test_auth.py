@@ -54,6 +54,19 @@ EXPECTED_ACCESS = {
     ("GET", "/api/v1/jobs/{job_id}/events"): "user",
     ("GET", "/api/v1/jobs/{job_id}/logs"): "user",
     ("POST", "/internal/v1/election"): "peer (CLUSTER_SECRET signature)",
+    ("GET", "/api/v1/schedules"): "user or worker",
+    ("POST", "/api/v1/schedules"): "admin",
+    ("GET", "/api/v1/schedules/{name}"): "user or worker",
+    ("PUT", "/api/v1/schedules/{name}"): "admin",
+    ("DELETE", "/api/v1/schedules/{name}"): "admin",
+    ("POST", "/api/v1/schedules/{name}/pause"): "admin",
+    ("POST", "/api/v1/schedules/{name}/resume"): "admin",
+    ("GET", "/api/v1/limits"): "user or worker",
+    ("GET", "/api/v1/limits/{scope}/{name}"): "user or worker",
+    ("PUT", "/api/v1/limits/{scope}/{name}"): "admin",
+    ("DELETE", "/api/v1/limits/{scope}/{name}"): "admin",
+    ("POST", "/api/v1/limits/{scope}/{name}/pause"): "admin",
+    ("POST", "/api/v1/limits/{scope}/{name}/resume"): "admin",
 }
 ALLOWED = {"user": {USER, ADMIN}, "admin": {ADMIN}, "user or worker": {USER, ADMIN, WORKER}}
 
@@ -73,7 +86,7 @@ def test_every_route_declares_the_role_it_must_require():
 
 
 def concrete(path: str) -> str:
-    return path.replace("{job_id}", JOB_ID).replace("{name}", "raft")
+    return path.replace("{job_id}", JOB_ID).replace("{name}", "raft").replace("{scope}", "queue")
 
 
 CALLERS = {
