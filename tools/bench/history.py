@@ -22,7 +22,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.write_concern import WriteConcern
 
-from jobnode.client import AsyncClient
+from jobnode.client import AsyncClient, ClientError
 from tools.bench.cluster import progress
 from tools.bench.workloads import NOOP, percentiles_ms
 
@@ -36,29 +36,40 @@ SIZE_SAMPLE_EVERY_S = 15.0
 
 
 async def timed(call: Callable[[], Awaitable[Any]], count: int, budget_s: float = 60.0) -> dict[str, Any]:
-    """Up to `count` calls one after another, fewer if they take more than `budget_s` together."""
+    """Up to `count` calls one after another, fewer if they take more than `budget_s` together.
+    A refused call (a 503 when the node's MongoDB query ran past MONGODB_TIMEOUT) counts in `errors`
+    with its time."""
     spent: list[float] = []
+    errors: dict[str, int] = {}
     for _ in range(count):
         if sum(spent) > budget_s:
             break
         began = time.perf_counter()
-        await call()
+        try:
+            await call()
+        except ClientError as exc:
+            errors[str(exc)[:120]] = errors.get(str(exc)[:120], 0) + 1
         spent.append(time.perf_counter() - began)
-    return percentiles_ms(spent)
+    return {**percentiles_ms(spent), "errors": errors}
 
 
 async def submit_p99(client: AsyncClient) -> dict[str, Any]:
     remaining = iter(range(SUBMITS))
     acks: list[float] = []
+    errors = 0
 
     async def sender() -> None:
+        nonlocal errors
         for _ in remaining:
             began = time.perf_counter()
-            await client.submit(**NOOP)
+            try:
+                await client.submit(**NOOP)
+            except ClientError:
+                errors += 1
             acks.append(time.perf_counter() - began)
 
     await asyncio.gather(*(sender() for _ in range(SUBMIT_CONCURRENCY)))
-    return percentiles_ms(acks)
+    return {**percentiles_ms(acks), "errors": errors}
 
 
 async def api_figures(client: AsyncClient) -> dict[str, Any]:
