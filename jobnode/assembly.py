@@ -28,6 +28,7 @@ from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.cluster.seeds import SeedContact
 from jobnode.core import store_errors
 from jobnode.core.background import cancel_all, supervise
+from jobnode.core.flow_limits import parse_flow_limits
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.events.hub import EventHub
@@ -45,13 +46,17 @@ from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
 from jobnode.services.queues import QueueService
+from jobnode.services.limits import LimitService
+from jobnode.services.schedules import ScheduleService, Scheduler
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.fence import FenceCounter
 from jobnode.storage.mongo.jobs import JobStore
+from jobnode.storage.mongo.schedules import ScheduleStore
 from jobnode.storage.redis.catalog import CatalogStore
 from jobnode.storage.redis.event_stream import EventStream
+from jobnode.storage.redis.flow_limits import FlowLimitStore
 from jobnode.storage.redis.job_logs import JobLogs
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
@@ -88,6 +93,9 @@ class NodeServices:
     events: EventService
     reports: JobReports
     queues: QueueService
+    limits: LimitService
+    schedules: ScheduleService
+    scheduler: Scheduler
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
@@ -97,7 +105,8 @@ class NodeServices:
               registry: ProcessorRegistry, metrics: NodeMetrics | None = None, *,
               peer_ssl: ssl.SSLContext | None = None) -> NodeServices:
         db = mongo[settings.mongodb_database]
-        store = JobStore(db, stale_reads=settings.mongodb_read_preference)
+        store = JobStore(db, stale_reads=settings.mongodb_read_preference, retention_s=settings.job_retention_s,
+                         retention_by_type_s=settings.job_retention_by_type_s)
         queue = JobQueue(redis, settings.redis_key_prefix, events_max_entries=settings.events_max_entries)
         lease = LeaderLease(redis, queue.scripts, queue.prefix, settings.node_id, settings.leader_lease_ttl_s,
                             floors=FenceCounter(db))
@@ -137,6 +146,8 @@ class NodeServices:
         stream_tokens = StreamTokens(settings.jwt_secret) if settings.auth_enabled and settings.jwt_secret else None
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
+        limits = LimitService(FlowLimitStore(redis, settings.redis_key_prefix), parse_flow_limits(settings.flow_limits or ""))
+        schedules = ScheduleService(ScheduleStore(db), jobs, settings.job_defaults)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         throughput = Throughput()
         cluster = ClusterService(settings, elector, leadership, cluster_store, verifier)
@@ -153,8 +164,9 @@ class NodeServices:
                                  throughput=throughput, leader_of=lambda: elector.view.leader,
                                  reports={"seeds": lambda: seeds.report(
                                      elector.joined, asyncio.get_running_loop().time())},
-                                 advisories={"quorum": cluster.quorum}),
-            rate_limiter=rate_limiter, events=events, reports=reports,
+                                 advisories={"quorum": cluster.quorum}, limits=limits),
+            rate_limiter=rate_limiter, events=events, reports=reports, limits=limits,
+            schedules=schedules, scheduler=Scheduler(schedules, leadership),
             queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),
         )
 
@@ -164,6 +176,7 @@ class NodeServices:
             self._unsubscribe.append(store_errors.subscribe(self.metrics.store_error))
         await self.store.ensure_indexes()
         await self.cluster_store.ensure_indexes()
+        await self.limits.apply_configured()
         await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
         self.jobs.start()
         await self.transport.start()
@@ -171,6 +184,7 @@ class NodeServices:
             supervise("leadership", self.leadership.run),
             supervise("outbox", self.outbox.run),
             supervise("dispatcher", self.dispatcher.run),
+            supervise("scheduler", self.scheduler.run),
             supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
             supervise("events", self.events.hub.run),
             supervise("job_reports", self.reports.run),
@@ -257,4 +271,5 @@ def dispatch_settings(settings: Settings) -> DispatchSettings:
         job_lease_ms=int(settings.job_lease_ttl_s * 1000),
         worker_ttl_ms=int(settings.worker_ttl_s * 1000),
         low_priority_share=settings.low_priority_share,
+        dead_letter_retention_s=settings.job_retention_s.get("failed", 0.0),
     )

@@ -631,6 +631,39 @@ class AsyncClient:
         """Cancel if needed and delete a job's record (admin): `{"id": ..., "deleted": true}`."""
         return await self._request("DELETE", f"/api/v1/jobs/{_quote_id(job_id)}", retry=False)
 
+    # ---- schedules and flow limits ------------------------------------------------------------
+
+    async def schedules(self) -> list[dict]:
+        """Every schedule."""
+        return (await self._request("GET", "/api/v1/schedules", retry=True))["schedules"]
+
+    async def schedule(self, name: str) -> dict:
+        return await self._request("GET", f"/api/v1/schedules/{_quote_id(name)}", retry=True)
+
+    async def create_schedule(self, schedule: dict) -> dict:
+        """Create a schedule (admin): {name, cron | every_seconds, timezone, job: {type, ...}, ...}."""
+        return await self._request("POST", "/api/v1/schedules", body=schedule, retry=False)
+
+    async def update_schedule(self, name: str, changes: dict) -> dict:
+        return await self._request("PUT", f"/api/v1/schedules/{_quote_id(name)}", body=changes, retry=True)
+
+    async def set_schedule_paused(self, name: str, paused: bool) -> dict:
+        action = "pause" if paused else "resume"
+        return await self._request("POST", f"/api/v1/schedules/{_quote_id(name)}/{action}", retry=True)
+
+    async def delete_schedule(self, name: str) -> None:
+        await self._request("DELETE", f"/api/v1/schedules/{_quote_id(name)}", retry=False)
+
+    async def limits(self) -> list[dict]:
+        """Every flow limit, with the jobs running under it and waiting on it."""
+        return (await self._request("GET", "/api/v1/limits", retry=True))["limits"]
+
+    async def set_limit(self, scope: str, name: str, *, rate: dict | None = None,
+                        concurrency: int | None = None) -> dict:
+        """Set a queue's, type's or user's limit (admin); rate is {"count": N, "per": "second" | "minute"}."""
+        body = {"rate": rate, "concurrency": concurrency}
+        return await self._request("PUT", f"/api/v1/limits/{scope}/{_quote_id(name)}", body=body, retry=True)
+
     # ---- events ----------------------------------------------------------------------------
 
     async def events(

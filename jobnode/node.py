@@ -23,13 +23,15 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import (auth_routes, cluster_routes, event_routes, jobs_routes, queue_routes, ratelimit,
-                         system_routes)
+from jobnode.api import (auth_routes, cluster_routes, event_routes, jobs_routes, limit_routes, queue_routes,
+                         ratelimit, schedule_routes, system_routes)
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
     AUTHENTICATOR,
     CLUSTER_SERVICE,
     EVENT_SERVICE,
+    LIMIT_SERVICE,
+    SCHEDULE_SERVICE,
     JOB_SERVICE,
     METRICS,
     QUEUE_SERVICE,
@@ -100,6 +102,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(event_routes.routes)
     app.router.add_routes(queue_routes.routes)
     app.router.add_routes(console_site.routes)
+    app.router.add_routes(limit_routes.routes)
+    app.router.add_routes(schedule_routes.routes)
     app.on_shutdown.append(close_event_streams)
     if settings.rate_limit_per_min > 0:
         ratelimit.enable(app, auth_middleware)
@@ -150,6 +154,8 @@ async def services(app: web.Application) -> AsyncIterator[None]:
     app[JOB_SERVICE], app[CLUSTER_SERVICE], app[SYSTEM_SERVICE] = node.jobs, node.cluster, node.system
     app[EVENT_SERVICE] = node.events
     app[QUEUE_SERVICE] = node.queues
+    app[LIMIT_SERVICE] = node.limits
+    app[SCHEDULE_SERVICE] = node.schedules
     if node.events.stream_tokens is not None:
         app[STREAM_TOKENS] = node.events.stream_tokens
     if node.rate_limiter is not None:

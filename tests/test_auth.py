@@ -59,6 +59,19 @@ EXPECTED_ACCESS = {
     ("GET", "/api/v1/queues"): "user or worker",
     ("GET", "/ui"): "any",
     ("GET", "/ui/{path}"): "any",
+    ("GET", "/api/v1/schedules"): "user or worker",
+    ("POST", "/api/v1/schedules"): "admin",
+    ("GET", "/api/v1/schedules/{name}"): "user or worker",
+    ("PUT", "/api/v1/schedules/{name}"): "admin",
+    ("DELETE", "/api/v1/schedules/{name}"): "admin",
+    ("POST", "/api/v1/schedules/{name}/pause"): "admin",
+    ("POST", "/api/v1/schedules/{name}/resume"): "admin",
+    ("GET", "/api/v1/limits"): "user or worker",
+    ("GET", "/api/v1/limits/{scope}/{name}"): "user or worker",
+    ("PUT", "/api/v1/limits/{scope}/{name}"): "admin",
+    ("DELETE", "/api/v1/limits/{scope}/{name}"): "admin",
+    ("POST", "/api/v1/limits/{scope}/{name}/pause"): "admin",
+    ("POST", "/api/v1/limits/{scope}/{name}/resume"): "admin",
 }
 ALLOWED = {"user": {USER, ADMIN}, "admin": {ADMIN}, "user or worker": {USER, ADMIN, WORKER}}
 
@@ -78,7 +91,8 @@ def test_every_route_declares_the_role_it_must_require():
 
 
 def concrete(path: str) -> str:
-    return path.replace("{job_id}", JOB_ID).replace("{name}", "raft").replace("{node_id}", "node-9")
+    return (path.replace("{job_id}", JOB_ID).replace("{name}", "raft").replace("{node_id}", "node-9")
+            .replace("{scope}", "queue"))
 
 
 CALLERS = {

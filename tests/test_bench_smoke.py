@@ -48,7 +48,7 @@ def ordered_percentiles(block: dict, count: int) -> bool:
 @pytest.mark.timeout(600)
 def test_the_report_has_every_section_with_sane_values(report):
     ceiling = report["store_ceiling"]
-    assert ceiling["documents"] == 500 and "status_created" in ceiling["indexes"]
+    assert ceiling["documents"] == 500 and "status_created_id" in ceiling["indexes"]
     assert positive(ceiling["insert_docs_per_s"]) and positive(ceiling["update_docs_per_s"])
     assert 0 < ceiling["lifecycle_jobs_per_s"] <= ceiling["insert_docs_per_s"]
 

@@ -227,3 +227,24 @@ async def test_status_and_submit_carry_the_token_of_a_node_with_auth(start_node,
     monkeypatch.setenv("JOBNODE_TOKEN", token)
     code, out, _ = await run(capsys, "submit", "echo", "--url", url, "--count", "3", "--json")
     assert code == 0 and json.loads(out)["submitted"] == 3
+
+
+async def test_schedules_add_list_pause_resume_delete(node_url, capsys):
+    code, out, _ = await run(capsys, "--url", node_url, "schedules", "add", "nightly", "--cron", "30 2 * * *",
+                             "--timezone", "Europe/Berlin", "--type", "echo", "--payload", '{"n": 1}')
+    assert code == 0 and out.startswith("created nightly: next fire ")
+    code, out, err = await run(capsys, "--url", node_url, "schedules", "add", "bad", "--cron", "99 * * * *",
+                               "--type", "echo")
+    assert code != 0 and "cron" in err
+    code, out, _ = await run(capsys, "--url", node_url, "schedules")
+    header, row = out.splitlines()
+    assert header.split() == ["NAME", "WHEN", "TIMEZONE", "TYPE", "PAUSED", "NEXT_FIRE_AT", "LAST_FIRE_AT"]
+    assert row.split()[:4] == ["nightly", "30", "2", "*"]
+    code, out, _ = await run(capsys, "--url", node_url, "schedules", "pause", "nightly")
+    assert (code, out) == (0, "nightly: paused\n")
+    code, out, _ = await run(capsys, "--url", node_url, "--json", "schedules", "resume", "nightly")
+    assert code == 0 and json.loads(out)["paused"] is False
+    code, out, _ = await run(capsys, "--url", node_url, "schedules", "delete", "nightly")
+    assert (code, out) == (0, "deleted nightly\n")
+    code, out, _ = await run(capsys, "--url", node_url, "--json", "schedules", "list")
+    assert json.loads(out) == {"schedules": []}

@@ -168,6 +168,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EVENTS_SUBSCRIBER_BUFFER": "64", "JOB_PROGRESS_INTERVAL": "250ms", "JOB_LOG_RETENTION": "24h",
         "REDIS_SENTINELS": "s1:26379, [fd00::5]:26380", "REDIS_SENTINEL_MASTER": "jobs-main",
         "MONGODB_READ_PREFERENCE": "secondarypreferred",
+        "FLOW_LIMITS": "queue:media  rate=5/sec concurrency=2;user:* concurrency=4",
+        "JOB_RETENTION": "completed=2d, cancelled=0", "JOB_RETENTION_BY_TYPE": "report=90d,echo=30m",
     }
     assert sorted(env) == sorted(v.name for v in VARIABLES)
     s = load(env)
@@ -199,6 +201,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "events_subscriber_buffer": 64, "job_progress_interval_s": 0.25, "job_log_retention_s": 86400.0,
         "redis_sentinels": (("s1", 26379), ("fd00::5", 26380)), "redis_sentinel_master": "jobs-main",
         "mongodb_read_preference": "secondaryPreferred",
+        "flow_limits": "queue:media rate=5/s concurrency=2; user:* concurrency=4",
+        "job_retention_s": {"completed": 172800.0, "failed": 2592000.0, "cancelled": 0.0},
+        "job_retention_by_type_s": {"report": 7776000.0, "echo": 1800.0},
     }
     assert {f.name: getattr(s, f.name) for f in dataclasses.fields(s)} == expected
     assert s.redis_url == "redis://:redis-pass-1@redis.internal:6380/2"
@@ -355,6 +360,9 @@ BAD = {
     "SMTP_STARTTLS": ("sometimes", "true or false"),
     "DEV_MODE": ("dev", "true or false"),
     "JOB_TYPE_ROLES": ("http", "type=role pairs"),
+    "FLOW_LIMITS": ("queue:media rate=-1/s", "rate=N/s"),
+    "JOB_RETENTION": ("running=1d", "status=duration pairs"),
+    "JOB_RETENTION_BY_TYPE": ("echo=forever", "type=duration pairs"),
     "HTTP_PROCESSOR_ALLOW": ("10.0.0.0/33", "CIDR networks"),
     "HTTP_PROCESSOR_DENY": ("localhost", "CIDR networks"),
     "SMTP_ALLOWED_FROM": ("@example.com", "mail domains"),

@@ -69,13 +69,13 @@ def test_every_grouped_field_carries_a_job_attribute_and_names_are_unique():
 def test_the_hash_keeps_its_field_names():
     # Jobs already in a running Redis are read by these names: renaming one loses them.
     assert group_names(SNAPSHOT) == ("status", "rev", "attempts", "worker", "node", "started_ms", "finished_ms",
-                                     "result", "error", "errors", "updated_ms", "progress")
+                                     "result", "error", "errors", "updated_ms", "type", "progress")
     assert set(group_names(TAKEN)) == {"type", "payload", "attempts", "max_retries", "timeout_ms", "priority", "rid",
                                        "queue", "tctx"}
     assert set(group_names(ENQUEUED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "attempts",
-                                          "rev", "errors", "rid", "queue", "sub", "tctx"}
+                                          "rev", "errors", "rid", "queue", "sub", "tctx", "sched", "sched_for"}
     assert set(group_names(RESTORED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "rev",
-                                          "errors", "queue", "sub"}
+                                          "errors", "queue", "sub", "sched", "sched_for"}
 
 
 def test_the_fields_enqueue_sets_itself_are_not_the_jobs_to_send():

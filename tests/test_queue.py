@@ -375,7 +375,7 @@ async def test_each_outcomes_outbox_entry_is_the_jobs_state_after_it(queue, toke
     entries = await redis_client.xrange(outbox, min=f"({before.decode()}")
     assert len(entries) == 3
     snapshot_fields = {b"status", b"rev", b"attempts", b"worker", b"node", b"started_ms", b"finished_ms",
-                       b"result", b"error", b"errors", b"updated_ms"}
+                       b"result", b"error", b"errors", b"updated_ms", b"type"}
     for _, entry in entries:
         state = await redis_client.hgetall(queue.key("job", entry[b"id"].decode()))
         expected = {name: value for name, value in state.items() if name in snapshot_fields}

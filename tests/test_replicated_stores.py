@@ -101,7 +101,7 @@ async def test_read_preference_applies_to_listings_and_counts_only(mongo_db):
     # One member: secondaryPreferred falls back to it, and both reads work.
     listed, _ = await store.list(status=None, type_=None, limit=10, cursor=None)
     assert [found.id for found in listed] == [job.id]
-    assert (await store.count_by_status())["pending"] == 1
+    assert (await store.count_statuses(["pending"], stale_ok=True))["pending"] == 1
     assert (await store.get(job.id)).id == job.id
 
 

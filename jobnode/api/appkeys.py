@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from jobnode.services.events import EventService
     from jobnode.services.jobs import JobService
     from jobnode.services.queues import QueueService
+    from jobnode.services.limits import LimitService
+    from jobnode.services.schedules import ScheduleService
     from jobnode.services.rate_limiter import RateLimiter
     from jobnode.services.system import SystemService
 
@@ -34,6 +36,8 @@ AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")
 STREAM_TOKENS = web.AppKey("stream_tokens", "StreamTokens")
 EVENT_SERVICE = web.AppKey("event_service", "EventService")
 RATE_LIMITER = web.AppKey("rate_limiter", "RateLimiter")
+LIMIT_SERVICE = web.AppKey("limit_service", "LimitService")
+SCHEDULE_SERVICE = web.AppKey("schedule_service", "ScheduleService")
 
 # Per request, set by jobnode.api.request_ids.
 REQUEST_ID = web.RequestKey("request_id", str)

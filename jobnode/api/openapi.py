@@ -105,6 +105,7 @@ SCHEMAS: dict[str, Any] = {
             "id", "type", "status", "priority", "payload", "attempts", "max_retries", "timeout_seconds",
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
             "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue", "progress",
+            "schedule", "scheduled_for",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},
@@ -129,6 +130,8 @@ SCHEMAS: dict[str, Any] = {
             "errors": {"type": "array", "items": {"type": "object"}, "description": "one entry per failed attempt"},
             "submitted_by": _nullable("string"),
             "request_id": _nullable("string", description="X-Request-Id of the request that submitted the job"),
+            "schedule": _nullable("string", description="the schedule that fired the job (null: submitted)"),
+            "scheduled_for": {**NULLABLE_TIME, "description": "the schedule's fire time the job stands for"},
             "progress": {
                 "type": ["object", "null"],
                 "description": "the last progress the processor reported (null: none)",
@@ -162,6 +165,49 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "string"}, "deleted": {"const": True}},
     },
     "Object": {"type": "object"},
+    "Schedule": {
+        "type": "object",
+        "required": ["name", "cron", "every_seconds", "timezone", "job", "overlap", "catch_up",
+                     "catch_up_window_seconds", "jitter_seconds", "paused", "next_fire_at", "last_fire_at",
+                     "last_job_id", "created_at", "updated_at"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+            "cron": _nullable("string", description="5 fields, or 6 with seconds first"),
+            "every_seconds": {"type": ["integer", "null"], "minimum": 1},
+            "timezone": {"type": "string", "description": "IANA time zone the cron expression is read in"},
+            "job": {"type": "object", "description": "the job template: type, payload, queue, priority, "
+                                                     "max_retries, timeout"},
+            "overlap": {"type": "string", "enum": ["skip", "queue", "allow"]},
+            "catch_up": {"type": "string", "enum": ["none", "one", "all"]},
+            "catch_up_window_seconds": {"type": "integer", "minimum": 1},
+            "jitter_seconds": {"type": "number", "minimum": 0},
+            "paused": {"type": "boolean"},
+            "next_fire_at": NULLABLE_TIME,
+            "last_fire_at": NULLABLE_TIME,
+            "last_job_id": _nullable("string"),
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+    },
+    "ScheduleList": {"type": "object", "required": ["schedules"],
+                     "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}}},
+    "FlowLimit": {
+        "type": "object",
+        "required": ["scope", "name", "rate", "concurrency", "paused", "running", "waiting"],
+        "properties": {
+            "scope": {"type": "string", "enum": ["queue", "type", "user"]},
+            "name": {"type": "string"},
+            "rate": {"type": ["object", "null"], "properties": {
+                "count": {"type": "integer", "minimum": 1}, "per": {"type": "string", "enum": ["second", "minute"]}}},
+            "concurrency": {"type": ["integer", "null"], "minimum": 1},
+            "paused": {"type": "boolean"},
+            "running": {"type": "integer", "minimum": 0},
+            "waiting": {"type": "integer", "minimum": 0, "description": "ready jobs the leader's last dispatch "
+                                                                        "held back on this limit"},
+        },
+    },
+    "FlowLimitList": {"type": "object", "required": ["limits"],
+                      "properties": {"limits": {"type": "array", "items": _ref("FlowLimit")}}},
     "JobLogs": {
         "type": "object",
         "required": ["id", "lines", "count"],
@@ -259,6 +305,10 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 BODY_ERRORS = ("400", "413", "415", "503")
+SCHEDULE_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+LIMIT_PARAMS = [{"name": "scope", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": ["queue", "type", "user"]}},
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 ONE_JOB_ERRORS = ("400", "404", "503")
 STATE_ERRORS = ("400", "404", "409", "503")
 
@@ -353,6 +403,49 @@ PATHS: dict[str, Any] = {
     "/api/v1/events/token": {
         "post": _op("createStreamToken", "A short-lived token that opens event streams (for EventSource)",
                     "200", "StreamToken", errors=("404",)),
+    },
+    "/api/v1/schedules": {
+        "get": _op("listSchedules", "Every schedule", "200", "ScheduleList", errors=("503",)),
+        "post": _op("createSchedule", "Create a schedule", "201", "Schedule", body="Object",
+                    errors=(*BODY_ERRORS, "409")),
+    },
+    "/api/v1/schedules/{name}": {
+        "get": _op("getSchedule", "One schedule", "200", "Schedule", params=[SCHEDULE_NAME], errors=("404", "503")),
+        "put": _op("updateSchedule", "Change a schedule", "200", "Schedule", body="Object", params=[SCHEDULE_NAME],
+                   errors=(*BODY_ERRORS, "404", "409")),
+        "delete": {"operationId": "deleteSchedule", "summary": "Delete a schedule", "parameters": [SCHEDULE_NAME],
+                   "responses": {"204": {"description": "deleted"},
+                                 "404": {"description": ERRORS["404"],
+                                         "content": {"application/json": {"schema": _ref("Error")}}},
+                                 "429": RATE_LIMITED}},
+    },
+    "/api/v1/schedules/{name}/pause": {
+        "post": _op("pauseSchedule", "Stop firing the schedule", "200", "Schedule", params=[SCHEDULE_NAME],
+                    errors=("404", "409", "503")),
+    },
+    "/api/v1/schedules/{name}/resume": {
+        "post": _op("resumeSchedule", "Fire the schedule again, from now on", "200", "Schedule",
+                    params=[SCHEDULE_NAME], errors=("404", "409", "503")),
+    },
+    "/api/v1/limits": {"get": _op("listLimits", "Every flow limit, with its running and waiting jobs", "200",
+                                  "FlowLimitList", errors=("503",))},
+    "/api/v1/limits/{scope}/{name}": {
+        "get": _op("getLimit", "One flow limit", "200", "FlowLimit", params=LIMIT_PARAMS, errors=("400", "404", "503")),
+        "put": _op("putLimit", "Set a rate and/or concurrency limit (null: none)", "200", "FlowLimit", body="Object",
+                   params=LIMIT_PARAMS, errors=BODY_ERRORS),
+        "delete": {"operationId": "deleteLimit", "summary": "Remove a limit", "parameters": LIMIT_PARAMS,
+                   "responses": {"204": {"description": "no limit any more"},
+                                 "400": {"description": ERRORS["400"],
+                                         "content": {"application/json": {"schema": _ref("Error")}}},
+                                 "429": RATE_LIMITED}},
+    },
+    "/api/v1/limits/{scope}/{name}/pause": {
+        "post": _op("pauseLimit", "Start no more jobs of this queue, type or user", "200", "FlowLimit",
+                    params=LIMIT_PARAMS, errors=("400", "503")),
+    },
+    "/api/v1/limits/{scope}/{name}/resume": {
+        "post": _op("resumeLimit", "Start its jobs again", "200", "FlowLimit", params=LIMIT_PARAMS,
+                    errors=("400", "503")),
     },
     "/api/v1/stats": {
         "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))

@@ -19,6 +19,7 @@ from jobnode.cli.dev import add_dev_parser
 from jobnode.cli.events import add_events_parser
 from jobnode.cli.health import add_health_parser
 from jobnode.cli.jobs import add_jobs_parser
+from jobnode.cli.schedules import add_schedules_parser
 from jobnode.cli.serve import add_serve_parser
 from jobnode.cli.session import add_login_parser
 from jobnode.cli.status import add_status_parser
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(commands)
     add_submit_parser(commands, common)
     add_jobs_parser(commands, common)
+    add_schedules_parser(commands, common)
     add_events_parser(commands, common)
     add_status_parser(commands, common)
     add_types_parser(commands, common)

@@ -64,6 +64,8 @@ class JobSpec:
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
     queue: str | None = None  # None: the type's own queue, which the service fills in
+    schedule: str | None = None  # set by the scheduler only, never from a submission
+    scheduled_for: datetime | None = None
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Job:
     # The last progress its processor reported: {"fraction", "message", "at_ms"} (None: none yet).
     last_progress: dict[str, Any] | None = None
     trace_context: str | None = None  # W3C traceparent of its submission, when tracing is on
+    schedule: str | None = None  # the schedule that fired it, if one did
+    scheduled_for: datetime | None = None  # the fire time it was created for (before jitter)
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
@@ -122,6 +126,8 @@ class Job:
             request_id=request_id,
             queue=spec.queue or DEFAULT_QUEUE,
             trace_context=trace_context,
+            schedule=spec.schedule,
+            scheduled_for=spec.scheduled_for,
         )
 
     @property
@@ -142,7 +148,7 @@ class Job:
         data["id"] = doc["_id"]
         data["timeout_s"] = doc.get("timeout_seconds", 0.0)
         data.pop("_reporter", None)
-        for key in ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at"):
+        for key in ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at", "scheduled_for"):
             value = data.get(key)
             if isinstance(value, datetime) and value.tzinfo is None:
                 data[key] = value.replace(tzinfo=timezone.utc)
@@ -174,6 +180,8 @@ class Job:
             "submitted_by": self.submitted_by,
             "request_id": self.request_id,
             "progress": self.last_progress,
+            "schedule": self.schedule,
+            "scheduled_for": isoformat(self.scheduled_for),
         }
 
     def attach_reporter(self, reporter: JobReporter) -> None:

@@ -86,7 +86,8 @@ FIELDS: tuple[Field, ...] = (
     _field("error", TEXT, "error", SNAPSHOT),
     _field("errors", JSON, "errors", ENQUEUED, RESTORED, SNAPSHOT, empty="[]"),
     _field("updated_ms", MS_TIME, "updated_at", SNAPSHOT),
-    _field("type", TEXT, "type", ENQUEUED, RESTORED, TAKEN),
+    # In SNAPSHOT too: a job's final state decides when MongoDB lets it expire, per type.
+    _field("type", TEXT, "type", ENQUEUED, RESTORED, TAKEN, SNAPSHOT),
     _field("priority", INT, "priority", ENQUEUED, RESTORED, TAKEN),
     _field("payload", JSON, "payload", ENQUEUED, RESTORED, TAKEN),
     _field("max_retries", INT, "max_retries", ENQUEUED, RESTORED, TAKEN),
@@ -101,9 +102,15 @@ FIELDS: tuple[Field, ...] = (
     # Who submitted it: job events carry it so a user's stream shows only their own jobs.
     _field("sub", TEXT, "submitted_by", ENQUEUED, RESTORED),
     _field("tctx", TEXT, "trace_context", ENQUEUED, TAKEN),
+    # The schedule that fired the job and the fire time it stands for (jobnode.core.schedules).
+    _field("sched", TEXT, "schedule", ENQUEUED, RESTORED),
+    _field("sched_for", MS_TIME, "scheduled_for", ENQUEUED, RESTORED),
     _field("seq", INT, None),  # submission order within a priority band
     _field("queued_ms", INT, None),  # when the job last became runnable (its wait starts)
     _field("shown", INT, None),  # 1 once MongoDB was told this attempt is running
+    # The flow limits' running sets the job holds a place in, space-separated (dispatch.lua
+    # sets it, lib.lua's release_limits empties it); absent when no limit applied.
+    _field("lim", TEXT, None),
 )
 
 

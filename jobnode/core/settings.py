@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from jobnode.core.errors import JobnodeError
+from jobnode.core.flow_limits import format_flow_limits, parse_flow_limits
+from jobnode.core.retention import DEFAULT_RETENTION_S, FINISHED, parse_pairs
 from jobnode.core.queues import QUEUE_NAME_RULE, parse_queues
 from jobnode.core.submission import MAX_RETRIES_LIMIT, MAX_TIMEOUT_S, JobDefaults
 
@@ -420,6 +422,15 @@ _DOMAINS = Rule(parse_domains, "comma-separated mail domains, such as example.co
 _QUEUES = Rule(parse_queues, f"comma-separated queue names ({QUEUE_NAME_RULE}), each optionally with :N "
                            "workers of its own, such as default,media:2")
 _IMPORTS = Rule(parse_module_names, "comma-separated Python module names, such as myapp.jobs,myapp.mail")
+_FLOW_LIMITS = Rule(lambda text: format_flow_limits(parse_flow_limits(text)),
+                    "';'-separated limits, each scope:name then rate=N/s or rate=N/min, concurrency=N "
+                    "and/or paused, such as queue:media rate=5/s concurrency=2; user:* concurrency=4")
+_RETENTION = Rule(lambda text: {**DEFAULT_RETENTION_S,
+                                **parse_pairs(text, parse_duration_s, keys=FINISHED, what="status")},
+                  "comma-separated status=duration pairs for completed, failed and cancelled "
+                  "(0 = keep forever), such as completed=7d,failed=30d")
+_RETENTION_BY_TYPE = Rule(lambda text: parse_pairs(text, parse_duration_s, keys=None, what="type"),
+                          "comma-separated type=duration pairs (0 = keep forever), such as report=90d,echo=1h")
 _EMAIL = Rule(_parse_email, "an email address, such as jobnode@example.com or Jobs <jobs@example.com>")
 
 
@@ -508,6 +519,11 @@ class Settings:
     admin_password: str | None = None
     rate_limit_per_min: int = 0
     rate_limit_burst: int = 0
+    # flow limits as FLOW_LIMITS text (normalised; jobnode.core.flow_limits reads it)
+    flow_limits: str | None = None
+    # seconds MongoDB keeps a finished job, per final status and per type (0 = forever)
+    job_retention_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RETENTION_S))
+    job_retention_by_type_s: dict[str, float] = field(default_factory=dict)
     job_type_roles: dict[str, str] = field(default_factory=lambda: {"http": "admin"})
     # the http processor's destination policy (CIDR texts; None: only the built-in refusals)
     http_processor_allow: tuple[str, ...] | None = None
@@ -599,7 +615,7 @@ class Settings:
             elif isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, dict):
-                value = {key: mask_url_password(url) for key, url in value.items()}
+                value = {key: mask_url_password(url) if isinstance(url, str) else url for key, url in value.items()}
             elif isinstance(value, tuple):
                 value = list(value)
             shown[f.name] = value
@@ -710,6 +726,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("RATE_LIMIT", "rate_limit_per_min", _int_rule(0, 1_000_000, " requests per minute (0 = off)")),
     Variable("RATE_LIMIT_BURST", "rate_limit_burst", _int_rule(0, 1_000_000, " (0 = same as RATE_LIMIT)")),
     Variable("JOB_TYPE_ROLES", "job_type_roles", _JOB_TYPE_ROLES),
+    Variable("FLOW_LIMITS", "flow_limits", _FLOW_LIMITS),
+    Variable("JOB_RETENTION", "job_retention_s", _RETENTION),
+    Variable("JOB_RETENTION_BY_TYPE", "job_retention_by_type_s", _RETENTION_BY_TYPE),
     Variable("HTTP_PROCESSOR_ALLOW", "http_processor_allow", _CIDRS),
     Variable("HTTP_PROCESSOR_DENY", "http_processor_deny", _CIDRS),
     Variable("TLS_ENABLED", "tls_enabled", _BOOL),

@@ -9,6 +9,7 @@ freed worker is acted on at once, and a quiet cluster costs a few calls per seco
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -32,6 +33,8 @@ class DispatchSettings:
     low_priority_share: float
     reap_interval_s: float = 0.5
     batch: int = 256
+    # Failed jobs stay in the dead-letter set as long as their records are kept (0: forever).
+    dead_letter_retention_s: float = 0.0
 
     @property
     def share_every(self) -> int:
@@ -58,16 +61,18 @@ class Dispatcher:
                 if loop.time() >= next_reap:
                     next_reap = loop.time() + self.settings.reap_interval_s
                     await self.reap(token)
-                assigned = await self.dispatch(token)
+                assigned, rate_wait_ms = await self.dispatch(token)
                 if assigned < self.settings.batch:
-                    await self.queue.wait_wake(IDLE_WAIT_S)
+                    # A job held by a rate limit goes when its turn comes, not at the next idle tick.
+                    wait_s = min(IDLE_WAIT_S, rate_wait_ms / 1000) if rate_wait_ms > 0 else IDLE_WAIT_S
+                    await self.queue.wait_wake(wait_s)
             except NotLeader:
                 self.leadership.lost()
             except Unavailable as exc:
                 log.warning("dispatch.redis_unavailable", error=str(exc))
                 await asyncio.sleep(UNAVAILABLE_PAUSE_S)
 
-    async def dispatch(self, token: int) -> int:
+    async def dispatch(self, token: int) -> tuple[int, int]:
         s = self.settings
         started_ns = tracing.clock_ns() if tracing.enabled() else 0
         result = await self.queue.dispatch(
@@ -83,10 +88,12 @@ class Dispatcher:
             # Only rounds that assigned jobs: an idle leader's empty rounds would be traces of nothing.
             tracing.record("jobnode dispatch", started_ns, {"jobnode.assigned": result.assigned,
                                                             "jobnode.strategy": s.strategy})
-        return result.assigned
+        return result.assigned, result.rate_wait_ms
 
     async def reap(self, token: int) -> None:
         result = await self.queue.reap(self.leadership.lease.node_id, token, worker_ttl_ms=self.settings.worker_ttl_ms)
+        if self.settings.dead_letter_retention_s > 0:
+            await self.queue.trim_dead_letters(int((time.time() - self.settings.dead_letter_retention_s) * 1000))
         self.reaped_jobs += result.requeued
         self.reaped_workers += len(result.dead_workers)
         if result.dead_workers or result.requeued:

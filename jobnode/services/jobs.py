@@ -21,7 +21,7 @@ import structlog
 
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Conflict, NotFound, Unavailable
-from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, utcnow
+from jobnode.core.job import CANCELLED, FAILED, STATUSES, TERMINAL, Job, JobSpec, utcnow
 from jobnode.core.record import decode_snapshot
 from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
@@ -161,6 +161,7 @@ class JobService:
             now = utcnow()
             fields = {"status": CANCELLED, "finished_at": now, "updated_at": now}
             await self.store.apply([Snapshot(job_id, job.rev + 1, fields)])
+            await self.queue.count_cancelled()
         elif not outcome[1] and outcome[0] != CANCELLED:
             raise Conflict(f"job {job_id} is already {outcome[0]}", details={"status": outcome[0]})
         return await self.get(job_id)
@@ -184,11 +185,26 @@ class JobService:
         await self.store.delete(job_id)
 
     async def counts(self) -> dict[str, int]:
-        """Jobs per status from MongoDB, cached briefly: stats pages poll it."""
+        """Jobs per status, at a cost that does not grow with the history, cached briefly.
+
+        Unfinished statuses are counted in MongoDB (an index range each: as many entries as
+        there are jobs in that state, never the finished ones). Finished ones are the totals
+        the scripts keep in Redis as jobs finish: every job that ever ended so, whether or
+        not its record has since expired (retention), started from MongoDB's figures when
+        Redis has none (a new Redis)."""
         now = asyncio.get_running_loop().time()
         if self._counts is None or now - self._counts[0] > STATS_CACHE_S:
-            self._counts = (now, await self.store.count_by_status())
+            live = await self.store.count_statuses([s for s in STATUSES if s not in TERMINAL], stale_ok=True)
+            totals = await self.queue.finished_totals()
+            if None in totals.values():
+                await self.rebuild_finished_totals()
+                totals = await self.queue.finished_totals()
+            self._counts = (now, {**live, **{name: value or 0 for name, value in totals.items()}})
         return self._counts[1]
+
+    async def rebuild_finished_totals(self) -> None:
+        """Seed the finished totals Redis lacks from the records MongoDB holds (one count each)."""
+        await self.queue.seed_finished_totals(await self.store.count_statuses(sorted(TERMINAL)))
 
     async def _with_live_state(self, job: Job) -> Job:
         live = await self.queue.live_state(job.id)

@@ -16,6 +16,7 @@ from jobnode.core.settings import Settings
 from jobnode.observability.throughput import Throughput
 from jobnode.pipeline.workers import WorkerPool
 from jobnode.services.jobs import JobService
+from jobnode.services.limits import LimitService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.storage.redis.queue import JobQueue
 
@@ -50,7 +51,8 @@ class SystemService:
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
                  throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
                  reports: Mapping[str, Report] | None = None,
-                 advisories: Mapping[str, Advisory] | None = None) -> None:
+                 advisories: Mapping[str, Advisory] | None = None,
+                 limits: LimitService | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -64,6 +66,7 @@ class SystemService:
         # (`jobnode dev`, orchestrators) need no rate-limited route.
         self.leader_of = leader_of or (lambda: None)
         self.advisories = advisories or {}
+        self.limits = limits
 
     async def health(self) -> Health:
         """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
@@ -109,6 +112,8 @@ class SystemService:
                 # and has their type); they run when such a node registers.
                 "unroutable": [{"queue": r.queue, "type": r.type, "jobs": r.ready} for r in routes
                                if not r.routable],
+                # Pending jobs held back by a flow limit, per limit (as of the leader's last dispatch).
+                "limited": await self.limits.waiting() if self.limits else [],
             },
             "node": {
                 "id": settings.node_id,

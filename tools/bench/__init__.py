@@ -31,6 +31,7 @@ from tools.bench.ceiling import lifecycle_ceiling, measure_store_ceiling
 from tools.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster, progress, redact
 from tools.bench.events import run_events
 from tools.bench.failover import config_for, run_failover
+from tools.bench.history import run_history, run_retention_steady
 from tools.bench.machine import MachineWatch
 from tools.bench.resources import ResourceSampler, run_steady
 from tools.bench.profile import Profiler
@@ -39,7 +40,7 @@ from tools.bench.routing import run_routing
 from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from tools.bench.writes import mark, writes_between
 
-SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events")
+SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events", "history")
 COMPARE = ("arq", "celery-mongo")
 PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
@@ -60,7 +61,10 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            # The event stream: 1,000 subscribers on one node, each costing it little, and a
            # completion at a subscriber on another node within a few event-loop turns.
            "events_subscribers": 1000, "events_rss_mib_per_1000_subscribers": 64,
-           "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100}
+           "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100,
+           # A million finished jobs in the store change the API's costs by at most a fifth.
+           "history_stats_p99_ratio": 1.2, "history_failed_page_p99_ratio": 1.2,
+           "history_submit_p99_ratio": 1.2}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
@@ -98,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--failover-rate", type=float, default=20.0, help="jobs/s submitted during a failover (default 20)")
     add("--subscribers", type=int, help="event stream subscribers opened on one node (default 1000)")
     add("--events-seconds", type=float, help="how long the events section offers load at --rate")
+    add("--history-jobs", type=int, default=1_000_000, help="finished job records of the history section")
+    add("--history-steady-seconds", type=float, default=600.0,
+        help="the history section's steady run with a 1-minute retention (0: none)")
     add("--profile", type=Path, metavar="DIR", help="py-spy the node(s) and SecantusDB during the drain")
     add("--work-dir", type=Path, help="where servers and clusters keep their files (default: a temp dir)")
     add("--timeout", type=float, default=600.0, help="limit of each wait, seconds (default 600)")
@@ -164,6 +171,8 @@ class Bench:
                 self.report["routing"] = await run_routing(servers.redis_url, jobs=self.sizes["routing_jobs"])
             if self.wanted("events"):
                 await self.run_events(servers)
+            if self.wanted("history"):
+                await self.run_history(servers)
         finally:
             servers.stop()
         self.finish_report(time.monotonic() - began)
@@ -324,6 +333,26 @@ class Bench:
         finally:
             cluster.stop()
 
+    async def run_history(self, servers: DataServers) -> None:
+        a = self.args
+        plan = ClusterPlan("history", 1, a.algorithm, a.workers, python=a.node_python)
+        cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
+        try:
+            self.report["history"] = await run_history(cluster.urls, servers.mongodb_uri, cluster.database,
+                                                       history_jobs=a.history_jobs)
+        finally:
+            cluster.stop()
+        if a.history_steady_seconds > 0:
+            retention = (("JOB_RETENTION", "completed=1m,failed=1m,cancelled=1m"),)
+            plan = ClusterPlan("retention", 1, a.algorithm, a.workers, extra_env=retention, python=a.node_python)
+            cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
+            try:
+                self.report["history"]["retention_steady"] = await run_retention_steady(
+                    cluster.urls, servers.mongodb_uri, cluster.database, rate_per_s=a.rate,
+                    duration_s=a.history_steady_seconds)
+            finally:
+                cluster.stop()
+
     def finish_report(self, seconds: float) -> None:
         ceiling, writes = self.report.get("store_ceiling"), self.report.get("writes_per_job")
         if ceiling and writes and writes.get("documents_per_job"):
@@ -356,10 +385,14 @@ class Bench:
             "events_rss_mib_per_1000_subscribers": get("events", "rss_mib_per_1000_subscribers"),
             "events_delivery_p50_ms": get("events", "delivery_ms", "p50") if self.args.rate == 200 else None,
             "events_delivery_p99_ms": get("events", "delivery_ms", "p99") if self.args.rate == 200 else None,
+            "history_stats_p99_ratio": get("history", "p99_ratio", "stats_ms"),
+            "history_failed_page_p99_ratio": get("history", "p99_ratio", "failed_first_page_ms"),
+            "history_submit_p99_ratio": get("history", "p99_ratio", "submit_ms"),
         }
         lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
                            "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers",
-                           "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms"}
+                           "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms",
+                           "history_stats_p99_ratio", "history_failed_page_p99_ratio", "history_submit_p99_ratio"}
         targets = {name: {"target": target, "measured": measured[name],
                           "met": None if measured[name] is None else
                           (measured[name] <= target if name in lower_is_better else measured[name] >= target)}

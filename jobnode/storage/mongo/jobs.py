@@ -2,20 +2,24 @@
 
 Indexes are paid on every insert (on the embedded SecantusDB each secondary index costs a
 large share of insert throughput), so `jobs` has only those a query needs:
-  status_created   {status, created_at desc}: list by status newest first, stats counts,
-                   and the reconciler's scan of unfinished jobs.
+  status_created_id {status, created_at desc, _id desc}: list by status newest first (the
+                   whole sort, ties by id, comes from the index: no sort of every job in that
+                   status), the counts of unfinished statuses, and the reconciler's scan.
+                   It replaces status_created ({status, created_at desc}), dropped at start.
   type_created     {type, created_at desc}: list by type newest first.
   created          {created_at desc}: list everything newest first (the default view).
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
                    it): the database itself refuses a second job with the same key.
   submitter_created {submitted_by, created_at desc}, partial (only jobs with a submitter,
                    so with auth off inserts skip it): a user's own jobs, newest first.
+  expire_at        TTL, partial (only finished jobs carry a date there): MongoDB removes a
+                   finished job once its retention (jobnode.core.retention) has passed.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +33,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
+from jobnode.core.retention import DEFAULT_RETENTION_S, expire_at
 from jobnode.storage.mongo.boundary import UNREACHABLE, mongo_boundary, unavailable
 
 DUPLICATE_KEY = 11000
@@ -51,7 +56,7 @@ BARRIER_COLLECTION = "journal_barrier"
 BARRIER_ID = "transactions"
 
 JOB_INDEXES = [
-    IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="status_created"),
+    IndexModel([("status", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)], name="status_created_id"),
     IndexModel([("type", ASCENDING), ("created_at", DESCENDING)], name="type_created"),
     IndexModel([("created_at", DESCENDING)], name="created"),
     IndexModel(
@@ -59,6 +64,12 @@ JOB_INDEXES = [
         name="idempotency_key",
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    ),
+    IndexModel(
+        [("expire_at", ASCENDING)],
+        name="expire_at",
+        expireAfterSeconds=0,
+        partialFilterExpression={"expire_at": {"$type": "date"}},
     ),
     IndexModel(
         [("submitted_by", ASCENDING), ("created_at", DESCENDING)],
@@ -93,14 +104,18 @@ class JobStore:
     """Reads and writes job records; every write that changes state is guarded by rev."""
 
     def __init__(self, db: AsyncDatabase, *, transactions: bool | None = None,
-                 stale_reads: str = "primary") -> None:
+                 stale_reads: str = "primary", retention_s: Mapping[str, float] | None = None,
+                 retention_by_type_s: Mapping[str, float] | None = None) -> None:
         """`transactions`: None uses them for batches if the server has them, False never.
+        `retention_s` and `retention_by_type_s`: how long finished jobs are kept (jobnode.core.retention).
 
         `stale_reads` (MONGODB_READ_PREFERENCE): where listings and counts may read. They already
         trail Redis by the outbox delay, so a secondary a second behind changes nothing a reader
         can rely on; a read by id or idempotency key, the reconciler's scan and every write stay
         on the primary, since they decide what happens to a job."""
         self.db = db
+        self.retention_s = dict(DEFAULT_RETENTION_S if retention_s is None else retention_s)
+        self.retention_by_type_s = dict(retention_by_type_s or {})
         self.jobs = db.get_collection("jobs", write_concern=JOURNALED)
         self.listed_jobs = db.get_collection("jobs", read_preference=READ_PREFERENCES[stale_reads])
         self.barrier = db.get_collection(BARRIER_COLLECTION, write_concern=JOURNALED)
@@ -109,6 +124,8 @@ class JobStore:
     @mongo_boundary
     async def ensure_indexes(self) -> None:
         await self.jobs.create_indexes(JOB_INDEXES)
+        if "status_created" in await self.jobs.index_information():
+            await self.jobs.drop_index("status_created")
 
     @mongo_boundary
     async def insert_many(self, jobs: Sequence[Job]) -> list[Exception | None]:
@@ -231,7 +248,7 @@ class JobStore:
         (see `kill_sessions`)."""
         if not snapshots:
             return 0
-        ops = [_guarded_update(s) for s in snapshots]
+        ops = [_guarded_update(s, self._expire_at(s)) for s in snapshots]
         if self.transactions is not False:
             try:
                 modified = await self._apply_in_transaction(ops, session)
@@ -269,6 +286,16 @@ class JobStore:
                         f"({exc.code}: {exc.__class__.__name__})") from exc
         raise AssertionError("unreachable")
 
+    def _expire_at(self, snapshot: Snapshot) -> datetime | None:
+        """When a job in this state may go: its finish time plus its retention; None while it is
+        not finished (an admin retry takes a finished job's date away again) or kept forever."""
+        fields = snapshot.fields
+        finished_at = fields.get("finished_at")
+        if not snapshot.is_terminal or not isinstance(finished_at, datetime):
+            return None
+        return expire_at(finished_at, fields["status"], fields.get("type") or "", self.retention_s,
+                         self.retention_by_type_s)
+
     async def _journal_barrier(self) -> None:
         """Make the transactions committed so far survive a crash of the server.
 
@@ -291,11 +318,11 @@ class JobStore:
         await self.jobs.delete_many({"_id": {"$in": list(job_ids)}, "rev": 0, "status": "pending"})
 
     @mongo_boundary
-    async def count_by_status(self) -> dict[str, int]:
-        counts = {}
-        for status in STATUSES:
-            counts[status] = await self.listed_jobs.count_documents({"status": status})
-        return counts
+    async def count_statuses(self, statuses: Sequence[str], *, stale_ok: bool = False) -> dict[str, int]:
+        """Jobs in each of these statuses: an index range count each (status_created_id).
+        `stale_ok`: the stats' counts, which may read where MONGODB_READ_PREFERENCE says."""
+        jobs = self.listed_jobs if stale_ok else self.jobs
+        return {status: await jobs.count_documents({"status": status}) for status in statuses}
 
     async def unfinished_ids(self, *, updated_before: datetime, batch: int) -> AsyncIterator[list[str]]:
         """Ids of the unfinished jobs not touched since `updated_before`, `batch` at a time.
@@ -327,14 +354,14 @@ class JobStore:
             yield ids
 
 
-def _guarded_update(snapshot: Snapshot) -> UpdateOne:
+def _guarded_update(snapshot: Snapshot, expires: datetime | None = None) -> UpdateOne:
     """Apply the snapshot's fields only if the stored rev is older (an update pipeline).
 
     The rev test sits in the update, not in the filter: the filter names `_id` alone, which
     SecantusDB serves as a point lookup, where `{_id, rev: {$lt}}` goes through its index
     planner first and makes every update markedly slower. `$literal` keeps a result's own
     `$` keys from being read as operators."""
-    fields = {**snapshot.fields, "rev": snapshot.rev}
+    fields = {**snapshot.fields, "rev": snapshot.rev, "expire_at": expires}
     newer = {"$lt": ["$rev", snapshot.rev]}
     merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}
     return UpdateOne({"_id": snapshot.id}, [{"$replaceWith": {"$cond": [newer, merged, "$$ROOT"]}}])

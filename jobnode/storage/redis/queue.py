@@ -86,6 +86,7 @@ class ProgressReport:
 class DispatchResult:
     assigned: int
     free_workers: int
+    rate_wait_ms: int = 0  # until a rate limit lets a waiting job go (0: no job waits on one)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,8 @@ class JobQueue:
     ) -> DispatchResult:
         seed = random.randrange(1, 2**31 - 1)
         args = [self.prefix, node_id, token, max_jobs, strategy, lease_ms, share_every, seed]
-        assigned, free = await self.scripts.dispatch(args=args)
-        return DispatchResult(int(assigned), int(free))
+        assigned, free, wait_ms = await self.scripts.dispatch(args=args)
+        return DispatchResult(int(assigned), int(free), int(wait_ms))
 
     @redis_boundary
     async def reap(self, node_id: str, token: int, *, worker_ttl_ms: int, max_jobs: int = 1000) -> ReapResult:
@@ -319,6 +320,31 @@ class JobQueue:
     async def completed_total(self) -> int:
         """Jobs completed in the whole cluster since this Redis began counting."""
         return int(await self.redis.get(self.key("count", "completed")) or 0)
+
+    @redis_boundary
+    async def finished_totals(self) -> dict[str, int | None]:
+        """Jobs that finished completed, failed and cancelled since Redis began counting (None: not counted)."""
+        names = ("completed", "failed", "cancelled")
+        values = await self.redis.mget([self.key("count", name) for name in names])
+        return {name: None if value is None else int(value) for name, value in zip(names, values)}
+
+    @redis_boundary
+    async def count_cancelled(self) -> None:
+        """A job cancelled outside cancel.lua (Redis no longer held it) counts in the total too."""
+        await self.redis.incr(self.key("count", "cancelled"))
+
+    @redis_boundary
+    async def seed_finished_totals(self, totals: Mapping[str, int]) -> None:
+        """Start counters that do not exist yet (a new Redis) from MongoDB's figures; kept ones stay."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name, value in totals.items():
+                pipe.set(self.key("count", name), value, nx=True)
+            await pipe.execute()
+
+    @redis_boundary
+    async def trim_dead_letters(self, before_ms: int) -> int:
+        """Forget dead-letter entries of jobs that failed before `before_ms` (their records expire then)."""
+        return int(await self.redis.zremrangebyscore(self.key("dead"), "-inf", before_ms))
 
     @redis_boundary
     async def depths(self, routes: Sequence[Route] | None = None) -> dict[str, int]:

@@ -2,6 +2,7 @@
 -- jobs to workers with free capacity that can run them, chosen by the load-balancing
 -- strategy among those workers.
 -- ARGV: prefix, node, token, max_jobs, strategy, lease_ms, share_every, seed.
+-- Returns {assigned, free workers, ms until a rate limit lets a waiting job go (0: none)}.
 -- Atomic and fenced: it runs only while ARGV's node and token hold the leader lease, so
 -- a stale leader (paused, partitioned, or behind on the election) can never assign a job,
 -- and no job is ever popped without landing in exactly one worker's inbox.
@@ -86,6 +87,101 @@ for _, route in ipairs(redis.call('SMEMBERS', k('routes'))) do
   end
 end
 
+-- Flow limits (P:limits, written by jobnode/storage/redis/flow_limits.py): per queue, per
+-- type and per submitting user, a rate (GCRA without burst: one job per ms/n, the next
+-- allowed time kept in P:limit_tat), a concurrency (the running set P:lrun:{key}, see
+-- release_limits in lib.lua) and a pause. A job held back by one stays pending in its ready
+-- set. With no limit set this costs one HGETALL per call and nothing per job.
+local limits, user_limits, default_user = nil, false, nil
+local limit_defs = redis.call('HGETALL', k('limits'))
+if #limit_defs > 0 then
+  limits = {}
+  for i = 1, #limit_defs, 2 do
+    local d = cjson.decode(limit_defs[i + 1])
+    limits[limit_defs[i]] = {key = limit_defs[i], n = d.n, ms = d.ms, c = d.c, paused = d.p == 1, waiting = 0}
+    if string.sub(limit_defs[i], 1, 5) == 'user:' then user_limits = true end
+  end
+  default_user = limits['user:*']
+end
+local wait_hint = 0  -- the soonest a rate-limited job may go, in ms from now
+local function limit_open(l)
+  if l.paused then return false end
+  if l.c then
+    if not l.running then l.running = redis.call('SCARD', k('lrun', l.key)) end
+    if l.running >= l.c then return false end
+  end
+  if l.n then
+    if not l.tat then l.tat = tonumber(redis.call('HGET', k('limit_tat'), l.key) or 0) end
+    if l.tat > now then
+      if wait_hint == 0 or l.tat - now < wait_hint then wait_hint = l.tat - now end
+      return false
+    end
+  end
+  return true
+end
+local function limit_take(l, id, held)
+  if l.c then
+    redis.call('SADD', k('lrun', l.key), id)
+    l.running = (l.running or 0) + 1
+    held[#held + 1] = l.key
+    if l.default then  -- the user:* row shows every job running under the default cap
+      redis.call('SADD', k('lrun', 'user:*'), id)
+      held[#held + 1] = 'user:*'
+    end
+  end
+  if l.n then
+    l.tat = math.max(l.tat or 0, now) + math.floor(l.ms / l.n)
+    l.dirty = true
+  end
+end
+-- A user's limit: their own, else the one for every user (user:*), counted per user.
+local user_state = {}
+local function user_limit(user)
+  if not user_limits or not user or user == '' then return nil end
+  local l = user_state[user]
+  if l == nil then
+    local d = limits['user:' .. user] or default_user
+    l = false
+    if d then
+      l = {key = 'user:' .. user, n = d.n, ms = d.ms, c = d.c, paused = d.paused, waiting = 0,
+           default = d == default_user}
+    end
+    user_state[user] = l
+  end
+  return l or nil
+end
+local submitter_of = {}
+local function user_open(id)
+  local user = submitter_of[id]
+  if user == nil then
+    user = redis.call('HGET', k('job', id), 'sub') or ''
+    submitter_of[id] = user
+  end
+  local l = user_limit(user)
+  if l and not limit_open(l) then
+    l.waiting = l.waiting + 1
+    return false
+  end
+  return true
+end
+if limits then
+  for _, r in ipairs(routes) do
+    local sep = string.find(r.name, ':', 1, true)
+    r.limits = {}
+    r.limits[#r.limits + 1] = limits['queue:' .. string.sub(r.name, 1, sep - 1)]
+    r.limits[#r.limits + 1] = limits['type:' .. string.sub(r.name, sep + 1)]
+  end
+end
+local function route_open(r)
+  if not r.limits then return true end
+  for _, l in ipairs(r.limits) do
+    if not limit_open(l) then return false end
+  end
+  return true
+end
+local USER_SCAN_MAX = 256  -- jobs of capped users passed over per route and call, at most
+local skipped_ids = {}
+
 local WINDOW = math.min(max_jobs, 16)  -- larger windows measured slower (more reply to build and convert)
 local function has_free(r)
   for _, g in ipairs(r.eligible) do
@@ -108,19 +204,28 @@ local function head(r)
   while true do
     if not r.window or r.pos > #r.window then
       flush(r)
-      r.window = redis.call('ZRANGE', k('ready', r.name), 0, WINDOW - 1, 'WITHSCORES')
+      -- Jobs passed over for their user's limit stay at the front: the window starts after them.
+      local skipped = r.skipped or 0
+      r.window = redis.call('ZRANGE', k('ready', r.name), skipped, skipped + WINDOW - 1, 'WITHSCORES')
       r.pos = 1
       if #r.window == 0 then
-        redis.call('SREM', k('routes'), r.name)  -- ready_add puts it back with its next job
+        -- ready_add puts the route back with its next job
+        if skipped == 0 then redis.call('SREM', k('routes'), r.name) end
         r.empty, r.id = true, nil
         return nil
       end
     end
     local id = r.window[r.pos]
     r.pos = r.pos + 2
-    if not taken_ids[id] then
-      r.id, r.score = id, tonumber(r.window[r.pos - 1])
-      return r.id, r.score
+    if not taken_ids[id] and not skipped_ids[id] then
+      if user_limits and not user_open(id) then
+        skipped_ids[id] = true
+        r.skipped = (r.skipped or 0) + 1
+        if r.skipped >= USER_SCAN_MAX then r.empty, r.id = true, nil; return nil end
+      else
+        r.id, r.score = id, tonumber(r.window[r.pos - 1])
+        return r.id, r.score
+      end
     end
   end
 end
@@ -134,13 +239,17 @@ local function next_job()
   local oldest = share_every > 0 and dispatches % share_every == 0
   local best, best_id, best_score
   for _, r in ipairs(routes) do
-    if not r.empty and has_free(r) then
+    if not r.empty and has_free(r) and route_open(r) then
       local id, score
       if oldest then
         -- The route's window stays: a job taken here is skipped there (taken_ids).
         flush(r)
         local first = redis.call('ZRANGE', k('fifo', r.name), 0, 0, 'WITHSCORES')
-        if first[1] then id, score = first[1], tonumber(first[2]) end
+        if first[1] and not skipped_ids[first[1]] and (not user_limits or user_open(first[1])) then
+          id, score = first[1], tonumber(first[2])
+        else
+          id, score = head(r)
+        end
       else
         id, score = head(r)
       end
@@ -230,6 +339,13 @@ while assigned < max_jobs do
     local worker_node = assign_to(worker, g)
     redis.call('HSET', jkey, 'status', 'assigned', 'worker', worker, 'node', worker_node,
                'updated_ms', now, 'rev', (tonumber(f[3]) or 0) + 1)
+    if limits then
+      local held = {}
+      for _, l in ipairs(r.limits) do limit_take(l, id, held) end
+      local ul = user_limit(submitter_of[id] or redis.call('HGET', jkey, 'sub'))
+      if ul then limit_take(ul, id, held) end
+      if #held > 0 then redis.call('HSET', jkey, 'lim', table.concat(held, ' ')) end
+    end
     redis.call('ZADD', k('leases'), now + lease_ms, id)
     redis.call('SADD', k('wjobs', worker), id)
     redis.call('RPUSH', k('inbox', worker), id)
@@ -241,4 +357,32 @@ if dispatches ~= start_count then redis.call('SET', k('dispatch_count'), dispatc
 if cursor and cursor ~= start_cursor then redis.call('SET', k('rr_cursor'), cursor) end
 local free_workers = 0
 for _, g in ipairs(groups) do free_workers = free_workers + math.max(free_of(g), 0) end
-return {assigned, free_workers}
+if limits then
+  -- What waits on which limit (GET /api/v1/limits and the stats read P:limit_waiting): a
+  -- route's ready jobs count against the first of its limits that holds them back.
+  for _, r in ipairs(routes) do
+    for _, l in ipairs(r.limits) do
+      if not limit_open(l) then
+        l.waiting = l.waiting + redis.call('ZCARD', k('ready', r.name))
+        break
+      end
+    end
+  end
+  local tats, waiting = {}, {}
+  for _, l in pairs(user_state) do
+    if l and l.dirty then tats[#tats + 1] = l.key; tats[#tats + 1] = l.tat end
+    if l and l.default then
+      default_user.waiting = default_user.waiting + l.waiting
+    elseif l and l.waiting > 0 then
+      waiting[#waiting + 1] = l.key; waiting[#waiting + 1] = l.waiting
+    end
+  end
+  for key, l in pairs(limits) do
+    if l.dirty then tats[#tats + 1] = key; tats[#tats + 1] = l.tat end
+    waiting[#waiting + 1] = key; waiting[#waiting + 1] = l.waiting
+  end
+  if #tats > 0 then redis.call('HSET', k('limit_tat'), unpack(tats)) end
+  redis.call('DEL', k('limit_waiting'))
+  redis.call('HSET', k('limit_waiting'), unpack(waiting))
+end
+return {assigned, free_workers, wait_hint}

@@ -17,7 +17,7 @@ local now = now_ms()
 local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after the loop
 
 local function finish(worker, id, outcome, result, error, delay_ms)
-  local job = read_job(id, {'max_retries'})
+  local job = read_job(id, {'max_retries', 'lim'})
   if job.status ~= 'running' or job.worker ~= worker then return 0 end
   if outcome == 'returned' then  -- the worker cannot run this type: back to the queue, attempt refunded
     release_slot(worker)
@@ -27,6 +27,8 @@ local function finish(worker, id, outcome, result, error, delay_ms)
   redis.call('ZREM', k('leases'), id)
   redis.call('SREM', k('wjobs', worker), id)
   release_slot(worker)
+  release_limits(id, job.lim)
+  job.lim = nil
   if outcome == 'completed' then
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     counts.completed = counts.completed + 1

@@ -185,13 +185,26 @@ local function append_error(id, message, now)
   return cjson.encode(errors)
 end
 
+-- Flow limits (dispatch.lua applies them): a job assigned under a concurrency limit holds a
+-- place in each limit's running set, P:lrun:{scope}:{name}, named in its `lim` field. Every
+-- way a job stops running (finished, failed, retried, cancelled, requeued by the reaper, a
+-- handback or a paused worker) passes here, so a place is never kept by a job that is not
+-- running. Sets, not counters: giving a place back twice changes nothing.
+local function release_limits(id, lim)
+  if not lim or lim == '' then return end
+  for key in string.gmatch(lim, '%S+') do redis.call('SREM', k('lrun', key), id) end
+  redis.call('HDEL', k('job', id), 'lim')
+  wake()  -- a place is free: jobs waiting on the limit may go
+end
+
 -- A job its worker can no longer finish (worker dead, lease expired, node shut down):
 -- an unstarted job simply goes back; a started one has used an attempt (unless refund).
 local function requeue(id, reason, now, refund)
   local f = redis.call('HMGET', k('job', id), 'status', 'worker', 'attempts', 'max_retries',
-                       'priority', 'seq', 'queue', 'type')
+                       'priority', 'seq', 'queue', 'type', 'lim')
   local route = route_of(f[7], f[8])
   redis.call('ZREM', k('leases'), id)
+  if f[1] == 'assigned' or f[1] == 'running' then release_limits(id, f[9]) end
   if f[2] then redis.call('SREM', k('wjobs', f[2]), id) end
   if f[1] == 'assigned' then
     transition(id, 'pending', now, 'worker', '', 'node', '')
@@ -210,6 +223,7 @@ local function requeue(id, reason, now, refund)
       else
         transition(id, 'failed', now, 'error', reason, 'errors', errors, 'finished_ms', now)
         redis.call('ZADD', k('dead'), now, id)
+        redis.call('INCR', k('count', 'failed'))
         publish_failure(id, f[3], reason, nil)
       end
     end
