@@ -23,12 +23,15 @@ TINY = ["--ceiling-jobs", "500", "--single-jobs", "40", "--concurrency", "8", "-
 # The peers are in the 'bench' extra, not in 'test': compared against only where installed.
 HAS_ARQ = importlib.util.find_spec("arq") is not None
 HAS_CELERY = importlib.util.find_spec("celery") is not None
+HAS_DRAMATIQ = importlib.util.find_spec("dramatiq") is not None
+HAS_SAQ = importlib.util.find_spec("saq") is not None
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     work_dir = tmp_path_factory.mktemp("bench")
-    peers = (["--compare", "arq"] if HAS_ARQ else []) + (["--compare", "celery-mongo"] if HAS_CELERY else [])
+    peers = [arg for peer, installed in (("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY), ("dramatiq", HAS_DRAMATIQ),
+                                         ("saq", HAS_SAQ)) if installed for arg in ("--compare", peer)]
     argv = TINY + peers + ["--work-dir", str(work_dir)]
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=550)
@@ -79,6 +82,9 @@ def test_the_report_has_every_section_with_sane_values(report):
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]
     assert set(drain["cpu_share"]) == {"pipeline", "durable"}
     assert set(drain["cpu_share"]["pipeline"]) == {"node-1", "redis", "mongodb", "bench", "machine", "steal"}
+    # Each section names what limited it: the process that used the most CPU.
+    assert drain["busiest"]["pipeline"]["process"] in {"node-1", "redis", "mongodb", "bench"}
+    assert report["latency"]["busiest"]["process"] in {"node-1", "redis", "mongodb", "bench"}
     steady = report["steady"]
     assert steady["acknowledged"] + steady["refused"] == steady["offered"] > 0
     assert positive(steady["rss"]["node-1"]["max_mib"])
@@ -97,7 +103,8 @@ def test_the_report_has_every_section_with_sane_values(report):
     assert "secret" not in json.dumps(report["settings"]["cluster_environment"]).lower()
 
 
-@pytest.mark.parametrize("peer, installed", [("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY)])
+@pytest.mark.parametrize("peer, installed", [("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY),
+                                             ("dramatiq", HAS_DRAMATIQ), ("saq", HAS_SAQ)])
 @pytest.mark.timeout(600)
 def test_a_comparison_runs_the_same_workloads(report, peer, installed):
     if not installed:

@@ -32,7 +32,7 @@ from tools.bench.cluster import BenchError, ClusterPlan, DataServers, DevCluster
 from tools.bench.events import run_events
 from tools.bench.failover import config_for, run_failover
 from tools.bench.machine import MachineWatch
-from tools.bench.resources import ResourceSampler, run_steady
+from tools.bench.resources import CpuWatch, ResourceSampler, busiest, run_steady
 from tools.bench.profile import Profiler
 from tools.bench.redis_work import ScriptTimes, redis_mark, redis_work
 from tools.bench.routing import run_routing
@@ -40,8 +40,8 @@ from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submi
 from tools.bench.writes import mark, writes_between
 
 SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events")
-COMPARE = ("arq", "celery-mongo")
-PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
+COMPARE = ("arq", "celery-mongo", "dramatiq", "saq")
+PEER_MODULES = {"arq": "arq", "celery-mongo": "celery", "dramatiq": "dramatiq", "saq": "saq"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
@@ -147,6 +147,7 @@ class Bench:
         began = time.monotonic()
         oplog = 20 * (self.sizes["drain_jobs"] + self.sizes["batch_jobs"]) + 100_000
         servers = DataServers.start(self.work_dir, self.args.redis_url, self.args.mongodb_uri, oplog)
+        self.servers_pids = servers.pids
         try:
             self.report["servers"] = {"redis": redact(servers.redis_url), "mongodb": redact(servers.mongodb_uri),
                                       "embedded": not (self.args.redis_url or self.args.mongodb_uri)}
@@ -190,8 +191,11 @@ class Bench:
     async def run_workloads(self, load: ClusterLoad, servers: DataServers, cluster: DevCluster) -> None:
         a, s = self.args, self.sizes
         if self.wanted("submit"):
-            self.report["submit"] = await run_submit(load, single=s["single_jobs"], concurrency=a.concurrency,
-                                                     batch_jobs=s["batch_jobs"], batch_concurrency=a.batch_concurrency)
+            async with CpuWatch(self.cpu_pids(cluster)) as watch:
+                self.report["submit"] = await run_submit(load, single=s["single_jobs"], concurrency=a.concurrency,
+                                                         batch_jobs=s["batch_jobs"],
+                                                         batch_concurrency=a.batch_concurrency)
+            self.report["submit"].update(watch.report())
         if self.wanted("drain"):
             batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
             profiler = self.profiler(servers, cluster)
@@ -229,6 +233,7 @@ class Bench:
                 drain["cpu_share"] = {
                     "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
                     "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
+                drain["busiest"] = {window: busiest(shares) for window, shares in drain["cpu_share"].items()}
             self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
             if script_times:
                 self.report["drain"]["redis"]["by_command"] = await script_times.stop(s["drain_jobs"])
@@ -245,12 +250,18 @@ class Bench:
     async def latency(self, load: ClusterLoad, cluster: DevCluster) -> dict[str, Any]:
         """The fixed-rate workload, with the nodes' own split of the submit path over it."""
         before = await stages.scrape(cluster.metrics_urls)
-        report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+        async with CpuWatch(self.cpu_pids(cluster)) as watch:
+            report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+        report.update(watch.report())
         after = await stages.scrape(cluster.metrics_urls) if before is not None else None
         if after is not None:  # None also when `before` was
             report["node_stages"] = {**stages.between(before, after),
                                      "estimated_from": "the nodes' histogram buckets (tools.bench.stages)"}
         return report
+
+    def cpu_pids(self, cluster: DevCluster) -> dict[str, int]:
+        """Every process a workload's CPU shares follow: the nodes, the embedded servers, the bench."""
+        return {**self.node_pids(cluster), **self.servers_pids, "bench": os.getpid()}
 
     @staticmethod
     def node_pids(cluster: DevCluster) -> dict[str, int]:
@@ -266,23 +277,30 @@ class Bench:
 
     async def run_comparisons(self, servers: DataServers) -> None:
         compare: dict[str, Any] = {}
-        for peer in dict.fromkeys(self.args.compare):
+        a = self.args
+        common = {"work_dir": self.work_dir, "drain_jobs": self.sizes["drain_jobs"], "rate_per_s": a.rate,
+                  "duration_s": self.sizes["latency_s"], "timeout_s": a.timeout}
+        for peer in dict.fromkeys(a.compare):
             if peer == "arq":
                 from tools.bench.arq_peer import run_arq
 
-                compare["arq"] = await run_arq(
-                    servers.redis_url, workers=self.args.workers * self.args.nodes, work_dir=self.work_dir,
-                    drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
-                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
-                compare["arq"]["ratios"] = self.ratios(compare["arq"])
+                compare[peer] = await run_arq(servers.redis_url, workers=a.workers * a.nodes, **common)
+            elif peer == "dramatiq":
+                from tools.bench.dramatiq_peer import run_dramatiq
+
+                compare[peer] = await run_dramatiq(servers.redis_url, workers=a.workers * a.nodes,
+                                                   cpu_pids=servers.pids, **common)
+            elif peer == "saq":
+                from tools.bench.saq_peer import run_saq
+
+                compare[peer] = await run_saq(servers.redis_url, workers=a.workers * a.nodes,
+                                              cpu_pids=servers.pids, **common)
             else:
                 from tools.bench.celery_peer import run_celery
 
-                compare[peer] = await run_celery(
-                    servers.redis_url, servers.mongodb_uri, concurrency=self.args.celery_concurrency,
-                    work_dir=self.work_dir, drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
-                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
-                compare[peer]["ratios"] = self.ratios(compare[peer])
+                compare[peer] = await run_celery(servers.redis_url, servers.mongodb_uri,
+                                                 concurrency=a.celery_concurrency, **common)
+            compare[peer]["ratios"] = self.ratios(compare[peer])
         if compare:
             self.report["compare"] = compare
 
