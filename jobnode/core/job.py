@@ -21,6 +21,10 @@ STATUSES = (PENDING, ASSIGNED, RUNNING, RETRYING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 DEFAULT_PRIORITY = 5
+# When a submission is acknowledged (docs/architecture.md, "Durability"): STORE once MongoDB
+# holds it (a journaled insert), QUEUE once Redis does (its record follows through the outbox).
+STORE, QUEUE = "store", "queue"
+DURABILITIES = (STORE, QUEUE)
 DEFAULT_QUEUE = "default"
 
 
@@ -64,6 +68,7 @@ class JobSpec:
     scheduled_at: datetime | None = None
     idempotency_key: str | None = None
     queue: str | None = None  # None: the type's own queue, which the service fills in
+    durability: str | None = None  # None: the type's, else the node's default (the catalog fills it in)
 
 
 @dataclass
@@ -95,6 +100,7 @@ class Job:
     # The last progress its processor reported: {"fraction", "message", "at_ms"} (None: none yet).
     last_progress: dict[str, Any] | None = None
     trace_context: str | None = None  # W3C traceparent of its submission, when tracing is on
+    durability: str = STORE  # what its acknowledgement waited for (STORE or QUEUE)
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
@@ -122,6 +128,7 @@ class Job:
             request_id=request_id,
             queue=spec.queue or DEFAULT_QUEUE,
             trace_context=trace_context,
+            durability=spec.durability or STORE,
         )
 
     @property
@@ -174,6 +181,7 @@ class Job:
             "submitted_by": self.submitted_by,
             "request_id": self.request_id,
             "progress": self.last_progress,
+            "durability": self.durability,
         }
 
     def attach_reporter(self, reporter: JobReporter) -> None:

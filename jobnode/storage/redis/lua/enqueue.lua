@@ -1,6 +1,7 @@
 -- enqueue.lua: add jobs that MongoDB already holds to the queue.
 -- ARGV: prefix, then per job: id, due_ms (0 = now), n, then n items: the job's hash fields
---       as name, value pairs (the ENQUEUED group of jobnode/core/record.py).
+--       as name, value pairs (the ENQUEUED group of jobnode/core/record.py, and `doc` for a
+--       job acknowledged before MongoDB holds it: durability `queue`).
 -- queued_ms (when the job became runnable: now, or its due time) lets take.lua report how
 -- long the first attempt waited.
 -- Atomic so that a job's record, its sequence number and its place in the ready or
@@ -24,6 +25,13 @@ while i <= #ARGV do
     else
       publish_job('job.submitted', id, 'priority', argv_value(first, last, 'priority') or '',
                   'due_ms', math.max(now, due))
+      -- A `queue` job's first outbox entry carries its whole record: the outbox writer inserts
+      -- it, so MongoDB gets the job in the same atomic step as Redis (and its AOF) got it.
+      local doc = argv_value(first, last, 'doc')
+      if doc then
+        redis.call('XADD', k('outbox'), '*', 'id', id, 'rev', 0, 'status', 'pending', 'updated_ms', now,
+                   'doc', doc)
+      end
     end
     if due > now then
       redis.call('ZADD', k('delayed'), due, id)
