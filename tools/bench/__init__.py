@@ -60,7 +60,14 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            # The event stream: 1,000 subscribers on one node, each costing it little, and a
            # completion at a subscriber on another node within a few event-loop turns.
            "events_subscribers": 1000, "events_rss_mib_per_1000_subscribers": 64,
-           "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100}
+           "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100,
+           # Durability `queue`: submit→complete p99 at 200/s at most 1.5x SAQ's in the same run;
+           # `store`: at most the store's own insert p99 at that rate + 3 ms.
+           "latency_queue_p99_vs_saq": 1.5, "latency_store_p99_over_insert_p99_ms": 3,
+           # The dispatch path against dramatiq's, same drain, same run.
+           "drain_pipeline_vs_dramatiq": 1.3,
+           # Cost as the backlog grows: CPU per job of a 200,000-job drain against the 20,000-job one.
+           "scale_cost_per_job_vs_base": 1.2}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
@@ -243,15 +250,17 @@ class Bench:
                 self.report["profile"] = profiler.report()
         if self.wanted("latency"):
             self.report["latency"] = await self.latency(load, cluster)
+            self.report["latency_queue"] = await self.latency(load, cluster, durability="queue")
         if a.steady_seconds > 0:
             self.report["steady"] = await run_steady(load, self.node_pids(cluster), rate_per_s=a.rate,
                                                      duration_s=a.steady_seconds)
 
-    async def latency(self, load: ClusterLoad, cluster: DevCluster) -> dict[str, Any]:
+    async def latency(self, load: ClusterLoad, cluster: DevCluster, durability: str | None = None) -> dict[str, Any]:
         """The fixed-rate workload, with the nodes' own split of the submit path over it."""
         before = await stages.scrape(cluster.metrics_urls)
         async with CpuWatch(self.cpu_pids(cluster)) as watch:
-            report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+            report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"],
+                                       durability=durability)
         report.update(watch.report())
         after = await stages.scrape(cluster.metrics_urls) if before is not None else None
         if after is not None:  # None also when `before` was
@@ -313,6 +322,7 @@ class Bench:
 
         theirs_p = peer["drain"]["pipeline"]["jobs_per_s"]
         ours_lat = ours_latency.get("submit_to_complete_ms", {})
+        ours_queue_lat = self.report.get("latency_queue", {}).get("submit_to_complete_ms", {})
         theirs_lat = peer["latency"]["submit_to_complete_ms"]
         return {
             "drain_pipeline": ratio(ours_drain.get("pipeline", {}).get("jobs_per_s"), theirs_p),
@@ -321,6 +331,8 @@ class Bench:
                                    (peer["drain"].get("durable") or {}).get("jobs_per_s")),
             "latency_p50": ratio(theirs_lat["p50"], ours_lat.get("p50")),
             "latency_p99": ratio(theirs_lat["p99"], ours_lat.get("p99")),
+            "latency_queue_p50": ratio(theirs_lat["p50"], ours_queue_lat.get("p50")),
+            "latency_queue_p99": ratio(theirs_lat["p99"], ours_queue_lat.get("p99")),
         }
 
     def run_failovers(self, servers: DataServers) -> None:
@@ -374,10 +386,20 @@ class Bench:
             "events_rss_mib_per_1000_subscribers": get("events", "rss_mib_per_1000_subscribers"),
             "events_delivery_p50_ms": get("events", "delivery_ms", "p50") if self.args.rate == 200 else None,
             "events_delivery_p99_ms": get("events", "delivery_ms", "p99") if self.args.rate == 200 else None,
+            "latency_queue_p99_vs_saq": _ratio(get("latency_queue", "submit_to_complete_ms", "p99"),
+                                               get("compare", "saq", "latency", "submit_to_complete_ms", "p99"))
+            if self.args.rate == 200 else None,
+            "latency_store_p99_over_insert_p99_ms": _difference(get("latency", "submit_to_complete_ms", "p99"),
+                                                                get("store_ceiling", "insert_ms_at_rate", "p99"))
+            if self.args.rate == 200 else None,
+            "drain_pipeline_vs_dramatiq": get("compare", "dramatiq", "ratios", "drain_pipeline"),
+            "scale_cost_per_job_vs_base": get("scale", "drain", "cost_per_job_vs_base"),
         }
         lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
                            "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers",
-                           "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms"}
+                           "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms",
+                           "latency_queue_p99_vs_saq", "latency_store_p99_over_insert_p99_ms",
+                           "scale_cost_per_job_vs_base"}
         targets = {name: {"target": target, "measured": measured[name],
                           "met": None if measured[name] is None else
                           (measured[name] <= target if name in lower_is_better else measured[name] >= target)}
@@ -386,6 +408,14 @@ class Bench:
             for name in DISTURBED_BY_PROFILING:
                 targets[name]["disturbed"] = PROFILING_NOTE
         return targets
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return round(top / bottom, 3) if top is not None and bottom else None
+
+
+def _difference(left: float | None, right: float | None) -> float | None:
+    return round(left - right, 2) if left is not None and right is not None else None
 
 
 def _max_of(values: Any) -> float | None:
