@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--ceiling-jobs", "500", "--single-jobs", "40", "--concurrency", "8", "--batch-jobs", "500",
         "--drain-jobs", "300", "--rate", "40", "--latency-seconds", "1.5", "--failover-runs", "1",
-        "--steady-seconds", "2", "--timeout", "180"]
+        "--steady-seconds", "2", "--timeout", "180",
+        "--scale-jobs", "300", "--wide-jobs", "200", "--wide-nodes", "2", "--wide-workers", "2",
+        "--idle-nodes", "3", "--idle-seconds", "1"]
 # The peers are in the 'bench' extra, not in 'test': compared against only where installed.
 HAS_ARQ = importlib.util.find_spec("arq") is not None
 HAS_CELERY = importlib.util.find_spec("celery") is not None
@@ -77,6 +79,19 @@ def test_the_report_has_every_section_with_sane_values(report):
     for stage in ("store_insert", "queue_enqueue", "http_submit_handler"):
         assert node_stages[stage]["count"] >= latency["jobs"] // 10, stage
         assert node_stages[stage]["p50"]["ms"] > 0, stage
+
+    queued = report["latency_queue"]  # the same workload, acknowledged once Redis holds each job
+    assert queued["durability"] == "queue" and ordered_percentiles(queued["submit_to_complete_ms"], queued["jobs"])
+
+    scale = report["scale"]
+    assert scale["drain"]["completed"] == scale["drain"]["jobs"] == 300
+    assert positive(scale["drain"]["cpu_ms_per_job"]) and positive(scale["drain"]["cost_per_job_vs_base"])
+    assert positive(scale["drain"]["rss_mib"]["peak"]["node-1"])
+    assert scale["wide"]["workers"] == 4 and scale["wide"]["completed"] == 200
+    assert set(scale["wide"]["rss_mib"]["peak"]) == {"node-1", "node-2"}
+    idle = scale["idle_gossip"]
+    assert idle["nodes"] == 3 and 0 <= idle["cpu_share_all_nodes"] < 3
+    assert idle["busiest"]["process"] in {"node-1", "node-2", "node-3", "redis", "mongodb", "bench"}
 
     memory = drain["rss_mib"]
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]

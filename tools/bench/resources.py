@@ -212,3 +212,12 @@ def busiest(shares: Mapping[str, float | None]) -> dict[str, Any] | None:
     machine = shares.get(MACHINE)
     return {"process": name, "cpu_share": processes[name],
             "machine_saturated": machine is not None and machine >= 0.9 * cpus}
+
+
+def cpu_ms_per_job(shares: Mapping[str, float | None], seconds: float, jobs: int) -> float | None:
+    """CPU milliseconds per job that the system under test used (nodes and servers, not the
+    bench, not other tenants of the machine): a cost that a busy box moves less than the rate."""
+    used = [share for name, share in shares.items() if share is not None and name not in (MACHINE, STEAL, "bench")]
+    if not used or jobs <= 0:
+        return None
+    return round(sum(used) * seconds * 1000 / jobs, 3)
