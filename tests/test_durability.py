@@ -105,3 +105,16 @@ async def test_durability_comes_from_the_submission_then_the_type_then_the_node(
     store = node.app[JOB_SERVICE].store
     stored = await wait_until(lambda: store.get(job_id), timeout_s=10, message="the queue job in MongoDB")
     assert stored.durability == "queue"
+
+
+def test_a_types_durability_sits_between_the_submissions_and_the_nodes():
+    from jobnode.core.job_types import TypeSpec
+    from jobnode.services.catalog import TypeCatalog
+
+    local = [TypeSpec("fast", durability="queue"), TypeSpec("plain")]
+    catalog = TypeCatalog(None, None, "n", local, ["default"], default_durability="store")  # type: ignore[arg-type]
+    specs = [JobSpec(type="fast"), JobSpec(type="fast", durability="store"), JobSpec(type="plain"),
+             JobSpec(type="fast", idempotency_key="k")]
+    admitted = catalog.admit(specs, [""] * len(specs))
+    assert [spec.durability for spec in admitted] == ["queue", "store", "store", "store"]
+    assert TypeSpec.from_json(local[0].to_json()).durability == "queue"  # as other nodes read it
