@@ -131,7 +131,8 @@ class NodeServices:
                                    workers_total=len(pool.workers))
         elector.on_leader_change = recorder.on_leader_change
         catalog = TypeCatalog(CatalogStore(redis, settings.redis_key_prefix), queue, settings.node_id,
-                              registry.specs(), list(served_queues(settings.queues, registry.queues())))
+                              registry.specs(), list(served_queues(settings.queues, registry.queues())),
+                              default_durability=settings.durability)
         jobs = JobService(store, queue, catalog=catalog, max_batch=settings.commit_max_batch, metrics=metrics)
         verifier = Verifier(secret)
         dispatcher = Dispatcher(queue, leadership, dispatch_settings(settings))

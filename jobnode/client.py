@@ -427,8 +427,12 @@ class AsyncClient:
         scheduled_at: datetime | str | None = None,
         idempotency_key: str | None = None,
         queue: str | None = None,
+        durability: str | None = None,
     ) -> dict:
-        """Submit one job and return it (with its `id`). Retried on transient errors only if keyed."""
+        """Submit one job and return it (with its `id`). Retried on transient errors only if keyed.
+
+        `durability`: "store" (acknowledged once MongoDB holds it) or "queue" (once Redis does);
+        None: the job type's, else the node's default."""
         body = _job_body(
             type,
             payload,
@@ -438,6 +442,7 @@ class AsyncClient:
             scheduled_at=scheduled_at,
             idempotency_key=idempotency_key,
             queue=queue,
+            durability=durability,
         )
         return await self._request("POST", "/api/v1/jobs", body=body, retry=idempotency_key is not None)
 

@@ -12,7 +12,7 @@ import sys
 from tools.bench import Bench, build_parser, main, node_python_path, sizes, stages
 from tools.bench.ceiling import lifecycle_ceiling
 from tools.bench.machine import cpu_over_run
-from tools.bench.resources import MACHINE, STEAL, ResourceSampler, busy_share, growth
+from tools.bench.resources import MACHINE, STEAL, ResourceSampler, busiest, busy_share, cpu_ms_per_job, growth
 from tools.procfs import MachineTimes, cpu_s, machine_times, rss_mib
 from tools.bench.profile import top_costs
 from tools.bench.workloads import percentiles_ms
@@ -84,6 +84,35 @@ def test_targets_compare_each_figure_in_its_own_direction(tmp_path):
     assert targets["node_rss_mib_during_drain"] == {"target": 150, "measured": 160.0, "met": False}  # the worst node
     assert targets["steady_rss_growth_mib"]["met"] is True
     assert isinstance(bench.args, argparse.Namespace)
+
+
+def test_the_round_two_targets_are_ratios_within_one_run(tmp_path):
+    bench = Bench(build_parser().parse_args([]), tmp_path)
+    bench.report.update({
+        "store_ceiling": {"insert_ms_at_rate": {"p99": 11.0}},
+        "latency": {"submit_to_complete_ms": {"p99": 13.5}},
+        "latency_queue": {"submit_to_complete_ms": {"p99": 3.0}},
+        "compare": {"saq": {"latency": {"submit_to_complete_ms": {"p99": 2.5}}},
+                    "dramatiq": {"ratios": {"drain_pipeline": 1.25}}},
+        "scale": {"drain": {"cost_per_job_vs_base": 1.1}},
+    })
+    targets = bench.targets()
+    assert targets["latency_queue_p99_vs_saq"] == {"target": 1.5, "measured": 1.2, "met": True}
+    assert targets["latency_store_p99_over_insert_p99_ms"] == {"target": 3, "measured": 2.5, "met": True}
+    assert targets["drain_pipeline_vs_dramatiq"] == {"target": 1.3, "measured": 1.25, "met": False}
+    assert targets["scale_cost_per_job_vs_base"]["met"] is True
+    assert Bench(build_parser().parse_args([]), tmp_path).targets()["latency_queue_p99_vs_saq"]["met"] is None
+
+
+def test_the_busiest_process_is_what_limited_a_section():
+    shares = {"node-1": 0.97, "redis": 0.2, "bench": 0.1, MACHINE: 1.5, STEAL: 0.0}
+    found = busiest(shares)
+    assert found["process"] == "node-1" and found["cpu_share"] == 0.97
+    assert found["machine_saturated"] is (1.5 >= 0.9 * (os.cpu_count() or 1))
+    assert busiest({MACHINE: 1.0, "redis": None}) is None
+    # CPU per job: the system under test only (nodes and servers), over the window's seconds.
+    assert cpu_ms_per_job(shares, seconds=2.0, jobs=1000) == round((0.97 + 0.2) * 2.0, 3)
+    assert cpu_ms_per_job({MACHINE: 1.0}, seconds=2.0, jobs=1000) is None
 
 
 def test_a_profiled_drain_says_its_throughput_targets_were_disturbed(tmp_path):

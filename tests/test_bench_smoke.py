@@ -19,16 +19,21 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--ceiling-jobs", "500", "--single-jobs", "40", "--concurrency", "8", "--batch-jobs", "500",
         "--drain-jobs", "300", "--rate", "40", "--latency-seconds", "1.5", "--failover-runs", "1",
-        "--steady-seconds", "2", "--timeout", "180"]
+        "--steady-seconds", "2", "--timeout", "180",
+        "--scale-jobs", "300", "--wide-jobs", "200", "--wide-nodes", "2", "--wide-workers", "2",
+        "--idle-nodes", "3", "--idle-seconds", "1"]
 # The peers are in the 'bench' extra, not in 'test': compared against only where installed.
 HAS_ARQ = importlib.util.find_spec("arq") is not None
 HAS_CELERY = importlib.util.find_spec("celery") is not None
+HAS_DRAMATIQ = importlib.util.find_spec("dramatiq") is not None
+HAS_SAQ = importlib.util.find_spec("saq") is not None
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
     work_dir = tmp_path_factory.mktemp("bench")
-    peers = (["--compare", "arq"] if HAS_ARQ else []) + (["--compare", "celery-mongo"] if HAS_CELERY else [])
+    peers = [arg for peer, installed in (("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY), ("dramatiq", HAS_DRAMATIQ),
+                                         ("saq", HAS_SAQ)) if installed for arg in ("--compare", peer)]
     argv = TINY + peers + ["--work-dir", str(work_dir)]
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=550)
@@ -75,10 +80,26 @@ def test_the_report_has_every_section_with_sane_values(report):
         assert node_stages[stage]["count"] >= latency["jobs"] // 10, stage
         assert node_stages[stage]["p50"]["ms"] > 0, stage
 
+    queued = report["latency_queue"]  # the same workload, acknowledged once Redis holds each job
+    assert queued["durability"] == "queue" and ordered_percentiles(queued["submit_to_complete_ms"], queued["jobs"])
+
+    scale = report["scale"]
+    assert scale["drain"]["completed"] == scale["drain"]["jobs"] == 300
+    assert positive(scale["drain"]["cpu_ms_per_job"]) and positive(scale["drain"]["cost_per_job_vs_base"])
+    assert positive(scale["drain"]["rss_mib"]["peak"]["node-1"])
+    assert scale["wide"]["workers"] == 4 and scale["wide"]["completed"] == 200
+    assert set(scale["wide"]["rss_mib"]["peak"]) == {"node-1", "node-2"}
+    idle = scale["idle_gossip"]
+    assert idle["nodes"] == 3 and 0 <= idle["cpu_share_all_nodes"] < 3
+    assert idle["busiest"]["process"] in {"node-1", "node-2", "node-3", "redis", "mongodb", "bench"}
+
     memory = drain["rss_mib"]
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]
     assert set(drain["cpu_share"]) == {"pipeline", "durable"}
     assert set(drain["cpu_share"]["pipeline"]) == {"node-1", "redis", "mongodb", "bench", "machine", "steal"}
+    # Each section names what limited it: the process that used the most CPU.
+    assert drain["busiest"]["pipeline"]["process"] in {"node-1", "redis", "mongodb", "bench"}
+    assert report["latency"]["busiest"]["process"] in {"node-1", "redis", "mongodb", "bench"}
     steady = report["steady"]
     assert steady["acknowledged"] + steady["refused"] == steady["offered"] > 0
     assert positive(steady["rss"]["node-1"]["max_mib"])
@@ -97,7 +118,8 @@ def test_the_report_has_every_section_with_sane_values(report):
     assert "secret" not in json.dumps(report["settings"]["cluster_environment"]).lower()
 
 
-@pytest.mark.parametrize("peer, installed", [("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY)])
+@pytest.mark.parametrize("peer, installed", [("arq", HAS_ARQ), ("celery-mongo", HAS_CELERY),
+                                             ("dramatiq", HAS_DRAMATIQ), ("saq", HAS_SAQ)])
 @pytest.mark.timeout(600)
 def test_a_comparison_runs_the_same_workloads(report, peer, installed):
     if not installed:

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from jobnode.core.job import Job, JobSpec
-from jobnode.core.record import ENQUEUED, FIELDS, RESTORED, SNAPSHOT, TAKEN, decode_snapshot, group_names
+from jobnode.core.job import Job, JobSpec, from_epoch_ms
+from jobnode.core.record import (ENQUEUED, FIELDS, RESTORED, SNAPSHOT, TAKEN, decode_document, decode_snapshot,
+                                  encode_document, group_names)
 from jobnode.pipeline.outbox import to_snapshot
 from jobnode.services.jobs import merge_live_state
 from jobnode.storage.redis.lease import LeaderLease
@@ -73,9 +74,9 @@ def test_the_hash_keeps_its_field_names():
     assert set(group_names(TAKEN)) == {"type", "payload", "attempts", "max_retries", "timeout_ms", "priority", "rid",
                                        "queue", "tctx"}
     assert set(group_names(ENQUEUED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "attempts",
-                                          "rev", "errors", "rid", "queue", "sub", "tctx", "sched", "sched_for"}
+                                          "rev", "errors", "rid", "queue", "sub", "tctx", "sched", "sched_for", "dur"}
     assert set(group_names(RESTORED)) == {"type", "priority", "payload", "max_retries", "timeout_ms", "rev",
-                                          "errors", "queue", "sub", "sched", "sched_for"}
+                                          "errors", "queue", "sub", "sched", "sched_for", "dur"}
 
 
 def test_the_fields_enqueue_sets_itself_are_not_the_jobs_to_send():
@@ -195,3 +196,10 @@ async def test_an_expired_lease_uses_an_attempt_by_the_same_rule(queue, token, r
     live = await queue.live_state(job.id)
     assert (live["status"], live["attempts"], live["error"]) == ("failed", "2", "lease expired")
     assert (await queue.depths())["dead_letter"] == 1
+
+
+def test_a_queue_jobs_document_travels_through_doc_unchanged():
+    job = Job.new(JobSpec(type="echo", payload={"a": [1, "x"]}, durability="queue",
+                          scheduled_at=from_epoch_ms(1_800_000_000_123)))
+    decoded = Job.from_document(decode_document(encode_document(job)))
+    assert decoded.to_json() == job.to_json() and decoded.durability == "queue"

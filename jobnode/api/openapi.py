@@ -13,7 +13,7 @@ from jobnode.api.access import access_of
 from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
 from jobnode.api.jobs_routes import DEFAULT_PAGE, MAX_PAGE
 from jobnode.auth.roles import ROLES
-from jobnode.core.job import STATUSES
+from jobnode.core.job import DURABILITIES, STATUSES
 from jobnode.core.queues import QUEUE_NAME
 from jobnode.core.submission import (
     IDEMPOTENCY_KEY_HEADER,
@@ -80,6 +80,11 @@ SCHEMAS: dict[str, Any] = {
             "queue": {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$",
                       "description": "the queue to wait in; default: the one its type declares (else `default`); "
                                      "an unknown queue is refused with the list"},
+            "durability": {"type": "string", "enum": list(DURABILITIES),
+                           "description": "when the submission is acknowledged: `store` once MongoDB holds it, "
+                                          "`queue` once Redis does (faster; a Redis crash can lose the last "
+                                          "appendfsync window). Default: its type's, else the node's DURABILITY. "
+                                          "`queue` with an idempotency key is refused"},
         },
     },
     "JobType": {
@@ -92,6 +97,8 @@ SCHEMAS: dict[str, Any] = {
                       "description": "the nodes whose workers run it now"},
             "payload_schema": {"description": "JSON Schema of its payload; null: any object"},
             "doc": {"type": "string"},
+            "durability": {"type": ["string", "null"], "enum": [*DURABILITIES, None],
+                           "description": "its jobs' durability when the submission names none; null: the node's"},
         },
     },
     "JobTypeList": {
@@ -106,11 +113,13 @@ SCHEMAS: dict[str, Any] = {
             "scheduled_at", "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
             "node_id", "worker_id", "result", "error", "errors", "submitted_by", "request_id", "queue", "progress",
             "schedule", "scheduled_for",
+            "durability",
         ],
         "properties": {
             "id": {"type": "string", "pattern": JOB_ID_PATTERN},
             "type": {"type": "string"},
             "queue": {"type": "string"},
+            "durability": {"type": "string", "enum": list(DURABILITIES)},
             "status": {"type": "string", "enum": list(STATUSES)},
             "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
             "payload": {"type": "object"},

@@ -21,6 +21,10 @@ STATUSES = (PENDING, ASSIGNED, RUNNING, RETRYING, COMPLETED, FAILED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 DEFAULT_PRIORITY = 5
+# When a submission is acknowledged (docs/architecture.md, "Durability"): STORE once MongoDB
+# holds it (a journaled insert), QUEUE once Redis does (its record follows through the outbox).
+STORE, QUEUE = "store", "queue"
+DURABILITIES = (STORE, QUEUE)
 DEFAULT_QUEUE = "default"
 
 
@@ -66,6 +70,7 @@ class JobSpec:
     queue: str | None = None  # None: the type's own queue, which the service fills in
     schedule: str | None = None  # set by the scheduler only, never from a submission
     scheduled_for: datetime | None = None
+    durability: str | None = None  # None: the type's, else the node's default (the catalog fills it in)
 
 
 @dataclass
@@ -99,6 +104,7 @@ class Job:
     trace_context: str | None = None  # W3C traceparent of its submission, when tracing is on
     schedule: str | None = None  # the schedule that fired it, if one did
     scheduled_for: datetime | None = None  # the fire time it was created for (before jitter)
+    durability: str = STORE  # what its acknowledgement waited for (STORE or QUEUE)
     # Bumped by every state change; MongoDB applies an update only if it carries a higher rev,
     # which makes replayed or reordered status writes harmless.
     rev: int = 0
@@ -128,6 +134,7 @@ class Job:
             trace_context=trace_context,
             schedule=spec.schedule,
             scheduled_for=spec.scheduled_for,
+            durability=spec.durability or STORE,
         )
 
     @property
@@ -135,10 +142,11 @@ class Job:
         return self.status in TERMINAL
 
     def to_document(self) -> dict[str, Any]:
-        doc = dataclasses.asdict(self)
+        # A shallow copy: dataclasses.asdict deep-copies the payload and result, which cost a
+        # visible share of a submission's time, and nothing changes a document once built.
+        doc = {name: getattr(self, name) for name in _DOCUMENT_FIELDS}
         doc["_id"] = doc.pop("id")
         doc["timeout_seconds"] = doc.pop("timeout_s")
-        del doc["_reporter"]
         return doc
 
     @classmethod
@@ -182,6 +190,7 @@ class Job:
             "progress": self.last_progress,
             "schedule": self.schedule,
             "scheduled_for": isoformat(self.scheduled_for),
+            "durability": self.durability,
         }
 
     def attach_reporter(self, reporter: JobReporter) -> None:
@@ -216,3 +225,6 @@ class JobReporter(Protocol):
     async def progress(self, fraction: float, message: str | None) -> None: ...
 
     def log(self, message: str) -> None: ...
+
+
+_DOCUMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "_reporter")

@@ -13,7 +13,11 @@ The groups:
             and a read merges them over the stored record when Redis's rev is newer
   TAKEN     what a worker gets when it starts the job (take_next in lib.lua)
 
-Fields without a group (`seq`, `queued_ms`, `shown`) are the scripts' own bookkeeping.
+Fields without a group (`seq`, `queued_ms`, `shown`, `doc`) are the scripts' own bookkeeping.
+`dur` says what the job's acknowledgement waited for; a `queue` job (acknowledged once Redis
+held it) also carries `doc`, its whole record as MongoDB is to get it (`encode_document`),
+which enqueue.lua puts on the outbox with the job's first entry and reads fall back on until
+MongoDB holds the job.
 The scripts also read `type`, `sub` and `queue` (when a job has one) by name to label the job
 events they publish (lib.lua's publish_job).
 """
@@ -105,6 +109,10 @@ FIELDS: tuple[Field, ...] = (
     # The schedule that fired the job and the fire time it stands for (jobnode.core.schedules).
     _field("sched", TEXT, "schedule", ENQUEUED, RESTORED),
     _field("sched_for", MS_TIME, "scheduled_for", ENQUEUED, RESTORED),
+    # What its acknowledgement waited for: the store (MongoDB first) or the queue (Redis first).
+    _field("dur", TEXT, "durability", ENQUEUED, RESTORED, empty="store"),
+    # A queue job's record for MongoDB (encode_document), written once at enqueue.
+    _field("doc", TEXT, None),
     _field("seq", INT, None),  # submission order within a priority band
     _field("queued_ms", INT, None),  # when the job last became runnable (its wait starts)
     _field("shown", INT, None),  # 1 once MongoDB was told this attempt is running
@@ -173,3 +181,25 @@ def decode_taken(values: Sequence[Any]) -> dict[str, Any]:
     """The TAKEN fields, as take_next returns their values in group order, as `Job` attributes."""
     return _decode(_TAKEN_DECODERS, values)
 
+
+
+# A job document's instants, which travel as epoch milliseconds inside `doc`.
+_DOCUMENT_TIMES = ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at")
+
+
+def encode_document(job: Job) -> bytes:
+    """The job's MongoDB document as `doc` text: JSON, its instants as epoch milliseconds."""
+    document = job.to_document()
+    for name in _DOCUMENT_TIMES:
+        if document.get(name) is not None:
+            document[name] = int(document[name].timestamp() * 1000)
+    return orjson.dumps(document)
+
+
+def decode_document(raw: str | bytes) -> dict[str, Any]:
+    """`doc` text back as the MongoDB document `encode_document` made it from."""
+    document = orjson.loads(raw)
+    for name in _DOCUMENT_TIMES:
+        if document.get(name) is not None:
+            document[name] = from_epoch_ms(document[name])
+    return document

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from jobnode.core.job import DURABILITIES, STORE
 from jobnode.core.errors import JobnodeError
 from jobnode.core.flow_limits import format_flow_limits, parse_flow_limits
 from jobnode.core.retention import DEFAULT_RETENTION_S, FINISHED, parse_pairs
@@ -483,6 +484,7 @@ class Settings:
     # retries and job limits
     retry_policy: str = "exponential"
     max_retries: int = 3
+    durability: str = STORE  # a job's acknowledgement waits for the store, or only for Redis (queue)
     retry_base_delay_s: float = 1.0
     retry_max_delay_s: float = 60.0
     retry_multiplier: float = 2.0
@@ -693,6 +695,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOW_PRIORITY_SHARE", "low_priority_share", _float_rule(0, 0.5)),
     Variable("RETRY_POLICY", "retry_policy", _choice_rule(RETRY_POLICIES)),
     Variable("MAX_RETRIES", "max_retries", _int_rule(0, MAX_RETRIES_LIMIT)),
+    Variable("DURABILITY", "durability", _choice_rule(DURABILITIES)),
     Variable("RETRY_BASE_DELAY", "retry_base_delay_s", _duration_rule(0, 3600)),
     Variable("RETRY_MAX_DELAY", "retry_max_delay_s", _duration_rule(0, 86400)),
     Variable("RETRY_MULTIPLIER", "retry_multiplier", _float_rule(1, 100)),

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from jobnode.core.errors import ValidationError
-from jobnode.core.job import DEFAULT_PRIORITY, JobSpec
+from jobnode.core.job import DEFAULT_PRIORITY, DURABILITIES, QUEUE, JobSpec
 from jobnode.core.queues import QUEUE_NAME_RULE, is_queue_name
 
 PRIORITY_NAMES = {"low": 1, "normal": 5, "high": 10}
@@ -34,6 +34,7 @@ SUBMIT_FIELDS = (
     "scheduled_at",
     "idempotency_key",
     "queue",
+    "durability",
 )
 
 
@@ -79,7 +80,21 @@ def parse_submission(
         scheduled_at=parse_datetime(body.get("scheduled_at"), f + "scheduled_at"),
         idempotency_key=_parse_idempotency_key(key, key_name),
         queue=_parse_queue(body.get("queue"), f + "queue"),
+        durability=_parse_durability(body.get("durability"), f + "durability", key),
     )
+
+
+def _parse_durability(value: Any, name: str, idempotency_key: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in DURABILITIES:
+        raise ValidationError(name, f"must be one of {', '.join(DURABILITIES)}")
+    if value == QUEUE and idempotency_key is not None:
+        # The store's unique index is what refuses a second job with the same key, so a job
+        # acknowledged before the store holds it could not be checked against it.
+        raise ValidationError(name, "'queue' cannot be combined with an idempotency key: the key is checked "
+                                    "by the store, which a 'queue' submission does not wait for")
+    return value
 
 
 def _parse_queue(value: Any, name: str) -> str | None:

@@ -17,6 +17,15 @@ acknowledgements wait for would queue behind a stream of per-job writes. The pau
 only the durable record: reads merge the newer Redis state, and the outbox is in Redis
 (AOF) meanwhile. Under full load batches come full and the writer never pauses.
 
+A `queue` job (acknowledged once Redis held it) reaches MongoDB through here as well: its
+first entry carries its whole record (`doc`), which is upserted, with whatever newer state
+the same batch holds over it. Writers read different batches, so a later change of such a
+job can reach one writer before another has written its insert: the change then matches no
+document. It is not acknowledged but held (left pending and read again shortly) as long as
+Redis still holds the job as a `queue` job, so the job cannot be forgotten in Redis before
+MongoDB has its record, and no change of it is dropped. A change of a job that is in neither
+(deleted meanwhile) is acknowledged and dropped, as before.
+
 A writer killed inside a MongoDB transaction leaves it open on the server, and the
 documents it touched refuse every other write for a minute (the server's transaction
 lifetime). So each writer keeps one MongoDB session for life and records its id in Redis;
@@ -35,7 +44,7 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from jobnode.core.errors import Unavailable
-from jobnode.core.record import decode_snapshot
+from jobnode.core.record import decode_document, decode_snapshot
 from jobnode.storage.mongo.jobs import JobStore, Snapshot, WriteConflicts
 from jobnode.storage.redis.outbox_stream import Entry
 from jobnode.storage.redis.queue import JobQueue
@@ -48,15 +57,22 @@ from jobnode.storage.redis.queue import JobQueue
 CLAIM_IDLE_MS = 5_000
 CLAIM_EVERY_S = 2.0
 RETRY_AFTER_FAILURE_S = 0.5
+# How soon a writer reads again the changes it held back for an insert another writer has.
+HELD_RETRY_S = 0.02
 
 log = structlog.get_logger(__name__)
 
 
-def to_snapshot(fields: dict[str, str]) -> Snapshot:
-    """One outbox entry (Redis field names, str keys) as the change MongoDB is to apply."""
+def to_snapshot(fields: dict[str, str], document: Any = None) -> Snapshot:
+    """One outbox entry (Redis field names, str keys) as the change MongoDB is to apply.
+
+    `document`: the `doc` of the job's first entry (a `queue` job), when the batch holds it."""
     decoded = decode_snapshot(fields)
     decoded.pop("rev")
-    return Snapshot(id=fields["id"], rev=int(fields["rev"]), fields=decoded)
+    if document is None:
+        document = fields.get("doc")
+    return Snapshot(id=fields["id"], rev=int(fields["rev"]), fields=decoded,
+                    document=decode_document(document) if document else None)
 
 
 def collapse(entries: Sequence[Entry]) -> list[Snapshot]:
@@ -66,11 +82,16 @@ def collapse(entries: Sequence[Entry]) -> list[Snapshot]:
     is outdated by its `completed` one in the same batch, and in a drain decoding every
     entry costs the node a noticeable share of its time."""
     newest: dict[Any, tuple[int, dict[Any, Any]]] = {}
+    documents: dict[Any, Any] = {}  # a `queue` job's record, from its first entry
     for _, raw in entries:
         job_id, rev = _field(raw, "id"), int(_field(raw, "rev"))
         if job_id not in newest or newest[job_id][0] < rev:
             newest[job_id] = (rev, raw)
-    return [to_snapshot({_s(k): _s(v) for k, v in raw.items()}) for _, raw in newest.values()]
+        document = _field(raw, "doc")
+        if document is not None:
+            documents[job_id] = document
+    return [to_snapshot({_s(k): _s(v) for k, v in raw.items()}, documents.get(job_id))
+            for job_id, (_, raw) in newest.items()]
 
 
 def _field(raw: dict[Any, Any], name: str) -> Any:
@@ -96,6 +117,7 @@ class OutboxWriter:
         self.claim_idle_ms = claim_idle_ms
         self.stream = queue.outbox
         self.written = 0
+        self.held = 0  # changes of the last batch left pending: their job's insert is not written yet
         self._session: AsyncClientSession | None = None
 
     async def run(self) -> None:
@@ -110,8 +132,10 @@ class OutboxWriter:
                     next_claim = loop.time() + CLAIM_EVERY_S
                     backlog = await self.claim_abandoned() or backlog
                 count = await self.drain_once("0" if backlog else ">")
-                backlog = backlog and count > 0
-                if 0 < count < self.max_batch:
+                backlog = (backlog and count > 0) or self.held > 0
+                if self.held:
+                    await asyncio.sleep(max(self.interval_s, HELD_RETRY_S))
+                elif 0 < count < self.max_batch:
                     await asyncio.sleep(self.interval_s)  # caught up: let the next batch gather
             except (Unavailable, WriteConflicts) as exc:
                 log.warning("outbox.write_failed", error=str(exc))
@@ -132,8 +156,15 @@ class OutboxWriter:
 
     async def write(self, entries: Sequence[Entry]) -> None:
         snapshots = collapse(entries)
-        await self.store.apply(snapshots, await self.mongo_session())
-        await self.stream.ack([entry_id for entry_id, _ in entries])
+        applied = await self.store.write_changes(snapshots, await self.mongo_session())
+        held = set(await self.queue.awaiting_insert(applied.missing)) if applied.missing else set()
+        if held:  # their inserts are with another writer: read again shortly (see the module's doc)
+            entries = [(entry_id, raw) for entry_id, raw in entries if _s(_field(raw, "id")) not in held]
+            snapshots = [s for s in snapshots if s.id not in held]
+            log.debug("outbox.held", jobs=len(held))
+        self.held = len(held)
+        if entries:
+            await self.stream.ack([entry_id for entry_id, _ in entries])
         await self.queue.forget((s.id, s.rev) for s in snapshots if s.is_terminal)
         self.written += len(snapshots)
 
@@ -147,8 +178,8 @@ class OutboxWriter:
             for start_id in ("0", ">"):
                 while loop.time() < deadline:
                     count = await self.drain_once(start_id, block_ms=None)
-                    written += count
-                    if count == 0:
+                    written += count - self.held
+                    if count == self.held:  # nothing, or only changes whose insert another writer has
                         break
         except (Unavailable, WriteConflicts) as exc:
             log.warning("outbox.flush_failed", error=str(exc), note="entries stay in Redis for the next writer")

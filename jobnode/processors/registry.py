@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from jobnode.core.errors import NotFound
-from jobnode.core.job import DEFAULT_QUEUE, Job
+from jobnode.core.job import DEFAULT_QUEUE, DURABILITIES, Job
 from jobnode.core.job_types import TypeSpec
 from jobnode.core.queues import QUEUE_NAME_RULE, is_queue_name
 from jobnode.core.schemas import as_json_schema
@@ -248,7 +248,11 @@ def type_spec(processor: Processor, *, queue: str | None = None, payload: Any = 
     if isinstance(processor, FunctionProcessor):
         described = processor.fn
     doc = inspect.getdoc(described)  # an instance without its own: its class's
-    return TypeSpec(processor.type, queue, schema, doc or "")
+    durability = getattr(processor, "durability", None)
+    if durability is not None and durability not in DURABILITIES:
+        raise ValueError(f"processor {processor.type!r}: durability {durability!r} must be one of "
+                         f"{', '.join(DURABILITIES)}")
+    return TypeSpec(processor.type, queue, schema, doc or "", durability=durability)
 
 
 def _check_type_name(type_name: Any) -> None:

@@ -17,7 +17,7 @@ import orjson
 import structlog
 
 from jobnode.core.errors import InvalidPayload, UnknownQueue, Unavailable
-from jobnode.core.job import DEFAULT_QUEUE, JobSpec
+from jobnode.core.job import DEFAULT_QUEUE, STORE, JobSpec
 from jobnode.core.job_types import TypeSpec
 from jobnode.core.schemas import FieldProblem, PayloadCheck
 from jobnode.storage.redis.catalog import CatalogStore
@@ -33,12 +33,13 @@ class TypeCatalog:
     """The cluster's types and queues, cached; `admit` checks submissions against them."""
 
     def __init__(self, store: CatalogStore, queue: JobQueue, node_id: str, local: Sequence[TypeSpec],
-                 local_queues: Sequence[str]) -> None:
+                 local_queues: Sequence[str], *, default_durability: str = STORE) -> None:
         self.store = store
         self.queue = queue
         self.node_id = node_id
         self.local = {spec.type: spec for spec in local}
         self.local_queues = list(local_queues)
+        self.default_durability = default_durability
         self._types: dict[str, TypeSpec] = dict(self.local)
         self._queues: set[str] = set(self.local_queues)
         self._read_at = -CATALOG_MAX_AGE_S
@@ -89,7 +90,10 @@ class TypeCatalog:
         self._read_at = asyncio.get_running_loop().time()
 
     def admit(self, specs: Sequence[JobSpec], fields: Sequence[str]) -> list[JobSpec]:
-        """Give each job its queue and check it; raises one ValidationError naming every bad field.
+        """Give each job its queue and durability, and check it; raises one ValidationError naming every bad field.
+
+        Durability: the submission's, else its type's, else the node's default; a job with an
+        idempotency key is always STORE (its key is checked by the store's unique index).
 
         `fields` holds each job's field prefix ("" for a single job, "jobs[3]." in a batch).
         """
@@ -104,7 +108,10 @@ class TypeCatalog:
                                       details={"queues": served})
             if declared is not None and declared.schema is not None:
                 problems += self._check(declared.schema).problems(spec.payload, prefix + "payload")
-            admitted.append(dataclasses.replace(spec, queue=queue))
+            durability = spec.durability or (declared.durability if declared else None) or self.default_durability
+            if spec.idempotency_key is not None:
+                durability = STORE
+            admitted.append(dataclasses.replace(spec, queue=queue, durability=durability))
         if problems:
             listed = "; ".join(f"{p.field}: {p.message}" for p in problems[:20])
             raise InvalidPayload(problems[0].field, f"the payload does not match its type's schema: {listed}",

@@ -1,9 +1,12 @@
 """The job service: what the API can do with jobs, on top of the store and the queue.
 
-Submission order is what makes "acknowledged means never lost" hold: the job is written
-to MongoDB (group commit), then queued in Redis, then acknowledged. If Redis refuses, the
-insert is taken back and the caller gets 503; if that fails too, the reconciler will
-queue the job later, so it is still not lost.
+Submission order is what makes "acknowledged means never lost" hold for a `store` job
+(the default durability): the job is written to MongoDB (group commit), then queued in
+Redis, then acknowledged. If Redis refuses, the insert is taken back and the caller gets
+503; if that fails too, the reconciler will queue the job later, so it is still not lost.
+A `queue` job is acknowledged once Redis holds it (its own group commit, one enqueue per
+batch): its record reaches MongoDB through the outbox (jobnode/pipeline/outbox.py), and
+until then a read finds it in Redis. docs/architecture.md says what each promises.
 
 Reads merge both sides: MongoDB is the record, but the latest state of a job in flight is
 in Redis (its changes reach MongoDB through the outbox a moment later), so a read shows
@@ -21,8 +24,8 @@ import structlog
 
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Conflict, NotFound, Unavailable
-from jobnode.core.job import CANCELLED, FAILED, STATUSES, TERMINAL, Job, JobSpec, utcnow
-from jobnode.core.record import decode_snapshot
+from jobnode.core.job import CANCELLED, FAILED, QUEUE, STATUSES, TERMINAL, Job, JobSpec, utcnow
+from jobnode.core.record import decode_document, decode_snapshot
 from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
@@ -60,6 +63,11 @@ class JobService:
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
                                                           max_waiting=WAITING_BATCHES * max_batch,
                                                           max_inflight=SUBMIT_WRITES_IN_FLIGHT)
+        # `queue` jobs wait only for Redis: a group commit of their own, so that they never
+        # wait behind a MongoDB insert of `store` jobs in the same batch.
+        self._queued: GroupCommit[Job, Job] = GroupCommit(self._enqueue_batch, max_batch=max_batch,
+                                                          max_waiting=WAITING_BATCHES * max_batch,
+                                                          max_inflight=SUBMIT_WRITES_IN_FLIGHT)
         self._counts: tuple[float, dict[str, int]] | None = None
 
     @property
@@ -69,9 +77,11 @@ class JobService:
 
     def start(self) -> None:
         self._commits.start()
+        self._queued.start()
 
     async def stop(self) -> None:
         await self._commits.stop()
+        await self._queued.stop()
 
     async def submit(self, spec: JobSpec, *, submitted_by: str | None = None, owner: str | None = None,
                      request_id: str | None = None) -> Submitted:
@@ -95,7 +105,7 @@ class JobService:
             if span is not None and len(jobs) == 1:
                 span.set_attribute("jobnode.job.id", jobs[0].id)
             with tracing.span("jobnode durable write", attributes={"jobnode.jobs": len(jobs)}):
-                outcomes = await self._commits.submit_many(jobs)
+                outcomes = await self._write(jobs)
         submitted = []
         for job, outcome in zip(jobs, outcomes):
             if isinstance(outcome, DuplicateIdempotencyKey):
@@ -113,6 +123,27 @@ class JobService:
                 if debug_enabled(__name__):
                     log.debug("job.submitted", job_id=job.id, job_type=job.type, priority=job.priority)
         return submitted
+
+    async def _write(self, jobs: list[Job]) -> list[Job | BaseException]:
+        """Each job through the group commit of its durability; outcomes in the jobs' order."""
+        queued = [job.durability == QUEUE for job in jobs]
+        if all(queued):
+            return await self._queued.submit_many(jobs)
+        if not any(queued):
+            return await self._commits.submit_many(jobs)
+        stored_outcomes, queued_outcomes = await asyncio.gather(
+            self._commits.submit_many([job for job, q in zip(jobs, queued) if not q]),
+            self._queued.submit_many([job for job, q in zip(jobs, queued) if q]), return_exceptions=True)
+        if isinstance(stored_outcomes, BaseException) or isinstance(queued_outcomes, BaseException):
+            raise stored_outcomes if isinstance(stored_outcomes, BaseException) else queued_outcomes
+        stored_iter, queued_iter = iter(stored_outcomes), iter(queued_outcomes)
+        return [next(queued_iter) if q else next(stored_iter) for q in queued]
+
+    async def _enqueue_batch(self, jobs: list[Job]) -> list[Job]:
+        began_s = time.perf_counter()
+        await self.queue.enqueue(jobs)  # with AOF: what a `queue` acknowledgement waits for
+        self.metrics.submit_written("queue_enqueue", time.perf_counter() - began_s)
+        return jobs
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
         began_s = time.perf_counter()
@@ -137,9 +168,18 @@ class JobService:
     async def get(self, job_id: str, *, owner: str | None = None) -> Job:
         """The job; with `owner`, only if that subject submitted it (else the same 404 as a missing job)."""
         job = await self.store.get(job_id)
+        if job is None:
+            job = await self._awaiting_insert(job_id)
         if job is None or not _visible(job, owner):
             raise NotFound(f"no job with id {job_id!r}")
         return await self._with_live_state(job)
+
+    async def _awaiting_insert(self, job_id: str) -> Job | None:
+        """A `queue` job MongoDB does not hold yet, as Redis holds it; else None."""
+        live = await self.queue.live_state(job_id)
+        if not live.get("doc"):
+            return None
+        return merge_live_state(Job.from_document(decode_document(live["doc"])), live)
 
     async def list(
         self, *, status: str | None, type_: str | None, limit: int, cursor: str | None, owner: str | None = None,
@@ -179,6 +219,9 @@ class JobService:
 
     async def delete(self, job_id: str) -> None:
         job = await self.get(job_id)
+        if job.durability == QUEUE and await self.store.get(job_id) is None:
+            # Its insert is still on the outbox and would bring it back after the delete.
+            raise Conflict(f"job {job_id} is not in the store yet (durability queue); delete it in a moment")
         if not job.is_terminal:
             await self.queue.cancel(job_id)
         await self.queue.delete(job_id)

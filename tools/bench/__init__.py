@@ -33,22 +33,25 @@ from tools.bench.events import run_events
 from tools.bench.failover import config_for, run_failover
 from tools.bench.history import run_history, run_retention_steady
 from tools.bench.machine import MachineWatch
-from tools.bench.resources import ResourceSampler, run_steady
+from tools.bench.resources import CpuWatch, ResourceSampler, busiest, cpu_ms_per_job, run_steady
 from tools.bench.profile import Profiler
 from tools.bench.redis_work import ScriptTimes, redis_mark, redis_work
 from tools.bench.routing import run_routing
+from tools.bench.scale import run_idle_gossip
 from tools.bench.workloads import ClusterLoad, run_drain, run_latency, run_submit
 from tools.bench.writes import mark, writes_between
 
-SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events", "history")
-COMPARE = ("arq", "celery-mongo")
-PEER_MODULES = {"arq": "arq", "celery-mongo": "celery"}
+SECTIONS = ("store_ceiling", "submit", "drain", "latency", "failover", "routing", "events", "scale", "history")
+COMPARE = ("arq", "celery-mongo", "dramatiq", "saq")
+PEER_MODULES = {"arq": "arq", "celery-mongo": "celery", "dramatiq": "dramatiq", "saq": "saq"}
 # Sizes: full run, --quick (under 2 minutes on an idle 2-core machine).
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
-             "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000, "subscribers": 1000, "events_s": 30.0},
+             "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000, "subscribers": 1000, "events_s": 30.0,
+             "scale_jobs": 200000, "wide_jobs": 20000, "idle_s": 30.0},
     "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
-              "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000, "subscribers": 1000, "events_s": 3.0},
+              "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000, "subscribers": 1000, "events_s": 3.0,
+              "scale_jobs": 5000, "wide_jobs": 1000, "idle_s": 3.0},
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
@@ -64,7 +67,14 @@ TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_
            "events_delivery_p50_ms": 20, "events_delivery_p99_ms": 100,
            # A million finished jobs in the store change the API's costs by at most a fifth.
            "history_stats_p99_ratio": 1.2, "history_failed_page_p99_ratio": 1.2,
-           "history_submit_p99_ratio": 1.2}
+           "history_submit_p99_ratio": 1.2,
+           # Durability `queue`: submit→complete p99 at 200/s at most 1.5x SAQ's in the same run;
+           # `store`: at most the store's own insert p99 at that rate + 3 ms.
+           "latency_queue_p99_vs_saq": 1.5, "latency_store_p99_over_insert_p99_ms": 3,
+           # The dispatch path against dramatiq's, same drain, same run.
+           "drain_pipeline_vs_dramatiq": 1.3,
+           # Cost as the backlog grows: CPU per job of a 200,000-job drain against the 20,000-job one.
+           "scale_cost_per_job_vs_base": 1.2}
 # py-spy (a recorder per process watched) and the Redis slow log at a 0 µs threshold slow the drain
 # they watch (a 20,000-job drain ran at about half speed watched), so their targets are marked as disturbed.
 DISTURBED_BY_PROFILING = ("drain_pipeline_jobs_per_s", "drain_durable_share_of_lifecycle_ceiling")
@@ -105,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--history-jobs", type=int, default=1_000_000, help="finished job records of the history section")
     add("--history-steady-seconds", type=float, default=600.0,
         help="the history section's steady run with a 1-minute retention (0: none)")
+    add("--scale-jobs", type=int, help="scale: jobs of the large drain on the workload cluster (0: none)")
+    add("--wide-nodes", type=int, default=5, help="scale: nodes of the wide cluster (default 5)")
+    add("--wide-workers", type=int, default=20, help="scale: workers per node of the wide cluster (default 20)")
+    add("--wide-jobs", type=int, help="scale: jobs of the wide cluster's drain (0: no wide cluster)")
+    add("--idle-nodes", type=int, default=9, help="scale: nodes of the idle gossip cluster (default 9)")
+    add("--idle-seconds", type=float, help="scale: how long the idle gossip cluster's CPU is sampled (0: none)")
     add("--profile", type=Path, metavar="DIR", help="py-spy the node(s) and SecantusDB during the drain")
     add("--work-dir", type=Path, help="where servers and clusters keep their files (default: a temp dir)")
     add("--timeout", type=float, default=600.0, help="limit of each wait, seconds (default 600)")
@@ -117,7 +133,8 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"ceiling_jobs": args.ceiling_jobs, "single_jobs": args.single_jobs,
                  "batch_jobs": args.batch_jobs, "drain_jobs": args.drain_jobs,
                  "latency_s": args.latency_seconds, "failover_runs": args.failover_runs,
-                 "subscribers": args.subscribers, "events_s": args.events_seconds}
+                 "subscribers": args.subscribers, "events_s": args.events_seconds, "scale_jobs": args.scale_jobs,
+                 "wide_jobs": args.wide_jobs, "idle_s": args.idle_seconds}
     chosen.update({name: value for name, value in overrides.items() if value is not None})
     return chosen
 
@@ -153,7 +170,10 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         began = time.monotonic()
         oplog = 20 * (self.sizes["drain_jobs"] + self.sizes["batch_jobs"]) + 100_000
+        if self.wanted("scale"):
+            oplog += 20 * (self.sizes["scale_jobs"] + self.sizes["wide_jobs"])
         servers = DataServers.start(self.work_dir, self.args.redis_url, self.args.mongodb_uri, oplog)
+        self.servers_pids = servers.pids
         try:
             self.report["servers"] = {"redis": redact(servers.redis_url), "mongodb": redact(servers.mongodb_uri),
                                       "embedded": not (self.args.redis_url or self.args.mongodb_uri)}
@@ -173,13 +193,15 @@ class Bench:
                 await self.run_events(servers)
             if self.wanted("history"):
                 await self.run_history(servers)
+            if self.wanted("scale"):
+                await self.run_scale_clusters(servers)
         finally:
             servers.stop()
         self.finish_report(time.monotonic() - began)
         return self.report
 
     async def run_cluster_workloads(self, servers: DataServers) -> None:
-        if not any(self.wanted(s) for s in ("submit", "drain", "latency")):
+        if not any(self.wanted(s) for s in ("submit", "drain", "latency", "scale")):
             return
         a, s = self.args, self.sizes
         plan = ClusterPlan("workload", a.nodes, a.algorithm, a.workers, python=a.node_python)
@@ -199,67 +221,96 @@ class Bench:
     async def run_workloads(self, load: ClusterLoad, servers: DataServers, cluster: DevCluster) -> None:
         a, s = self.args, self.sizes
         if self.wanted("submit"):
-            self.report["submit"] = await run_submit(load, single=s["single_jobs"], concurrency=a.concurrency,
-                                                     batch_jobs=s["batch_jobs"], batch_concurrency=a.batch_concurrency)
+            async with CpuWatch(self.cpu_pids(cluster)) as watch:
+                self.report["submit"] = await run_submit(load, single=s["single_jobs"], concurrency=a.concurrency,
+                                                         batch_jobs=s["batch_jobs"],
+                                                         batch_concurrency=a.batch_concurrency)
+            self.report["submit"].update(watch.report())
         if self.wanted("drain"):
-            batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
             profiler = self.profiler(servers, cluster)
-            before, redis_before = await mark(load.mongo), await redis_mark(load.redis)
-            script_times = ScriptTimes(load.redis) if profiler else None
-            if script_times:
-                await script_times.start()
-            memory = ResourceSampler(self.node_pids(cluster), every_s=0.05,
-                                     cpu_only={**servers.pids, "bench": os.getpid()})
-            memory.mark("before_queueing")
-            memory.start()
-            started_at: list[float] = []
-
-            def at_start() -> None:
-                started_at.append(time.monotonic())
-                memory.mark("queued")
-                if profiler:
-                    profiler.start()
-
-            def at_end() -> None:
-                if profiler:
-                    profiler.stop()
-                memory.mark("drained")
-
-            try:
-                self.report["drain"] = await run_drain(
-                    load, jobs=s["drain_jobs"], batch_concurrency=a.batch_concurrency,
-                    expected_submit_per_s=batch_rate, while_draining=(at_start, at_end))
-            finally:
-                await memory.stop()
-            drain = self.report["drain"]
-            drain["rss_mib"] = {**memory.marks, "peak": memory.peak(), "workers_per_node": a.workers}
-            if started_at:
-                begin = started_at[0]
-                drain["cpu_share"] = {
-                    "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
-                    "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
-            self.report["drain"]["redis"] = redis_work(redis_before, await redis_mark(load.redis), s["drain_jobs"])
-            if script_times:
-                self.report["drain"]["redis"]["by_command"] = await script_times.stop(s["drain_jobs"])
+            before = await mark(load.mongo)
+            self.report["drain"] = await self.measured_drain(load, servers, cluster, s["drain_jobs"], profiler)
             self.report["writes_per_job"] = await writes_between(load.mongo, before, await mark(load.mongo),
                                                                  cluster.database, s["drain_jobs"])
             if profiler:
                 self.report["profile"] = profiler.report()
         if self.wanted("latency"):
             self.report["latency"] = await self.latency(load, cluster)
+            self.report["latency_queue"] = await self.latency(load, cluster, durability="queue")
+        if self.wanted("scale") and s["scale_jobs"] > 0:
+            progress(f"scale: drain of {s['scale_jobs']} jobs on the workload cluster")
+            big = await self.measured_drain(load, servers, cluster, s["scale_jobs"])
+            base = self.report.get("drain", {})
+            big["cost_per_job_vs_base"] = _ratio(big.get("cpu_ms_per_job"), base.get("cpu_ms_per_job"))
+            big["seconds_per_job_vs_base"] = _ratio(_dig(base, ("pipeline", "jobs_per_s")),
+                                                    _dig(big, ("pipeline", "jobs_per_s")))
+            big["base_jobs"] = base.get("jobs")
+            self.report.setdefault("scale", {})["drain"] = big
         if a.steady_seconds > 0:
             self.report["steady"] = await run_steady(load, self.node_pids(cluster), rate_per_s=a.rate,
                                                      duration_s=a.steady_seconds)
 
-    async def latency(self, load: ClusterLoad, cluster: DevCluster) -> dict[str, Any]:
+    async def measured_drain(self, load: ClusterLoad, servers: DataServers, cluster: DevCluster, jobs: int,
+                             profiler: Profiler | None = None) -> dict[str, Any]:
+        """One drain of `jobs` with the nodes' memory, every process's CPU share and Redis's work."""
+        a = self.args
+        batch_rate = self.report.get("submit", {}).get("batch", {}).get("jobs_per_s", 500.0)
+        redis_before = await redis_mark(load.redis)
+        script_times = ScriptTimes(load.redis) if profiler else None
+        if script_times:
+            await script_times.start()
+        memory = ResourceSampler(self.node_pids(cluster), every_s=0.05 if jobs <= 50_000 else 0.25,
+                                 cpu_only={**servers.pids, "bench": os.getpid()})
+        memory.mark("before_queueing")
+        memory.start()
+        started_at: list[float] = []
+
+        def at_start() -> None:
+            started_at.append(time.monotonic())
+            memory.mark("queued")
+            if profiler:
+                profiler.start()
+
+        def at_end() -> None:
+            if profiler:
+                profiler.stop()
+            memory.mark("drained")
+
+        try:
+            drain = await run_drain(load, jobs=jobs, batch_concurrency=a.batch_concurrency,
+                                    expected_submit_per_s=batch_rate, while_draining=(at_start, at_end))
+        finally:
+            await memory.stop()
+        drain["rss_mib"] = {**memory.marks, "peak": memory.peak(), "workers_per_node": cluster.plan.workers}
+        if started_at:
+            begin = started_at[0]
+            drain["cpu_share"] = {
+                "pipeline": memory.cpu_share(begin, begin + drain["pipeline"]["seconds"]),
+                "durable": memory.cpu_share(begin, begin + drain["durable"]["seconds"])}
+            drain["busiest"] = {window: busiest(shares) for window, shares in drain["cpu_share"].items()}
+            drain["cpu_ms_per_job"] = cpu_ms_per_job(drain["cpu_share"]["pipeline"], drain["pipeline"]["seconds"],
+                                                     jobs)
+        drain["redis"] = redis_work(redis_before, await redis_mark(load.redis), jobs)
+        if script_times:
+            drain["redis"]["by_command"] = await script_times.stop(jobs)
+        return drain
+
+    async def latency(self, load: ClusterLoad, cluster: DevCluster, durability: str | None = None) -> dict[str, Any]:
         """The fixed-rate workload, with the nodes' own split of the submit path over it."""
         before = await stages.scrape(cluster.metrics_urls)
-        report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"])
+        async with CpuWatch(self.cpu_pids(cluster)) as watch:
+            report = await run_latency(load, rate_per_s=self.args.rate, duration_s=self.sizes["latency_s"],
+                                       durability=durability)
+        report.update(watch.report())
         after = await stages.scrape(cluster.metrics_urls) if before is not None else None
         if after is not None:  # None also when `before` was
             report["node_stages"] = {**stages.between(before, after),
                                      "estimated_from": "the nodes' histogram buckets (tools.bench.stages)"}
         return report
+
+    def cpu_pids(self, cluster: DevCluster) -> dict[str, int]:
+        """Every process a workload's CPU shares follow: the nodes, the embedded servers, the bench."""
+        return {**self.node_pids(cluster), **self.servers_pids, "bench": os.getpid()}
 
     @staticmethod
     def node_pids(cluster: DevCluster) -> dict[str, int]:
@@ -275,23 +326,30 @@ class Bench:
 
     async def run_comparisons(self, servers: DataServers) -> None:
         compare: dict[str, Any] = {}
-        for peer in dict.fromkeys(self.args.compare):
+        a = self.args
+        common = {"work_dir": self.work_dir, "drain_jobs": self.sizes["drain_jobs"], "rate_per_s": a.rate,
+                  "duration_s": self.sizes["latency_s"], "timeout_s": a.timeout}
+        for peer in dict.fromkeys(a.compare):
             if peer == "arq":
                 from tools.bench.arq_peer import run_arq
 
-                compare["arq"] = await run_arq(
-                    servers.redis_url, workers=self.args.workers * self.args.nodes, work_dir=self.work_dir,
-                    drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
-                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
-                compare["arq"]["ratios"] = self.ratios(compare["arq"])
+                compare[peer] = await run_arq(servers.redis_url, workers=a.workers * a.nodes, **common)
+            elif peer == "dramatiq":
+                from tools.bench.dramatiq_peer import run_dramatiq
+
+                compare[peer] = await run_dramatiq(servers.redis_url, workers=a.workers * a.nodes,
+                                                   cpu_pids=servers.pids, **common)
+            elif peer == "saq":
+                from tools.bench.saq_peer import run_saq
+
+                compare[peer] = await run_saq(servers.redis_url, workers=a.workers * a.nodes,
+                                              cpu_pids=servers.pids, **common)
             else:
                 from tools.bench.celery_peer import run_celery
 
-                compare[peer] = await run_celery(
-                    servers.redis_url, servers.mongodb_uri, concurrency=self.args.celery_concurrency,
-                    work_dir=self.work_dir, drain_jobs=self.sizes["drain_jobs"], rate_per_s=self.args.rate,
-                    duration_s=self.sizes["latency_s"], timeout_s=self.args.timeout)
-                compare[peer]["ratios"] = self.ratios(compare[peer])
+                compare[peer] = await run_celery(servers.redis_url, servers.mongodb_uri,
+                                                 concurrency=a.celery_concurrency, **common)
+            compare[peer]["ratios"] = self.ratios(compare[peer])
         if compare:
             self.report["compare"] = compare
 
@@ -304,6 +362,7 @@ class Bench:
 
         theirs_p = peer["drain"]["pipeline"]["jobs_per_s"]
         ours_lat = ours_latency.get("submit_to_complete_ms", {})
+        ours_queue_lat = self.report.get("latency_queue", {}).get("submit_to_complete_ms", {})
         theirs_lat = peer["latency"]["submit_to_complete_ms"]
         return {
             "drain_pipeline": ratio(ours_drain.get("pipeline", {}).get("jobs_per_s"), theirs_p),
@@ -312,6 +371,8 @@ class Bench:
                                    (peer["drain"].get("durable") or {}).get("jobs_per_s")),
             "latency_p50": ratio(theirs_lat["p50"], ours_lat.get("p50")),
             "latency_p99": ratio(theirs_lat["p99"], ours_lat.get("p99")),
+            "latency_queue_p50": ratio(theirs_lat["p50"], ours_queue_lat.get("p50")),
+            "latency_queue_p99": ratio(theirs_lat["p99"], ours_queue_lat.get("p99")),
         }
 
     def run_failovers(self, servers: DataServers) -> None:
@@ -352,6 +413,26 @@ class Bench:
                     duration_s=a.history_steady_seconds)
             finally:
                 cluster.stop()
+    async def run_scale_clusters(self, servers: DataServers) -> None:
+        """The wide cluster's drain and the idle gossip cluster's CPU (tools.bench.scale)."""
+        a, s = self.args, self.sizes
+        scale = self.report.setdefault("scale", {})
+        if s["wide_jobs"] > 0:
+            plan = ClusterPlan("wide", a.wide_nodes, a.algorithm, a.wide_workers, python=a.node_python)
+            cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
+            load = ClusterLoad(cluster.urls, servers.mongodb_uri, cluster.database, servers.redis_url,
+                               cluster.environment["REDIS_KEY_PREFIX"], timeout_s=a.timeout)
+            try:
+                progress(f"scale: drain of {s['wide_jobs']} jobs on {a.wide_nodes} nodes x {a.wide_workers} workers")
+                scale["wide"] = {"nodes": a.wide_nodes, "workers": a.wide_nodes * a.wide_workers,
+                                 **await self.measured_drain(load, servers, cluster, s["wide_jobs"])}
+            finally:
+                await load.close()
+                cluster.stop()
+        if s["idle_s"] > 0:
+            scale["idle_gossip"] = await run_idle_gossip(servers, self.work_dir, nodes=a.idle_nodes,
+                                                         seconds=s["idle_s"], python=a.node_python,
+                                                         startup_timeout_s=a.startup_timeout)
 
     def finish_report(self, seconds: float) -> None:
         ceiling, writes = self.report.get("store_ceiling"), self.report.get("writes_per_job")
@@ -388,11 +469,21 @@ class Bench:
             "history_stats_p99_ratio": get("history", "p99_ratio", "stats_ms"),
             "history_failed_page_p99_ratio": get("history", "p99_ratio", "failed_first_page_ms"),
             "history_submit_p99_ratio": get("history", "p99_ratio", "submit_ms"),
+            "latency_queue_p99_vs_saq": _ratio(get("latency_queue", "submit_to_complete_ms", "p99"),
+                                               get("compare", "saq", "latency", "submit_to_complete_ms", "p99"))
+            if self.args.rate == 200 else None,
+            "latency_store_p99_over_insert_p99_ms": _difference(get("latency", "submit_to_complete_ms", "p99"),
+                                                                get("store_ceiling", "insert_ms_at_rate", "p99"))
+            if self.args.rate == 200 else None,
+            "drain_pipeline_vs_dramatiq": get("compare", "dramatiq", "ratios", "drain_pipeline"),
+            "scale_cost_per_job_vs_base": get("scale", "drain", "cost_per_job_vs_base"),
         }
         lower_is_better = {"latency_p99_ms_at_200_per_s", "raft_failover_median_ms", "node_rss_mib_during_drain",
                            "steady_rss_growth_mib", "routing_three_queues_vs_one", "routing_thousand_vs_hundred_workers",
                            "events_rss_mib_per_1000_subscribers", "events_delivery_p50_ms", "events_delivery_p99_ms",
-                           "history_stats_p99_ratio", "history_failed_page_p99_ratio", "history_submit_p99_ratio"}
+                           "history_stats_p99_ratio", "history_failed_page_p99_ratio", "history_submit_p99_ratio",
+                           "latency_queue_p99_vs_saq", "latency_store_p99_over_insert_p99_ms",
+                           "scale_cost_per_job_vs_base"}
         targets = {name: {"target": target, "measured": measured[name],
                           "met": None if measured[name] is None else
                           (measured[name] <= target if name in lower_is_better else measured[name] >= target)}
@@ -401,6 +492,14 @@ class Bench:
             for name in DISTURBED_BY_PROFILING:
                 targets[name]["disturbed"] = PROFILING_NOTE
         return targets
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return round(top / bottom, 3) if top is not None and bottom else None
+
+
+def _difference(left: float | None, right: float | None) -> float | None:
+    return round(left - right, 2) if left is not None and right is not None else None
 
 
 def _max_of(values: Any) -> float | None:

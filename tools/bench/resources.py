@@ -19,6 +19,7 @@ caches) levels off within the first minute.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -165,3 +166,58 @@ async def run_steady(load: ClusterLoad, pids: Mapping[str, int], *, rate_per_s: 
         report["caught_up_after_s"] = None
         progress(f"memory: {exc}")
     return report
+
+
+class CpuWatch:
+    """CPU shares of some processes over a workload, and which was busiest (what limited it).
+
+    `async with CpuWatch(pids) as watch:` samples while the block runs; `window(begin, end)`
+    (epoch seconds) narrows the shares to part of it, e.g. from a drain's start instant to its
+    last finish. `report()` gives `cpu_share` (as `ResourceSampler.cpu_share`) and `busiest`."""
+
+    def __init__(self, pids: Mapping[str, int], every_s: float = 0.1) -> None:
+        self.sampler = ResourceSampler({}, every_s, cpu_only={name: pid for name, pid in pids.items() if pid})
+        self.begin = self.end = 0.0
+        self._window: tuple[float, float] | None = None
+
+    async def __aenter__(self) -> CpuWatch:
+        self.sampler.sample()
+        self.begin = time.monotonic()
+        self.sampler.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.sampler.stop()
+        self.end = time.monotonic()
+
+    def window(self, begin_epoch_s: float, end_epoch_s: float) -> None:
+        offset = time.monotonic() - time.time()
+        self._window = (begin_epoch_s + offset, end_epoch_s + offset)
+
+    def report(self) -> dict[str, Any]:
+        begin, end = self._window or (self.begin, self.end)
+        shares = self.sampler.cpu_share(begin - self.sampler.every_s, end + self.sampler.every_s)
+        return {"cpu_share": shares, "busiest": busiest(shares)}
+
+
+def busiest(shares: Mapping[str, float | None]) -> dict[str, Any] | None:
+    """The process that used the most CPU among the shares (the machine's own entries aside):
+    near 1.0 it was the limit (one event loop or one core), and `machine` near the CPU count
+    says the box was."""
+    processes = {name: share for name, share in shares.items() if share is not None and name not in (MACHINE, STEAL)}
+    if not processes:
+        return None
+    name = max(processes, key=lambda key: processes[key])
+    cpus = os.cpu_count() or 1
+    machine = shares.get(MACHINE)
+    return {"process": name, "cpu_share": processes[name],
+            "machine_saturated": machine is not None and machine >= 0.9 * cpus}
+
+
+def cpu_ms_per_job(shares: Mapping[str, float | None], seconds: float, jobs: int) -> float | None:
+    """CPU milliseconds per job that the system under test used (nodes and servers, not the
+    bench, not other tenants of the machine): a cost that a busy box moves less than the rate."""
+    used = [share for name, share in shares.items() if share is not None and name not in (MACHINE, STEAL, "bench")]
+    if not used or jobs <= 0:
+        return None
+    return round(sum(used) * seconds * 1000 / jobs, 3)

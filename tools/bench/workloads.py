@@ -197,21 +197,25 @@ async def run_drain(load: ClusterLoad, *, jobs: int, batch_concurrency: int, exp
     }
 
 
-async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float) -> dict[str, Any]:
-    """Open-loop load at a fixed offered rate: submit→complete per job, from the job's finished_at."""
+async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float,
+                      durability: str | None = None) -> dict[str, Any]:
+    """Open-loop load at a fixed offered rate: submit→complete per job, from the job's finished_at.
+
+    `durability`: what each submission asks for (None: the node's default, `store`)."""
     count = max(1, int(rate_per_s * duration_s))
+    body = {**NOOP, **({"durability": durability} if durability else {})}
     # A cluster that has just started may still be electing its leader: jobs sent then would
     # measure the start-up (a p99 near 1 s), not the steady state. One job goes through first.
     await load.client().submit(**NOOP)
     await load.wait_finished("latency warm-up")
-    progress(f"latency: {count} jobs at {rate_per_s:g}/s")
+    progress(f"latency: {count} jobs at {rate_per_s:g}/s" + (f", durability {durability}" if durability else ""))
     sent_at: dict[int, float] = {}
     ids: dict[int, str] = {}
     acks: list[float] = []
 
     async def one(n: int) -> None:
         sent_at[n] = time.time()
-        job = await load.client().submit(**NOOP)
+        job = await load.client().submit(**body)
         acks.append(time.time() - sent_at[n])
         ids[n] = job["id"]
 
@@ -221,6 +225,7 @@ async def run_latency(load: ClusterLoad, *, rate_per_s: float, duration_s: float
     latencies = [_epoch_s(by_id[ids[n]]["finished_at"]) - sent_at[n] for n in ids
                  if by_id.get(ids[n], {}).get("finished_at")]
     return {
+        "durability": durability or "store",
         "offered_per_s": rate_per_s,
         "achieved_offered_per_s": round(count / offered_s, 1) if offered_s > 0 else None,
         "jobs": count,

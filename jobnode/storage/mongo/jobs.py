@@ -86,6 +86,8 @@ class Snapshot:
     id: str
     rev: int
     fields: dict[str, Any]
+    # The whole record of a job MongoDB may not hold yet (durability `queue`): inserted if absent.
+    document: dict[str, Any] | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -94,6 +96,14 @@ class Snapshot:
 
 class DuplicateIdempotencyKey(Exception):
     """Another job already carries this idempotency key."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a batch of state changes did: documents modified, and jobs whose document is missing."""
+
+    modified: int
+    missing: list[str]
 
 
 class WriteConflicts(Exception):
@@ -230,9 +240,18 @@ class JobStore:
             ids = [{"id": Binary(raw, UUID_SUBTYPE)} for raw in session_ids]
             await self.db.client.admin.command({"killSessions": ids})
 
-    @mongo_boundary
     async def apply(self, snapshots: Sequence[Snapshot], session: AsyncClientSession | None = None) -> int:
-        """Write state changes, each only if it is newer than what MongoDB holds (never upsert).
+        """Write state changes (see `write_changes`); the number of documents modified."""
+        return (await self.write_changes(snapshots, session)).modified
+
+    @mongo_boundary
+    async def write_changes(self, snapshots: Sequence[Snapshot],
+                            session: AsyncClientSession | None = None) -> Applied:
+        """Write state changes, each only if it is newer than what MongoDB holds.
+
+        A snapshot with a `document` is inserted when MongoDB lacks the job (an upsert); one
+        without changes only a stored job, and `missing` names those whose job is not stored
+        (deleted, or a `queue` job whose insert another writer has not written yet).
 
         A batch goes in one multi-document transaction where the server has them: outside one,
         SecantusDB commits every update of a bulk_write on its own, and under a steady stream
@@ -247,11 +266,12 @@ class JobStore:
         writer find and kill the dead session. A long-lived writer passes its own `session`
         (see `kill_sessions`)."""
         if not snapshots:
-            return 0
+            return Applied(0, [])
         ops = [_guarded_update(s, self._expire_at(s)) for s in snapshots]
+        result = None
         if self.transactions is not False:
             try:
-                modified = await self._apply_in_transaction(ops, session)
+                result = await self._apply_in_transaction(ops, session)
             except (mongo_errors.ConfigurationError, mongo_errors.InvalidOperation,
                     mongo_errors.OperationFailure) as exc:
                 if not _transactions_unsupported(exc) or self.transactions:
@@ -260,11 +280,21 @@ class JobStore:
             else:
                 self.transactions = True
                 await self._journal_barrier()
-                return modified
-        result = await self.jobs.bulk_write(ops, ordered=False)
-        return result.modified_count
+        if result is None:
+            result = await self.jobs.bulk_write(ops, ordered=False)
+        return Applied(result.modified_count, await self._missing(snapshots, result))
 
-    async def _apply_in_transaction(self, ops: list[UpdateOne], session: AsyncClientSession | None) -> int:
+    async def _missing(self, snapshots: Sequence[Snapshot], result: Any) -> list[str]:
+        # Every upsert either matched its job or inserted it; the plain updates that matched
+        # are the rest of matched_count. Only when some did not is the store asked which.
+        plain = [s.id for s in snapshots if s.document is None]
+        upserts = len(snapshots) - len(plain)
+        if result.matched_count - (upserts - result.upserted_count) >= len(plain):
+            return []
+        stored = {doc["_id"] async for doc in self.jobs.find({"_id": {"$in": plain}}, {"_id": 1})}
+        return [job_id for job_id in plain if job_id not in stored]
+
+    async def _apply_in_transaction(self, ops: list[UpdateOne], session: AsyncClientSession | None) -> Any:
         if session is None:
             async with self.db.client.start_session() as temporary:
                 return await self._apply_in_transaction(ops, temporary)
@@ -272,7 +302,7 @@ class JobStore:
             try:
                 async with await session.start_transaction(write_concern=JOURNALED):
                     result = await self.jobs.bulk_write(ops, ordered=False, session=session)
-                return result.modified_count
+                return result
             except mongo_errors.ConnectionFailure:
                 raise  # Unavailable at the boundary: the caller retries the batch later
             except mongo_errors.PyMongoError as exc:
@@ -362,9 +392,16 @@ def _guarded_update(snapshot: Snapshot, expires: datetime | None = None) -> Upda
     planner first and makes every update markedly slower. `$literal` keeps a result's own
     `$` keys from being read as operators."""
     fields = {**snapshot.fields, "rev": snapshot.rev, "expire_at": expires}
+    if snapshot.document is not None:
+        # Upserted: an absent job has no rev, which sorts below every number, so it takes
+        # the whole record with the newest state over it; a stored one takes that state only
+        # if newer, like any change (its immutable fields are the document's own anyway).
+        record = {key: value for key, value in snapshot.document.items() if key != "_id"}
+        fields = {**record, **fields}
     newer = {"$lt": ["$rev", snapshot.rev]}
     merged = {"$mergeObjects": ["$$ROOT", {"$literal": fields}]}
-    return UpdateOne({"_id": snapshot.id}, [{"$replaceWith": {"$cond": [newer, merged, "$$ROOT"]}}])
+    return UpdateOne({"_id": snapshot.id}, [{"$replaceWith": {"$cond": [newer, merged, "$$ROOT"]}}],
+                     upsert=snapshot.document is not None)
 
 
 def _transactions_unsupported(exc: Exception) -> bool:

@@ -34,8 +34,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from jobnode.core.job import Job, to_epoch_ms
-from jobnode.core.record import ENQUEUED, RESTORED, decode_taken, encode_pairs
+from jobnode.core.job import QUEUE, Job, to_epoch_ms
+from jobnode.core.record import ENQUEUED, RESTORED, decode_taken, encode_document, encode_pairs
 from jobnode.storage.redis.boundary import redis_boundary
 from jobnode.storage.redis import job_logs
 from jobnode.storage.redis.outbox_stream import STREAM, OutboxStream
@@ -138,6 +138,8 @@ class JobQueue:
         args: list[Any] = [self.prefix]
         for job in jobs:
             pairs = encode_pairs(job, ENQUEUED)
+            if job.durability == QUEUE and job.rev == 0:  # MongoDB does not hold it yet: the outbox will
+                pairs += ("doc", encode_document(job))
             args += (job.id, to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0, len(pairs), *pairs)
         return int(await self.scripts.enqueue(args=args))
 
@@ -273,6 +275,16 @@ class JobQueue:
                 pipe.exists(self.key("job", job_id))
             found = await pipe.execute()
         return [job_id for job_id, present in zip(job_ids, found) if not present]
+
+    @redis_boundary
+    async def awaiting_insert(self, job_ids: Sequence[str]) -> list[str]:
+        """The ids among these of `queue` jobs Redis still holds: their insert into MongoDB is on its way."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.key("job", job_id), "dur")
+            found = await pipe.execute()
+        return [job_id for job_id, durability in zip(job_ids, found) if durability is not None
+                and _text(durability) == QUEUE]
 
     @redis_boundary
     async def wait_wake(self, timeout_s: float) -> None:

@@ -17,7 +17,7 @@ local now = now_ms()
 local counts = {completed = 0, failed = 0, retried = 0}  -- written once, after the loop
 
 local function finish(worker, id, outcome, result, error, delay_ms)
-  local job = read_job(id, {'max_retries', 'lim'})
+  local job = read_job(id, {'max_retries', 'lim', 'type', 'queue', 'sub'})
   if job.status ~= 'running' or job.worker ~= worker then return 0 end
   if outcome == 'returned' then  -- the worker cannot run this type: back to the queue, attempt refunded
     release_slot(worker)
@@ -33,8 +33,8 @@ local function finish(worker, id, outcome, result, error, delay_ms)
     redis.call('HINCRBY', k('worker_stats'), worker .. ':processed', 1)
     counts.completed = counts.completed + 1
     transition_read(job, id, 'completed', now, 'result', result, 'error', '', 'finished_ms', now)
-    publish_job('job.completed', id, 'attempt', job.attempts or 0, 'worker', worker, 'node', job.node or '',
-                'duration_ms', now - (tonumber(job.started_ms) or now))
+    publish_job_as('job.completed', id, {job.type, job.queue, job.sub}, 'attempt', job.attempts or 0,
+                   'worker', worker, 'node', job.node or '', 'duration_ms', now - (tonumber(job.started_ms) or now))
     return 'completed'
   end
   redis.call('HINCRBY', k('worker_stats'), worker .. ':failed', 1)

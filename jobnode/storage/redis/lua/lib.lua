@@ -99,9 +99,12 @@ local function publish(name, ...)
 end
 
 -- A job event, labelled with what subscribers filter on: the job's type, queue and submitter.
+-- publish_job_as takes them from a caller that has read them already ({type, queue, sub}).
+local function publish_job_as(name, id, labels, ...)
+  publish(name, 'job', id, 'type', labels[1] or '', 'queue', labels[2] or '', 'sub', labels[3] or '', ...)
+end
 local function publish_job(name, id, ...)
-  local f = redis.call('HMGET', k('job', id), 'type', 'queue', 'sub')
-  publish(name, 'job', id, 'type', f[1] or '', 'queue', f[2] or '', 'sub', f[3] or '', ...)
+  publish_job_as(name, id, redis.call('HMGET', k('job', id), 'type', 'queue', 'sub'), ...)
 end
 
 -- A failed attempt: job.failed, then job.retrying (with when) or job.dead (final).
@@ -263,9 +266,13 @@ end
 -- heartbeat records it for a job still running then (heartbeat.lua, `shown`), so MongoDB
 -- shows running only for jobs that run long enough to be seen; reads merge Redis's state.
 -- Subscribers are told at once (job.started): an event costs no MongoDB write.
-local TAKE_OWN = {'status', 'worker', 'rev', 'queued_ms', 'attempts', 'node', 'progress'}
+local TAKE_OWN = {'status', 'worker', 'rev', 'queued_ms', 'attempts', 'node', 'progress', 'sub'}
 local TAKE_READ = {unpack(TAKE_OWN)}
-for _, name in ipairs(TAKE_FIELDS) do TAKE_READ[#TAKE_READ + 1] = name end
+local TAKE_TYPE, TAKE_QUEUE  -- where the event labels are in the reply
+for _, name in ipairs(TAKE_FIELDS) do
+  TAKE_READ[#TAKE_READ + 1] = name
+  if name == 'type' then TAKE_TYPE = #TAKE_READ elseif name == 'queue' then TAKE_QUEUE = #TAKE_READ end
+end
 local function take_next(worker, lease_ms, id, now)
   now = now or now_ms()
   for _ = 1, 1000 do
@@ -278,7 +285,8 @@ local function take_next(worker, lease_ms, id, now)
                  'rev', (tonumber(j[3]) or 0) + 1, 'started_ms', now, 'attempts', attempts, 'shown', 0)
       if j[7] then redis.call('HDEL', k('job', id), 'progress') end  -- a new attempt starts afresh
       redis.call('ZADD', k('leases'), now + lease_ms, id)
-      publish_job('job.started', id, 'attempt', attempts, 'worker', worker, 'node', j[6] or '')
+      publish_job_as('job.started', id, {j[TAKE_TYPE], j[TAKE_QUEUE], j[8]}, 'attempt', attempts, 'worker', worker,
+                     'node', j[6] or '')
       local wait_ms = -1
       if j[4] then wait_ms = math.max(0, now - tonumber(j[4])) end
       local row = {id, wait_ms}
