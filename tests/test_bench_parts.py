@@ -166,7 +166,9 @@ async def test_the_sampler_follows_the_cpu_of_cpu_only_processes_and_of_the_mach
     assert set(sampler.samples) == {"me"}  # a cpu_only process's memory is none of the report's business
     shares = sampler.cpu_share(float("-inf"), float("inf"))
     assert set(shares) == {"me", "parent", MACHINE, STEAL}
-    assert 0 <= shares[STEAL] <= shares[MACHINE] <= os.cpu_count() + 0.1  # cores, not a share of one
+    # In cores, not a share of one nor a percentage; 10 ms samples of 10 ms clock ticks can
+    # overshoot the core count a little on a loaded machine, hence the margin.
+    assert 0 <= shares[STEAL] <= shares[MACHINE] <= os.cpu_count() * 1.5
 
 
 def test_the_machine_cpu_over_a_run_is_a_share_of_all_its_cpu_time():
