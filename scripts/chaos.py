@@ -52,7 +52,7 @@ from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range, 
 from tools.procfs import rss_mib  # noqa: E402
 from tools.chaos.load import LoadGenerator  # noqa: E402
 from tools.chaos.recording import install_plugin, monotonic_s  # noqa: E402
-from tools.chaos.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
+from tools.chaos.history import EndState, Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
 from tools.chaos.history import disagreements, outcome_failures  # noqa: E402
 from tools.chaos.tcp_proxy import TcpProxy  # noqa: E402
 
@@ -64,6 +64,10 @@ OUTAGE_S = 10.0
 RESTART_AFTER_S = 3.0
 START_TIMEOUT_S = 90.0
 SETTLE_TIMEOUT_S = 90.0
+# Every read of the servers' state is bounded by this: a server that does not answer (paused,
+# saturated) costs the report that read, never the report.
+READ_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 30.0  # for `jobnode dev` and the restarted nodes to stop on SIGTERM, then SIGKILL
 APP_NAME = "jobnode-chaos"
 PREFIX = "chaos"
 DATABASE = "chaos"
@@ -201,14 +205,16 @@ class DevCluster:
         return None
 
     async def stop(self) -> None:
-        if self.dev is not None and self.dev.poll() is None:
-            self.dev.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(self.dev.wait)
-        for process in self.restarted:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.restarted:
-            await asyncio.to_thread(process.wait)
+        processes = [p for p in [self.dev, *self.restarted] if p is not None and p.poll() is None]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                say(f"pid {process.pid} did not stop within {STOP_TIMEOUT_S:.0f}s: killed")
+                os.killpg(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
         if self.gate is not None:
             await self.gate.close()
         await asyncio.to_thread(self.mongo.stop)
@@ -344,10 +350,10 @@ async def settle(db: Any, redis: aioredis.Redis, acked: dict[str, str]) -> list[
     deadline = monotonic_s() + SETTLE_TIMEOUT_S
     while True:
         try:
-            end = await read_end_state(db, redis, PREFIX)
+            end = await asyncio.wait_for(read_end_state(db, redis, PREFIX), timeout=READ_TIMEOUT_S)
             off = outcome_failures(acked, end) + disagreements(end)
-        except Exception as exc:  # noqa: BLE001 - a server still coming back
-            off = [{"error": str(exc)}]
+        except Exception as exc:  # noqa: BLE001 - a server still coming back, or not answering
+            off = [{"error": f"{type(exc).__name__}: {exc}"}]
         if not off or monotonic_s() > deadline:
             return off
         await asyncio.sleep(0.5)
@@ -379,8 +385,9 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
     timing = LeaseTiming(ttl_s=parse_duration_s(env["JOB_LEASE_TTL"]), worker_ttl_s=parse_duration_s(env["WORKER_TTL"]),
                          heartbeat_s=parse_duration_s(env["WORKER_HEARTBEAT_INTERVAL"]))
     rss_start = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
-    redis = aioredis.Redis.from_url(cluster.redis.url, socket_timeout=5)
-    mongo = AsyncMongoClient(cluster.mongo.url, serverSelectionTimeoutMS=10_000)
+    redis = aioredis.Redis.from_url(cluster.redis.url, socket_timeout=5, socket_connect_timeout=5)
+    mongo = AsyncMongoClient(cluster.mongo.url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
+                             socketTimeoutMS=int(READ_TIMEOUT_S * 1000))
     faults = Faults()
     load = LoadGenerator(cluster.targets, record_dir, rate_per_s=args.rate, hold_ms=args.hold_ms, fail_every=20,
                          headers=cluster.headers).start()
@@ -391,18 +398,26 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
         await load.stop()
         settling = monotonic_s()
         unsettled = await settle(mongo[DATABASE], redis, load.acked)
-        say(f"settled in {monotonic_s() - settling:.1f}s" if not unsettled else "did not settle")
+        settle_s = round(monotonic_s() - settling, 1)
+        say(f"settled in {settle_s}s" if not unsettled else f"did not settle in {settle_s}s")
         await watcher.sample_once()
         await watcher.stop()
-        end = await read_end_state(mongo[DATABASE], redis, PREFIX)
+        try:
+            end = await asyncio.wait_for(read_end_state(mongo[DATABASE], redis, PREFIX), timeout=READ_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the report still goes out, saying what it could not read
+            end, read_error = EndState({}, {}, {}), f"{type(exc).__name__}: {exc}"
+        else:
+            read_error = None
         report = check(load.acked, read_runs(record_dir), watcher.samples, end, faults, timing, load.refused)
         rss_end = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
         out = {"algorithm": args.algorithm, "nodes": args.nodes, "duration_s": args.duration, "seed": args.seed,
-               "check": report.summary(), "unsettled": unsettled[:5],
+               "check": report.summary(), "settle_s": None if unsettled else settle_s,
+               "unsettled": {"count": len(unsettled), "examples": unsettled[:5]},
+               "end_state_error": read_error,
                "rss_mib": {n: {"start": rss_start[n], "end": rss_end.get(n)} for n in rss_start},
                "latency": load.latency_summary(), "data_dir": str(cluster.root)}
         print(json.dumps(out, indent=1))
-        return 0 if report.ok and not unsettled else 1
+        return 0 if report.ok and not unsettled and read_error is None else 1
     finally:
         await watcher.stop()
         await redis.aclose()
