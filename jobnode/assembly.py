@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,7 +24,8 @@ from jobnode.cluster.peers import PeerTransport
 from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.core import store_errors
-from jobnode.core.background import cancel_all, supervise
+from jobnode.core.background import Backoff, cancel_all, supervise
+from jobnode.core.errors import Unavailable
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.events.hub import EventHub
@@ -41,6 +42,7 @@ from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
+from jobnode.services.readiness import Readiness
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
@@ -54,6 +56,9 @@ from jobnode.storage.redis.rate_buckets import RateBuckets
 log = structlog.get_logger(__name__)
 
 OUTBOX_FLUSH_AT_STOP_S = 5.0
+# Retries of a start step whose server is down: from 0.2 s, doubling, at most 5 s apart.
+START_RETRY_BASE_S = 0.2
+START_RETRY_MAX_S = 5.0
 
 
 @dataclass
@@ -80,6 +85,7 @@ class NodeServices:
     rate_limiter: RateLimiter | None
     events: EventService
     reports: JobReports
+    readiness: Readiness
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
@@ -126,6 +132,7 @@ class NodeServices:
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
+        readiness = Readiness()
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
             leadership=leadership, pool=pool,
@@ -136,17 +143,22 @@ class NodeServices:
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 leader_of=lambda: elector.view.leader),
-            rate_limiter=rate_limiter, events=events, reports=reports,
+                                 leader_of=lambda: elector.view.leader, readiness=readiness),
+            rate_limiter=rate_limiter, events=events, reports=reports, readiness=readiness,
         )
 
     async def start(self) -> None:
+        """Start every part; a step that needs a server that is down is retried until it answers.
+
+        Meanwhile `readiness` says which server the node waits for (/health answers 503 with
+        it), so a node started during an outage comes up with the server instead of exiting."""
         s = self.settings
         if self.metrics is not None:
             self._unsubscribe.append(store_errors.subscribe(self.metrics.store_error))
-        await self.store.ensure_indexes()
-        await self.cluster_store.ensure_indexes()
-        await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
+        await self.until_available("indexes", self.store.ensure_indexes)
+        await self.until_available("indexes", self.cluster_store.ensure_indexes)
+        # Before the workers: a job routed here can be checked.
+        await self.until_available("catalog", lambda: self.jobs.catalog.publish(replace=True))
         self.jobs.start()
         await self.transport.start()
         self.tasks = [
@@ -160,12 +172,28 @@ class NodeServices:
             supervise("throughput", lambda: self.system.throughput.run(self.queue.completed_total,
                                                                    s.throughput_sample_interval_s)),
         ]
-        await self.pool.start()
+        await self.until_available("workers", self.pool.start)  # registers them in Redis first
         await self.elector.start()  # last: the node takes part in elections once it can do the work
         self.tasks.append(supervise("cluster", self.recorder.run))
+        self.readiness.done()
         log.info("node.ready", node_id=s.node_id, workers=len(self.pool.workers), processors=self.registry.types(),
                  queues=sorted({q for worker in self.pool.workers for q in worker.queues}),
                  strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
+
+    async def until_available(self, step: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Run one start step until no server it needs is unavailable, with back-off between tries."""
+        backoff = Backoff(base_s=START_RETRY_BASE_S, max_s=START_RETRY_MAX_S)
+        while True:
+            try:
+                await run()
+                return
+            except Unavailable as exc:
+                server = unavailable_server(exc)
+                self.readiness.waiting(server)
+                wait_s = backoff.next_s()
+                log.warning("node.start_waiting", step=step, server=server, retry_in_s=round(wait_s, 2),
+                            attempt=backoff.failures)
+                await asyncio.sleep(wait_s)
 
     async def stop(self) -> None:
         # Hand the lead over first (raft transfers it, and the lease is released for the
@@ -191,6 +219,15 @@ class NodeServices:
             except Exception:  # one failed step (Redis down, say) must not skip the rest
                 log.exception("node.stop_step_failed", step=name)
         log.info("node.stopped", node_id=self.settings.node_id)
+
+
+def unavailable_server(exc: Unavailable) -> str:
+    """Which server an Unavailable from the storage boundaries is about."""
+    text = exc.message.lower()
+    for server in ("mongodb", "redis"):
+        if server in text:
+            return server
+    return "a backing server"
 
 
 def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector, *, reconciler: Reconciler,

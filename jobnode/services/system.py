@@ -17,6 +17,7 @@ from jobnode.observability.throughput import Throughput
 from jobnode.pipeline.workers import WorkerPool
 from jobnode.services.jobs import JobService
 from jobnode.services.rate_limiter import RateLimiter
+from jobnode.services.readiness import Readiness
 from jobnode.storage.redis.queue import JobQueue
 
 log = structlog.get_logger(__name__)
@@ -41,7 +42,8 @@ class SystemService:
 
     def __init__(self, settings: Settings, jobs: JobService, queue: JobQueue, leadership: Leadership,
                  pool: WorkerPool, probes: Mapping[str, Probe], rate_limiter: RateLimiter | None = None,
-                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None) -> None:
+                 throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -53,12 +55,15 @@ class SystemService:
         # Who this node's elector names as leader: /health reports it, so readiness checks
         # (`jobnode dev`, orchestrators) need no rate-limited route.
         self.leader_of = leader_of or (lambda: None)
+        self.readiness = readiness or Readiness.already_started()
 
     async def health(self) -> Health:
-        """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
+        """Every probe run at once, each bounded by PROBE_TIMEOUT_S; while starting, a `startup` check too."""
         names = list(self.probes)
         results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
+        if not self.readiness.ready:
+            checks["startup"] = self.readiness.check()
         ok = all(check["ok"] for check in checks.values())
         return Health(ok, {
             "status": "ok" if ok else "unavailable",
