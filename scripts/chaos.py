@@ -123,7 +123,9 @@ def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, python
         "MONGODB_URI": with_uri_options(mongo_url, appName=APP_NAME),
         "REDIS_KEY_PREFIX": PREFIX,
         "MONGODB_DATABASE": DATABASE,
-        "PYTHONPATH": pythonpath,
+        # This checkout first: the nodes (and the ones restarted after a kill) run the same code as
+        # the driver, whatever jobnode the interpreter has installed.
+        "PYTHONPATH": os.pathsep.join([str(REPO), pythonpath]),
         "CLUSTER_SECRET": secrets.token_urlsafe(32),
         "METRICS_ENABLED": "false",
         "RETRY_BASE_DELAY": "100ms",
