@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from jobnode.pipeline.circuit import Circuit
 from jobnode.pipeline.commits import GroupCommit
-from jobnode.core.errors import Conflict, NotFound, Unavailable
+from jobnode.core.errors import Conflict, NotFound, Overloaded, Unavailable
 from jobnode.core.job import CANCELLED, FAILED, Job, JobSpec, utcnow
 from jobnode.core.record import decode_snapshot
 from jobnode.observability import tracing
@@ -61,6 +62,8 @@ class JobService:
                                                           max_waiting=WAITING_BATCHES * max_batch,
                                                           max_inflight=SUBMIT_WRITES_IN_FLIGHT)
         self._counts: tuple[float, dict[str, int]] | None = None
+        # Opened by a submit write that found MongoDB or Redis unavailable (see pipeline/circuit.py).
+        self.circuit = Circuit()
 
     @property
     def known_types(self) -> Collection[str]:
@@ -94,6 +97,10 @@ class JobService:
                     for spec in specs]
             if span is not None and len(jobs) == 1:
                 span.set_attribute("jobnode.job.id", jobs[0].id)
+            refuse_s = self.circuit.refuse_for(time.monotonic())
+            if refuse_s > 0:
+                raise Overloaded(f"submissions are refused for {refuse_s:.1f}s after a failed durable write "
+                                 f"({self.circuit.last_error}); retry then", retry_after_s=refuse_s)
             with tracing.span("jobnode durable write", attributes={"jobnode.jobs": len(jobs)}):
                 outcomes = await self._commits.submit_many(jobs)
         submitted = []
@@ -115,6 +122,15 @@ class JobService:
         return submitted
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
+        try:
+            written = await self._insert_and_enqueue(jobs)
+        except Unavailable as exc:
+            self.circuit.failed(time.monotonic(), exc.message)
+            raise
+        self.circuit.succeeded()
+        return written
+
+    async def _insert_and_enqueue(self, jobs: list[Job]) -> list[Job | Exception]:
         began_s = time.perf_counter()
         outcomes = await self.store.insert_many(jobs)
         inserted_s = time.perf_counter()
