@@ -88,6 +88,7 @@ class NodeServices:
     readiness: Readiness
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _pool_started: bool = False
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -173,6 +174,7 @@ class NodeServices:
                                                                    s.throughput_sample_interval_s)),
         ]
         await self.until_available("workers", self.pool.start)  # registers them in Redis first
+        self._pool_started = True
         await self.elector.start()  # last: the node takes part in elections once it can do the work
         self.tasks.append(supervise("cluster", self.recorder.run))
         self.readiness.done()
@@ -201,7 +203,8 @@ class NodeServices:
         steps = [
             ("election", self.elector.stop()),
             ("lease", self.leadership.resign()),
-            ("workers", self.pool.stop(self.settings.shutdown_grace_s)),
+            # Workers that never registered (a start still waiting for Redis) have nothing to hand back.
+            *([("workers", self.pool.stop(self.settings.shutdown_grace_s))] if self._pool_started else []),
             ("job_reports", self.reports.flush()),
             ("submits", self.jobs.stop()),
             ("tasks", cancel_all(self.tasks)),
