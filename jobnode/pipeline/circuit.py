@@ -1,6 +1,7 @@
-"""A circuit breaker for writes to a server that is failing: refuse at once instead of piling up.
+"""A circuit breaker for writes to a server that is failing slowly: refuse at once instead of piling up.
 
-Pure state fed `now` (seconds on any monotonic clock). After a failed write the circuit
+Pure state fed `now` (seconds on any monotonic clock). After a failed write (the caller
+decides which failures count: a slow one, see JobService._write_batch) the circuit
 opens for `open_s`; each further failure right after it reopened doubles that, up to
 `max_open_s`. While open, callers are refused at once (the API answers 503 with
 Retry-After) instead of each one waiting out the server's timeout, which during an outage

@@ -41,6 +41,8 @@ WAITING_BATCHES = 4
 # during one leaves at once instead of waiting it out (see pipeline/commits.py).
 SUBMIT_WRITES_IN_FLIGHT = 4
 RETRYABLE = (FAILED, CANCELLED)
+# A submit write that took this long to fail opens the circuit (see `_write_batch`).
+SLOW_FAILURE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class JobService:
                 span.set_attribute("jobnode.job.id", jobs[0].id)
             refuse_s = self.circuit.refuse_for(time.monotonic())
             if refuse_s > 0:
-                raise Overloaded(f"submissions are refused for {refuse_s:.1f}s after a failed durable write "
-                                 f"({self.circuit.last_error}); retry then", retry_after_s=refuse_s)
+                raise Overloaded(f"submissions are refused for {refuse_s:.1f}s after a durable write that timed "
+                                 f"out ({self.circuit.last_error}); retry then", retry_after_s=refuse_s)
             with tracing.span("jobnode durable write", attributes={"jobnode.jobs": len(jobs)}):
                 outcomes = await self._commits.submit_many(jobs)
         submitted = []
@@ -122,10 +124,15 @@ class JobService:
         return submitted
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
+        began_s = time.monotonic()
         try:
             written = await self._insert_and_enqueue(jobs)
         except Unavailable as exc:
-            self.circuit.failed(time.monotonic(), exc.message)
+            now_s = time.monotonic()
+            # Only a slow failure opens the circuit: a server that refuses at once (full,
+            # connection refused) answers the next callers quickly too, nothing piles up.
+            if now_s - began_s >= SLOW_FAILURE_S:
+                self.circuit.failed(now_s, exc.message)
             raise
         self.circuit.succeeded()
         return written
