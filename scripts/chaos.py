@@ -19,9 +19,18 @@ tools/chaos/recording.py loaded into every node. While the load generator submit
 Partitions between nodes are not among them: `jobnode dev` nodes talk to each other
 directly, so there is no link to cut (tests/chaos/test_process_faults.py covers them).
 
-At the end it stops the load, waits for the cluster to settle, and prints one JSON object:
-the checker's summary (tools/chaos/history.py), the faults with their times, and each node's
-resident memory at the start and the end. Exit status 0 when every property held.
+At the end it stops the load, waits for the cluster to settle (at most the recovery bound of
+docs/architecture.md after the end of the last fault, computed from the cluster's timers), and
+prints one JSON object: the checker's summary (tools/chaos/history.py) with the faults and their
+times, `settle_s` and `recovery` (the bound, and how long after the last fault everything
+agreed), what was still unsettled, and each node's resident memory at the start and the end.
+Every read of the servers is bounded, so the report comes out even when one does not answer
+(`end_state_error` then says what could not be read). Exit status 0 when every property held
+and the cluster settled within the bound.
+
+A dense run, as CI's (tests/chaos/test_dense_faults.py) and the reliability work use it:
+
+    scripts/chaos.py --duration 300 --algorithm gossip --nodes 5 --rate 30 --every 8-15 --seed 4242
 Needs a checkout of the repository with jobnode installed (scripts/test does that).
 """
 
