@@ -19,6 +19,7 @@ an import that this table does not allow.
     pipeline       dispatcher, worker pool, outbox writer, reconciler, retry, group commit
     services       what the API may ask of a node: jobs, cluster view, node status
     api            HTTP routes, access control, error mapping, the OpenAPI document
+    console        the web console's static files and the route that serves them at /ui/
     wiring         `node` and `assembly`: build one node from its parts and run it
     dev            `jobnode dev`, embedded servers, development certificates
     cli            the `jobnode` command
@@ -44,8 +45,9 @@ LAYERS: dict[str, frozenset[str]] = {
     "services": frozenset({"election", "core", "storage", "processors", "events", "auth", "observability", "cluster",
                            "pipeline"}),
     "api": frozenset({"core", "auth", "observability", "services"}),
+    "console": frozenset({"core", "auth", "api"}),
     "wiring": frozenset({"election", "core", "storage", "processors", "events", "auth", "observability", "cluster",
-                         "pipeline", "services", "api"}),
+                         "pipeline", "services", "api", "console"}),
     "dev": frozenset({"core", "client"}),
     "cli": frozenset({"core", "client", "auth", "observability", "processors", "wiring", "dev"}),
 }

@@ -30,6 +30,7 @@ from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
 from jobnode.events.hub import EventHub
 from jobnode.observability.metrics import NodeMetrics, NodeReadings
+from jobnode.observability.throughput import Throughput
 from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
 from jobnode.pipeline.job_reports import JobReports
 from jobnode.pipeline.outbox import OutboxWriter
@@ -41,6 +42,7 @@ from jobnode.services.cluster import ClusterService
 from jobnode.services.catalog import TypeCatalog
 from jobnode.services.events import EventService
 from jobnode.services.jobs import JobService
+from jobnode.services.queues import QueueService
 from jobnode.services.rate_limiter import RateLimiter
 from jobnode.services.readiness import Readiness
 from jobnode.services.system import SystemService
@@ -51,6 +53,7 @@ from jobnode.storage.redis.event_stream import EventStream
 from jobnode.storage.redis.job_logs import JobLogs
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
+from jobnode.storage.redis.queue_depths import QueueDepths
 from jobnode.storage.redis.rate_buckets import RateBuckets
 
 log = structlog.get_logger(__name__)
@@ -85,6 +88,7 @@ class NodeServices:
     rate_limiter: RateLimiter | None
     events: EventService
     reports: JobReports
+    queues: QueueService
     readiness: Readiness
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -133,6 +137,7 @@ class NodeServices:
         events = EventService(hub, jobs, job_logs, heartbeat_s=settings.events_heartbeat_s,
                               stream_tokens=stream_tokens)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
+        throughput = Throughput()
         readiness = Readiness()
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
@@ -144,8 +149,11 @@ class NodeServices:
             elector=elector, recorder=recorder,
             cluster=ClusterService(settings, elector, leadership, cluster_store, verifier),
             system=SystemService(settings, jobs, queue, leadership, pool, probes, rate_limiter,
-                                 leader_of=lambda: elector.view.leader, readiness=readiness),
-            rate_limiter=rate_limiter, events=events, reports=reports, readiness=readiness,
+                                 throughput=throughput, leader_of=lambda: elector.view.leader,
+                                 readiness=readiness),
+            rate_limiter=rate_limiter, events=events, reports=reports,
+            queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),
+            readiness=readiness,
         )
 
     async def start(self) -> None:

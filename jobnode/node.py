@@ -23,7 +23,8 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from jobnode.api import auth_routes, cluster_routes, event_routes, jobs_routes, ratelimit, system_routes
+from jobnode.api import (auth_routes, cluster_routes, event_routes, jobs_routes, queue_routes, ratelimit,
+                         system_routes)
 from jobnode.api.access import auth_middleware
 from jobnode.api.appkeys import (
     AUTHENTICATOR,
@@ -31,6 +32,7 @@ from jobnode.api.appkeys import (
     EVENT_SERVICE,
     JOB_SERVICE,
     METRICS,
+    QUEUE_SERVICE,
     RATE_LIMITER,
     SETTINGS,
     STREAM_TOKENS,
@@ -45,6 +47,7 @@ from jobnode.api.tracing import tracing_middleware
 from jobnode.assembly import NodeServices
 from jobnode.auth.setup import AuthSetupError, make_authenticator, prepare_users
 from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
+from jobnode.console import site as console_site
 from jobnode.core.errors import JobnodeError
 from jobnode.core.background import cancel_all
 from jobnode.core.settings import ConfigError, Settings
@@ -101,6 +104,8 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     app.router.add_routes(cluster_routes.routes)
     app.router.add_routes(auth_routes.routes)
     app.router.add_routes(event_routes.routes)
+    app.router.add_routes(queue_routes.routes)
+    app.router.add_routes(console_site.routes)
     app.on_shutdown.append(close_event_streams)
     if settings.rate_limit_per_min > 0:
         ratelimit.enable(app, auth_middleware)
@@ -148,6 +153,7 @@ async def services(app: web.Application) -> AsyncIterator[None]:
     app[NODE_SERVICES] = node
     app[JOB_SERVICE], app[CLUSTER_SERVICE], app[SYSTEM_SERVICE] = node.jobs, node.cluster, node.system
     app[EVENT_SERVICE] = node.events
+    app[QUEUE_SERVICE] = node.queues
     if node.events.stream_tokens is not None:
         app[STREAM_TOKENS] = node.events.stream_tokens
     if node.rate_limiter is not None:

@@ -40,4 +40,4 @@ def test_the_app_keys_are_settings_services_and_what_the_middlewares_need():
 
     keys = {name for name, value in vars(appkeys).items() if isinstance(value, (web.AppKey, web.RequestKey))}
     assert keys == {"SETTINGS", "TLS", "METRICS", "JOB_SERVICE", "CLUSTER_SERVICE", "SYSTEM_SERVICE",
-                    "AUTHENTICATOR", "RATE_LIMITER", "REQUEST_ID", "EVENT_SERVICE", "STREAM_TOKENS"}
+                    "AUTHENTICATOR", "RATE_LIMITER", "REQUEST_ID", "EVENT_SERVICE", "STREAM_TOKENS", "QUEUE_SERVICE"}

@@ -54,6 +54,9 @@ EXPECTED_ACCESS = {
     ("GET", "/api/v1/jobs/{job_id}/events"): "user",
     ("GET", "/api/v1/jobs/{job_id}/logs"): "user",
     ("POST", "/internal/v1/election"): "peer (CLUSTER_SECRET signature)",
+    ("GET", "/api/v1/queues"): "user or worker",
+    ("GET", "/ui"): "any",
+    ("GET", "/ui/{path}"): "any",
 }
 ALLOWED = {"user": {USER, ADMIN}, "admin": {ADMIN}, "user or worker": {USER, ADMIN, WORKER}}
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from jobnode.services.cluster import ClusterService
     from jobnode.services.events import EventService
     from jobnode.services.jobs import JobService
+    from jobnode.services.queues import QueueService
     from jobnode.services.rate_limiter import RateLimiter
     from jobnode.services.system import SystemService
 
@@ -28,6 +29,7 @@ METRICS = web.AppKey("metrics", "NodeMetrics")
 JOB_SERVICE = web.AppKey("job_service", "JobService")
 CLUSTER_SERVICE = web.AppKey("cluster_service", "ClusterService")
 SYSTEM_SERVICE = web.AppKey("system_service", "SystemService")
+QUEUE_SERVICE = web.AppKey("queue_service", "QueueService")
 AUTHENTICATOR = web.AppKey("authenticator", "Authenticator")
 STREAM_TOKENS = web.AppKey("stream_tokens", "StreamTokens")
 EVENT_SERVICE = web.AppKey("event_service", "EventService")

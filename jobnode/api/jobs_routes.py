@@ -9,11 +9,12 @@ from aiohttp import web
 from jobnode.api.access import access, owner_filter, principal_of, require_job_type_roles
 from jobnode.auth.roles import ADMIN_ACCESS, USER_ACCESS
 from jobnode.api.appkeys import JOB_SERVICE, SETTINGS
-from jobnode.api.bodies import int_query, job_id_param, read_json
+from jobnode.api.bodies import JOB_ID, int_query, job_id_param, read_json
 from jobnode.api.request_ids import request_id_of
 from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES
-from jobnode.core.submission import MAX_TYPE_LEN, parse_submission
+from jobnode.core.queues import QUEUE_NAME, QUEUE_NAME_RULE
+from jobnode.core.submission import MAX_IDEMPOTENCY_KEY_LEN, MAX_TYPE_LEN, parse_submission
 
 routes = web.RouteTableDef()
 
@@ -93,10 +94,19 @@ async def list_jobs(request: web.Request) -> web.Response:
     type_ = request.query.get("type") or None
     if type_ is not None and len(type_) > MAX_TYPE_LEN:
         raise ValidationError("type", f"must be at most {MAX_TYPE_LEN} characters")
+    queue = request.query.get("queue") or None
+    if queue is not None and not QUEUE_NAME.fullmatch(queue):
+        raise ValidationError("queue", f"must be a queue name: {QUEUE_NAME_RULE}")
+    job_id = request.query.get("id") or None
+    if job_id is not None and not JOB_ID.match(job_id):
+        raise ValidationError("id", "must be a job id: 32 lowercase hexadecimal characters")
+    key = request.query.get("idempotency_key") or None
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_LEN:
+        raise ValidationError("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters")
     limit = int_query(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
     jobs, next_cursor = await request.app[JOB_SERVICE].list(
-        status=status, type_=type_, limit=limit, cursor=request.query.get("cursor") or None,
-        owner=owner_filter(request),
+        status=status, type_=type_, queue=queue, job_id=job_id, idempotency_key=key, limit=limit,
+        cursor=request.query.get("cursor") or None, owner=owner_filter(request),
     )
     body: dict[str, Any] = {"jobs": [j.to_json() for j in jobs], "count": len(jobs), "next_cursor": next_cursor}
     return web.json_response(body)

@@ -306,6 +306,11 @@ PATHS: dict[str, Any] = {
             params=[
                 _query("status", {"type": "string", "enum": list(STATUSES)}),
                 _query("type", {"type": "string", "maxLength": MAX_TYPE_LEN}),
+                _query("queue", {"type": "string", "pattern": f"^{QUEUE_NAME.pattern}$"}),
+                _query("id", {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                              "description": "the job with this id (an empty page if none)"}),
+                _query("idempotency_key", {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_LEN,
+                                           "description": "the job submitted with this key (an empty page if none)"}),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE}),
                 _query("cursor", {"type": "string", "description": "next_cursor of the previous page"}),
             ],
@@ -352,6 +357,20 @@ PATHS: dict[str, Any] = {
     "/api/v1/stats": {
         "get": _op("getStats", "Job counts, queue depths, throughput, leader", "200", "Object", errors=("503",))
     },
+    "/api/v1/queues": {"get": _op(
+        "listQueues", "Each queue's depth by state and priority band, unroutable jobs, and the last hour of "
+        "throughput as [epoch_s, completed_per_s] points", "200", "Object", errors=("503",))},
+    "/ui": {"get": {"operationId": "consoleRedirect", "summary": "Redirects to the console at /ui/",
+                    "tags": ["console"], "responses": {"308": {"description": "to /ui/"}}}},
+    "/ui/{path}": {"get": {
+        "operationId": "getConsoleFile", "summary": "The web console (index.html for an empty path) and its files",
+        "tags": ["console"],
+        "parameters": [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the file", "content": {"text/html": {"schema": {"type": "string"}}}},
+                      "304": {"description": "unchanged since the ETag the browser sent"},
+                      "404": {"description": ERRORS["404"],
+                              "content": {"application/json": {"schema": _ref("Error")}}}},
+    }},
     "/api/v1/workers": {"get": _op("listWorkers", "Every worker in the cluster", "200", "Object", errors=("503",))},
     "/api/v1/leader": {"get": _op("getLeader", "The leader this node sees: id, address, term, algorithm, since",
                                   "200", "Object", errors=("503",))},

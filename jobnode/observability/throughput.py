@@ -8,12 +8,14 @@ whether or not anyone asked it before.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from jobnode.core.errors import Unavailable
+from jobnode.observability.throughput_history import ThroughputHistory
 
 log = structlog.get_logger(__name__)
 
@@ -24,8 +26,10 @@ SAMPLE_INTERVAL_S = 5.0
 class Throughput:
     """Keeps (time, total) samples for the last minute and derives a rate from them."""
 
-    def __init__(self, window_s: float = WINDOW_S) -> None:
+    def __init__(self, window_s: float = WINDOW_S, history: ThroughputHistory | None = None) -> None:
         self.window_s = window_s
+        # The hour-long curve the console draws; fed only by the background sampler (run).
+        self.history = history or ThroughputHistory()
         self._samples: deque[tuple[float, int]] = deque()
 
     def observe(self, now_s: float, total: int) -> None:
@@ -54,7 +58,9 @@ class Throughput:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                self.observe(loop.time(), await read_total())
+                total = await read_total()
+                self.observe(loop.time(), total)
+                self.history.observe(time.time(), total)
             except Unavailable as exc:
                 log.debug("throughput.sample_skipped", error=str(exc))
             await asyncio.sleep(interval_s)

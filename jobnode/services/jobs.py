@@ -165,9 +165,12 @@ class JobService:
         return await self._with_live_state(job)
 
     async def list(
-        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None, owner: str | None = None
+        self, *, status: str | None, type_: str | None, limit: int, cursor: str | None, owner: str | None = None,
+        queue: str | None = None, job_id: str | None = None, idempotency_key: str | None = None,
     ) -> tuple[list[Job], str | None]:
-        return await self.store.list(status=status, type_=type_, limit=limit, cursor=cursor, submitted_by=owner)
+        return await self.store.list(status=status, type_=type_, queue=queue, job_id=job_id,
+                                     idempotency_key=idempotency_key, limit=limit, cursor=cursor,
+                                     submitted_by=owner)
 
     async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
         job = await self.get(job_id, owner=owner)
