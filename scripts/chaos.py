@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+import structlog  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
@@ -466,4 +467,6 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
 
 
 if __name__ == "__main__":
+    # jobnode's helpers log through structlog, whose default is stdout: that carries only the report.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     sys.exit(asyncio.run(main(parse_args())))
