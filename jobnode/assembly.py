@@ -11,7 +11,7 @@ import os
 import random
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -27,7 +27,8 @@ from jobnode.cluster.quorum import PeerContact
 from jobnode.cluster.recorder import ClusterRecorder
 from jobnode.cluster.seeds import SeedContact
 from jobnode.core import store_errors
-from jobnode.core.background import cancel_all, supervise
+from jobnode.core.background import Backoff, cancel_all, supervise
+from jobnode.core.errors import Unavailable
 from jobnode.core.flow_limits import parse_flow_limits
 from jobnode.core.queues import served_queues, worker_groups
 from jobnode.core.settings import Settings
@@ -49,6 +50,7 @@ from jobnode.services.queues import QueueService
 from jobnode.services.limits import LimitService
 from jobnode.services.schedules import ScheduleService, Scheduler
 from jobnode.services.rate_limiter import RateLimiter
+from jobnode.services.readiness import Readiness
 from jobnode.services.system import SystemService
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.fence import FenceCounter
@@ -66,6 +68,9 @@ from jobnode.storage.redis.rate_buckets import RateBuckets
 log = structlog.get_logger(__name__)
 
 OUTBOX_FLUSH_AT_STOP_S = 5.0
+# Retries of a start step whose server is down: from 0.2 s, doubling, at most 5 s apart.
+START_RETRY_BASE_S = 0.2
+START_RETRY_MAX_S = 5.0
 
 
 @dataclass
@@ -96,8 +101,10 @@ class NodeServices:
     limits: LimitService
     schedules: ScheduleService
     scheduler: Scheduler
+    readiness: Readiness
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _pool_started: bool = False
     _unsubscribe: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
@@ -151,6 +158,7 @@ class NodeServices:
         schedules = ScheduleService(ScheduleStore(db), jobs, settings.job_defaults)
         probes = {"redis": redis.ping, "mongodb": lambda: mongo.admin.command("ping")}
         throughput = Throughput()
+        readiness = Readiness()
         cluster = ClusterService(settings, elector, leadership, cluster_store, verifier)
         return cls(
             settings=settings, store=store, queue=queue, registry=registry, jobs=jobs,
@@ -165,20 +173,27 @@ class NodeServices:
                                  throughput=throughput, leader_of=lambda: elector.view.leader,
                                  reports={"seeds": lambda: seeds.report(
                                      elector.joined, asyncio.get_running_loop().time())},
-                                 advisories={"quorum": cluster.quorum}, limits=limits),
+                                 advisories={"quorum": cluster.quorum}, limits=limits,
+                                 readiness=readiness),
             rate_limiter=rate_limiter, events=events, reports=reports, limits=limits,
             schedules=schedules, scheduler=Scheduler(schedules, leadership),
             queues=QueueService(queue, QueueDepths(redis, settings.redis_key_prefix), throughput.history),
+            readiness=readiness,
         )
 
     async def start(self) -> None:
+        """Start every part; a step that needs a server that is down is retried until it answers.
+
+        Meanwhile `readiness` says which server the node waits for (/health answers 503 with
+        it), so a node started during an outage comes up with the server instead of exiting."""
         s = self.settings
         if self.metrics is not None:
             self._unsubscribe.append(store_errors.subscribe(self.metrics.store_error))
-        await self.store.ensure_indexes()
-        await self.cluster_store.ensure_indexes()
-        await self.limits.apply_configured()
-        await self.jobs.catalog.publish(replace=True)  # before the workers: a job routed here can be checked
+        await self.until_available("indexes", self.store.ensure_indexes)
+        await self.until_available("indexes", self.cluster_store.ensure_indexes)
+        await self.until_available("limits", self.limits.apply_configured)
+        # Before the workers: a job routed here can be checked.
+        await self.until_available("catalog", lambda: self.jobs.catalog.publish(replace=True))
         self.jobs.start()
         await self.transport.start()
         self.tasks = [
@@ -193,12 +208,29 @@ class NodeServices:
             supervise("throughput", lambda: self.system.throughput.run(self.queue.completed_total,
                                                                    s.throughput_sample_interval_s)),
         ]
-        await self.pool.start()
+        await self.until_available("workers", self.pool.start)  # registers them in Redis first
+        self._pool_started = True
         await self.elector.start()  # last: the node takes part in elections once it can do the work
         self.tasks.append(supervise("cluster", self.recorder.run))
+        self.readiness.done()
         log.info("node.ready", node_id=s.node_id, workers=len(self.pool.workers), processors=self.registry.types(),
                  queues=sorted({q for worker in self.pool.workers for q in worker.queues}),
                  strategy=s.load_balancer_strategy, algorithm=s.election_algorithm)
+
+    async def until_available(self, step: str, run: Callable[[], Awaitable[object]]) -> None:
+        """Run one start step until no server it needs is unavailable, with back-off between tries."""
+        backoff = Backoff(base_s=START_RETRY_BASE_S, max_s=START_RETRY_MAX_S)
+        while True:
+            try:
+                await run()
+                return
+            except Unavailable as exc:
+                server = unavailable_server(exc)
+                self.readiness.waiting(server)
+                wait_s = backoff.next_s()
+                log.warning("node.start_waiting", step=step, server=server, retry_in_s=round(wait_s, 2),
+                            attempt=backoff.failures)
+                await asyncio.sleep(wait_s)
 
     async def stop(self) -> None:
         # Hand the lead over first (raft transfers it, and the lease is released for the
@@ -206,7 +238,8 @@ class NodeServices:
         steps = [
             ("election", self.elector.stop()),
             ("lease", self.leadership.resign()),
-            ("workers", self.pool.stop(self.settings.shutdown_grace_s)),
+            # Workers that never registered (a start still waiting for Redis) have nothing to hand back.
+            *([("workers", self.pool.stop(self.settings.shutdown_grace_s))] if self._pool_started else []),
             ("job_reports", self.reports.flush()),
             ("submits", self.jobs.stop()),
             ("tasks", cancel_all(self.tasks)),
@@ -224,6 +257,15 @@ class NodeServices:
             except Exception:  # one failed step (Redis down, say) must not skip the rest
                 log.exception("node.stop_step_failed", step=name)
         log.info("node.stopped", node_id=self.settings.node_id)
+
+
+def unavailable_server(exc: Unavailable) -> str:
+    """Which server an Unavailable from the storage boundaries is about."""
+    text = exc.message.lower()
+    for server in ("mongodb", "redis"):
+        if server in text:
+            return server
+    return "a backing server"
 
 
 def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector, *, reconciler: Reconciler,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
@@ -44,13 +44,15 @@ from jobnode.api.appkeys import (
 from jobnode.api.errors import error_middleware
 from jobnode.api.http_metrics import http_metrics_middleware
 from jobnode.api.request_ids import request_id_middleware
+from jobnode.api.startup_gate import startup_gate
 from jobnode.api.tracing import tracing_middleware
 from jobnode.assembly import NodeServices
-from jobnode.auth.setup import AuthSetupError, build_authenticator
+from jobnode.auth.setup import AuthSetupError, make_authenticator, prepare_users
 from jobnode.auth.tls import TlsContexts, peer_certificate_middleware
 from jobnode.console import site as console_site
 from jobnode.core.errors import JobnodeError
-from jobnode.core.settings import ConfigError, Settings, mask_url_password
+from jobnode.core.background import cancel_all
+from jobnode.core.settings import ConfigError, Settings
 from jobnode.observability import tracing
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.observability.metrics_endpoint import MetricsEndpoint
@@ -67,9 +69,12 @@ NODE_SERVICES = web.AppKey("node_services", NodeServices)
 
 log = structlog.get_logger(__name__)
 
+# How long the start may take before the node serves its API (not ready) and goes on starting.
+START_IN_FOREGROUND_S = 10.0
+
 
 class StartupError(JobnodeError):
-    """The node cannot start (a dependency is unreachable); the message says which."""
+    """The node cannot start (its metrics port is taken, its start crashed); the message says why."""
 
 
 def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -> web.Application:
@@ -80,8 +85,10 @@ def build_app(settings: Settings, processors: ProcessorRegistry | None = None) -
     # Errors outside auth, so a refused token is answered in the API's error shape; rate
     # limiting (appended by ratelimit.enable) inside auth, so it can count per user, and its
     # refusal counter (inserted by ratelimit.enable) just outside auth, so it sees auth's 401s.
+    # The startup gate inside errors (its 503 in the API's shape) and outside auth (a node that
+    # waits for MongoDB cannot look its users up).
     middlewares = [request_id_middleware, tracing_middleware, http_metrics_middleware, error_middleware,
-                   auth_middleware]
+                   startup_gate, auth_middleware]
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[TLS] = contexts
@@ -121,10 +128,9 @@ async def connections(app: web.Application) -> AsyncIterator[None]:
         settings.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
         socketTimeoutMS=timeout_ms,
     )
+    # Both clients connect lazily: a server that is down now is waited for by the node's start
+    # (NodeServices.start), with /health saying which, instead of stopping the node.
     try:
-        await _wait_ready("redis", connection.where if settings.redis_sentinels else settings.redis_url,
-                          redis.ping(), settings.mongodb_timeout_s)
-        await _wait_ready("mongodb", settings.mongodb_uri, mongo.admin.command("ping"), settings.mongodb_timeout_s)
         app[REDIS], app[MONGO] = redis, mongo
         yield
     finally:
@@ -132,18 +138,11 @@ async def connections(app: web.Application) -> AsyncIterator[None]:
         await mongo.close()
 
 
-async def _wait_ready(name: str, url: str, probe: Awaitable[object], timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(probe, timeout=timeout_s)
-    except Exception as exc:
-        raise StartupError(f"cannot reach {name} at {mask_url_password(url)}: {exc}") from None
-
-
 async def authenticator(app: web.Application) -> AsyncIterator[None]:
-    """With AUTH_ENABLED: load the users, bootstrap the admin, and make the authenticator."""
+    """With AUTH_ENABLED: load USERS_FILE and make the authenticator (its users come with the start)."""
     settings = app[SETTINGS]
     if settings.auth_enabled:
-        app[AUTHENTICATOR] = await build_authenticator(settings, app[REDIS], app[MONGO][settings.mongodb_database])
+        app[AUTHENTICATOR] = await make_authenticator(settings, app[REDIS], app[MONGO][settings.mongodb_database])
     yield
 
 
@@ -160,11 +159,35 @@ async def services(app: web.Application) -> AsyncIterator[None]:
         app[STREAM_TOKENS] = node.events.stream_tokens
     if node.rate_limiter is not None:
         app[RATE_LIMITER] = node.rate_limiter
+    starting = asyncio.create_task(bring_up(app, node), name="bring-up")
+    # With its servers up the node is ready before it serves, as before; only a start that has
+    # to wait for a server (or takes long) goes on behind the served API.
     try:
-        await node.start()
+        await asyncio.wait_for(node.readiness.decided.wait(), timeout=START_IN_FOREGROUND_S)
+    except asyncio.TimeoutError:
+        pass
+    if node.readiness.failure is not None:
+        await node.stop()
+        raise node.readiness.failure
+    try:
         yield
     finally:
+        await cancel_all([starting])
         await node.stop()
+
+
+async def bring_up(app: web.Application, node: NodeServices) -> None:
+    """Start the node behind its served API; what no retry can mend marks the start failed."""
+    settings = app[SETTINGS]
+    try:
+        if settings.auth_enabled:
+            await node.until_available("users", lambda: prepare_users(settings, app[AUTHENTICATOR]))
+        await node.start()
+    except JobnodeError as exc:
+        node.readiness.fail(exc)
+    except Exception as exc:
+        log.exception("node.start_crashed")
+        node.readiness.fail(StartupError(f"the start failed: {type(exc).__name__}: {exc}"))
 
 
 async def close_event_streams(app: web.Application) -> None:
@@ -218,12 +241,16 @@ async def serve(settings: Settings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         # POST /api/v1/cluster/leave ends the node too, once it has left the membership.
+        readiness = app[NODE_SERVICES].readiness
         left = app[CLUSTER_SERVICE].stop_requested
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(left.wait())]
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(left.wait()),
+                 asyncio.create_task(readiness.failed.wait())]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for waiting in waits:
-            waiting.cancel()
-        await app[CLUSTER_SERVICE].leave_for_shutdown()
+        await cancel_all(waits)
+        if readiness.failure is not None:
+            raise readiness.failure
+        if readiness.ready:
+            await app[CLUSTER_SERVICE].leave_for_shutdown()
         log.info("node.stopping", node_id=settings.node_id)
     finally:
         await runner.cleanup()

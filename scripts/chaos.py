@@ -19,9 +19,18 @@ tools/chaos/recording.py loaded into every node. While the load generator submit
 Partitions between nodes are not among them: `jobnode dev` nodes talk to each other
 directly, so there is no link to cut (tests/chaos/test_process_faults.py covers them).
 
-At the end it stops the load, waits for the cluster to settle, and prints one JSON object:
-the checker's summary (tools/chaos/history.py), the faults with their times, and each node's
-resident memory at the start and the end. Exit status 0 when every property held.
+At the end it stops the load, waits for the cluster to settle (at most the recovery bound of
+docs/architecture.md after the end of the last fault, computed from the cluster's timers), and
+prints one JSON object: the checker's summary (tools/chaos/history.py) with the faults and their
+times, `settle_s` and `recovery` (the bound, and how long after the last fault everything
+agreed), what was still unsettled, and each node's resident memory at the start and the end.
+Every read of the servers is bounded, so the report comes out even when one does not answer
+(`end_state_error` then says what could not be read). Exit status 0 when every property held
+and the cluster settled within the bound.
+
+A dense run, as CI's (tests/chaos/test_dense_faults.py) and the reliability work use it:
+
+    scripts/chaos.py --duration 300 --algorithm gossip --nodes 5 --rate 30 --every 8-15 --seed 4242
 Needs a checkout of the repository with jobnode installed (scripts/test does that).
 """
 
@@ -44,15 +53,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+import structlog  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from jobnode.core.settings import parse_duration_s, read_env_file  # noqa: E402
+from jobnode.pipeline.outbox import CLAIM_IDLE_MS, RETRY_AFTER_FAILURE_MAX_S  # noqa: E402
 from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis, free_port_range, with_uri_options  # noqa: E402
 from tools.procfs import rss_mib  # noqa: E402
 from tools.chaos.load import LoadGenerator  # noqa: E402
 from tools.chaos.recording import install_plugin, monotonic_s  # noqa: E402
-from tools.chaos.history import Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
+from tools.chaos.history import EndState, Faults, LeaseTiming, StateWatcher, check, read_end_state, read_runs  # noqa: E402
 from tools.chaos.history import disagreements, outcome_failures  # noqa: E402
 from tools.chaos.tcp_proxy import TcpProxy  # noqa: E402
 
@@ -63,7 +74,13 @@ WARMUP_S = 5.0
 OUTAGE_S = 10.0
 RESTART_AFTER_S = 3.0
 START_TIMEOUT_S = 90.0
-SETTLE_TIMEOUT_S = 90.0
+# How long after the end of the last fault (the settle clock starts later, when the load stops)
+# every acknowledged job must have its outcome in MongoDB with Redis agreeing: the recovery bound
+# of docs/architecture.md, from the cluster's own timers (`recovery_bound_s`).
+# Every read of the servers' state is bounded by this: a server that does not answer (paused,
+# saturated) costs the report that read, never the report.
+READ_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 30.0  # for `jobnode dev` and the restarted nodes to stop on SIGTERM, then SIGKILL
 APP_NAME = "jobnode-chaos"
 PREFIX = "chaos"
 DATABASE = "chaos"
@@ -119,13 +136,34 @@ def cluster_env(args: argparse.Namespace, redis_url: str, mongo_url: str, python
         "MONGODB_URI": with_uri_options(mongo_url, appName=APP_NAME),
         "REDIS_KEY_PREFIX": PREFIX,
         "MONGODB_DATABASE": DATABASE,
-        "PYTHONPATH": pythonpath,
+        # This checkout first: the nodes (and the ones restarted after a kill) run the same code as
+        # the driver, whatever jobnode the interpreter has installed.
+        "PYTHONPATH": os.pathsep.join([str(REPO), pythonpath]),
         "CLUSTER_SECRET": secrets.token_urlsafe(32),
         "METRICS_ENABLED": "false",
         "RETRY_BASE_DELAY": "100ms",
         "RETRY_MAX_DELAY": "1s",
         "SHUTDOWN_GRACE": "5s",
     }
+
+
+def recovery_bound_s(env: dict[str, str]) -> float:
+    """The recovery bound of docs/architecture.md for a cluster with these settings.
+
+    A job Redis lost is unfinished in MongoDB and untouched since the fault; the leader's
+    reconciler queues it at its first scan once it is RECONCILE_INTERVAL old, and scans every
+    RECONCILE_INTERVAL: two intervals. Before that the cluster may need a leader (the old
+    one's lease to lapse, an election), and a job held by a dead node its lease to lapse.
+    After it, the job runs, and its outcome reaches MongoDB through the outbox: a writer that
+    failed during the fault retries within its back-off cap, a dead writer's entries are
+    claimed once idle for CLAIM_IDLE_MS. Two seconds cover the run itself and the commits.
+    """
+    def seconds(name: str, default: str) -> float:
+        return parse_duration_s(env.get(name, default))
+
+    return (2 * seconds("RECONCILE_INTERVAL", "15s") + seconds("LEADER_LEASE_TTL", "5s")
+            + 2 * seconds("ELECTION_TIMEOUT", "1s") + seconds("JOB_LEASE_TTL", "30s")
+            + RETRY_AFTER_FAILURE_MAX_S + CLAIM_IDLE_MS / 1000 + 2.0)
 
 
 class DevCluster:
@@ -201,14 +239,16 @@ class DevCluster:
         return None
 
     async def stop(self) -> None:
-        if self.dev is not None and self.dev.poll() is None:
-            self.dev.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(self.dev.wait)
-        for process in self.restarted:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.restarted:
-            await asyncio.to_thread(process.wait)
+        processes = [p for p in [self.dev, *self.restarted] if p is not None and p.poll() is None]
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                say(f"pid {process.pid} did not stop within {STOP_TIMEOUT_S:.0f}s: killed")
+                os.killpg(process.pid, signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
         if self.gate is not None:
             await self.gate.close()
         await asyncio.to_thread(self.mongo.stop)
@@ -223,9 +263,11 @@ class FaultInjector:
         self.cluster, self.faults, self.timing = cluster, faults, timing
         self.session, self.mongo_admin = session, mongo_admin
         self._restarts: list[asyncio.Task[None]] = []
+        self.last_fault_end = monotonic_s()  # when the last fault was over (a killed node back)
 
     async def inject(self, name: str) -> None:
         await getattr(self, name)()
+        self.last_fault_end = max(self.last_fault_end, monotonic_s())
 
     async def _pick(self, leader: bool) -> str | None:
         current = await self.cluster.leader(self.session)
@@ -261,6 +303,7 @@ class FaultInjector:
         self.cluster.restarted.append(process)
         self.cluster.pids[node_id] = process.pid
         self.faults.note("restarted", node=node_id, pid=process.pid)
+        self.last_fault_end = max(self.last_fault_end, monotonic_s())
 
     async def pause_leader(self) -> None:
         node_id = await self._pick(leader=True)
@@ -339,15 +382,14 @@ async def run_faults(args: argparse.Namespace, injector: FaultInjector, rng: ran
     await injector.settle()
 
 
-async def settle(db: Any, redis: aioredis.Redis, acked: dict[str, str]) -> list[dict[str, Any]]:
+async def settle(db: Any, redis: aioredis.Redis, acked: dict[str, str], deadline: float) -> list[dict[str, Any]]:
     """Wait until every acknowledged job is finished and MongoDB agrees with Redis; what is still off."""
-    deadline = monotonic_s() + SETTLE_TIMEOUT_S
     while True:
         try:
-            end = await read_end_state(db, redis, PREFIX)
+            end = await asyncio.wait_for(read_end_state(db, redis, PREFIX), timeout=READ_TIMEOUT_S)
             off = outcome_failures(acked, end) + disagreements(end)
-        except Exception as exc:  # noqa: BLE001 - a server still coming back
-            off = [{"error": str(exc)}]
+        except Exception as exc:  # noqa: BLE001 - a server still coming back, or not answering
+            off = [{"error": f"{type(exc).__name__}: {exc}"}]
         if not off or monotonic_s() > deadline:
             return off
         await asyncio.sleep(0.5)
@@ -379,30 +421,45 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
     timing = LeaseTiming(ttl_s=parse_duration_s(env["JOB_LEASE_TTL"]), worker_ttl_s=parse_duration_s(env["WORKER_TTL"]),
                          heartbeat_s=parse_duration_s(env["WORKER_HEARTBEAT_INTERVAL"]))
     rss_start = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
-    redis = aioredis.Redis.from_url(cluster.redis.url, socket_timeout=5)
-    mongo = AsyncMongoClient(cluster.mongo.url, serverSelectionTimeoutMS=10_000)
+    redis = aioredis.Redis.from_url(cluster.redis.url, socket_timeout=5, socket_connect_timeout=5)
+    mongo = AsyncMongoClient(cluster.mongo.url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
+                             socketTimeoutMS=int(READ_TIMEOUT_S * 1000))
     faults = Faults()
     load = LoadGenerator(cluster.targets, record_dir, rate_per_s=args.rate, hold_ms=args.hold_ms, fail_every=20,
                          headers=cluster.headers).start()
     watcher = StateWatcher(mongo[DATABASE], redis, PREFIX, load.acked).start()
+    bound_s = recovery_bound_s(env)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            await run_faults(args, FaultInjector(cluster, faults, timing, session, mongo), rng)
+            injector = FaultInjector(cluster, faults, timing, session, mongo)
+            await run_faults(args, injector, rng)
         await load.stop()
         settling = monotonic_s()
-        unsettled = await settle(mongo[DATABASE], redis, load.acked)
-        say(f"settled in {monotonic_s() - settling:.1f}s" if not unsettled else "did not settle")
+        unsettled = await settle(mongo[DATABASE], redis, load.acked, injector.last_fault_end + bound_s)
+        settled_at = monotonic_s()
+        settle_s = round(settled_at - settling, 1)
+        after_fault_s = round(settled_at - injector.last_fault_end, 1)
+        say(f"settled in {settle_s}s ({after_fault_s}s after the last fault; bound {bound_s:.0f}s)" if not unsettled
+            else f"did not settle within {bound_s:.0f}s of the last fault")
         await watcher.sample_once()
         await watcher.stop()
-        end = await read_end_state(mongo[DATABASE], redis, PREFIX)
+        try:
+            end = await asyncio.wait_for(read_end_state(mongo[DATABASE], redis, PREFIX), timeout=READ_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the report still goes out, saying what it could not read
+            end, read_error = EndState({}, {}, {}), f"{type(exc).__name__}: {exc}"
+        else:
+            read_error = None
         report = check(load.acked, read_runs(record_dir), watcher.samples, end, faults, timing, load.refused)
         rss_end = {n: rss_mib(pid) for n, pid in cluster.pids.items()}
         out = {"algorithm": args.algorithm, "nodes": args.nodes, "duration_s": args.duration, "seed": args.seed,
-               "check": report.summary(), "unsettled": unsettled[:5],
+               "check": report.summary(), "settle_s": None if unsettled else settle_s,
+               "recovery": {"bound_s": round(bound_s, 1), "after_last_fault_s": None if unsettled else after_fault_s},
+               "unsettled": {"count": len(unsettled), "examples": unsettled[:5]},
+               "end_state_error": read_error,
                "rss_mib": {n: {"start": rss_start[n], "end": rss_end.get(n)} for n in rss_start},
                "latency": load.latency_summary(), "data_dir": str(cluster.root)}
         print(json.dumps(out, indent=1))
-        return 0 if report.ok and not unsettled else 1
+        return 0 if report.ok and not unsettled and read_error is None else 1
     finally:
         await watcher.stop()
         await redis.aclose()
@@ -410,4 +467,6 @@ async def run_with_cluster(args: argparse.Namespace, cluster: DevCluster, record
 
 
 if __name__ == "__main__":
+    # jobnode's helpers log through structlog, whose default is stdout: that carries only the report.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     sys.exit(asyncio.run(main(parse_args())))

@@ -58,7 +58,7 @@ def test_defaults_follow_the_contract() -> None:
     assert (s.retry_policy, s.max_retries, s.retry_base_delay_s, s.retry_max_delay_s) == ("exponential", 3, 1.0, 60.0)
     assert (s.retry_multiplier, s.retry_jitter_factor) == (2.0, 0.1)
     assert (s.job_timeout_s, s.job_lease_ttl_s, s.leader_lease_ttl_s) == (300.0, 10.0, 3.0)
-    assert (s.worker_heartbeat_interval_s, s.worker_ttl_s, s.reconcile_interval_s) == (1.0, 5.0, 30.0)
+    assert (s.worker_heartbeat_interval_s, s.worker_ttl_s, s.reconcile_interval_s) == (1.0, 5.0, 15.0)
     assert (s.commit_max_batch, s.commit_interval_s, s.shutdown_grace_s) == (500, 0.02, 30.0)
     assert (s.max_body_bytes, s.max_batch_size) == (1048576, 1000)
     assert (s.auth_enabled, s.jwt_secret, s.jwt_ttl_s, s.users_file) == (False, None, 3600.0, None)

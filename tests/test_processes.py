@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
+
 from jobnode.client import AsyncClient
-from jobnode.dev.embedded import free_port
+from jobnode.dev.embedded import EmbeddedMongo, free_port
 from tests.waiting import wait_until
 
 
@@ -86,6 +89,56 @@ async def test_serve_finishes_running_jobs_on_sigterm(tmp_path: Path, redis_serv
         if process.poll() is None:
             process.kill()
         log.close()
+
+
+async def test_serve_started_while_mongodb_is_down_waits_for_it_and_becomes_ready(tmp_path: Path, redis_server,
+                                                                                   key_prefix, mongo_db_name):
+    mongo_port, port = free_port(), free_port()
+    mongo = EmbeddedMongo(tmp_path / "mongodb", port=mongo_port)  # not started yet: nothing listens there
+    env = _env(NODE_ID="node-w", SERVER_HOST="127.0.0.1", SERVER_PORT=str(port), METRICS_ENABLED="false",
+               REDIS_ADDR=redis_server.url, MONGODB_URI=f"mongodb://127.0.0.1:{mongo_port}/",
+               MONGODB_DATABASE=mongo_db_name, MONGODB_TIMEOUT="1s", REDIS_KEY_PREFIX=key_prefix, WORKER_COUNT="1",
+               LOG_FORMAT="json", DATA_DIR=str(tmp_path / "node"))
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "jobnode", "serve"], stdout=log, stderr=subprocess.STDOUT,
+                               env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            waiting = await wait_until(lambda: _health(http, url, 503), timeout_s=60, interval_s=0.2,
+                                       message="the node never said it waits for MongoDB")
+            assert set(waiting) == {"status", "node_id", "is_leader", "leader_id", "checks"}
+            assert waiting["checks"]["startup"] == {"ok": False, "error": "starting: waiting for mongodb"}
+            assert waiting["checks"]["mongodb"]["ok"] is False and waiting["checks"]["redis"]["ok"] is True
+            async with http.post(f"{url}/api/v1/jobs", json={"type": "echo", "payload": {}}) as refused:
+                assert refused.status == 503
+                assert "waiting for mongodb" in (await refused.json())["error"]["message"]
+            assert process.poll() is None
+            await asyncio.to_thread(mongo.start)
+            ready = await wait_until(lambda: _health(http, url, 200), timeout_s=60, interval_s=0.2,
+                                     message="the node never became ready once MongoDB was up")
+            assert "startup" not in ready["checks"]
+        async with AsyncClient(url, max_attempts=1) as client:
+            job = await client.submit("echo", {"after": "outage"})
+            assert (await client.wait(job["id"], timeout_s=30))["status"] == "completed"
+        process.send_signal(signal.SIGTERM)
+        assert await _exits(process, 30) == 0
+        events = [json.loads(line).get("event") for line in (tmp_path / "serve.log").read_text().splitlines()
+                  if line.startswith("{")]
+        assert "node.start_waiting" in events and "node.ready" in events
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+        await asyncio.to_thread(mongo.stop)
+
+
+async def _health(http: aiohttp.ClientSession, url: str, status: int) -> dict | None:
+    try:
+        async with http.get(f"{url}/health") as resp:
+            return await resp.json() if resp.status == status else None
+    except aiohttp.ClientError:
+        return None
 
 
 def test_serve_refuses_a_bad_setting_naming_it():

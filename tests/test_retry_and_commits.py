@@ -8,6 +8,8 @@ import random
 import pytest
 
 from jobnode.api.errors import from_exception
+from jobnode.core.background import Backoff
+from jobnode.pipeline.circuit import Circuit
 from jobnode.pipeline.commits import GroupCommit
 from jobnode.core.errors import Overloaded
 from jobnode.pipeline.retry import RetryPolicy
@@ -121,3 +123,29 @@ async def test_overloaded_is_a_503_with_retry_after():
     response = from_exception(Overloaded("busy", retry_after_s=1.0))
     assert response.status == 503 and response.headers["Retry-After"] == "1"
     assert b'"overloaded"' in response.body
+
+
+def test_a_failed_write_opens_the_circuit_for_longer_each_time_and_a_success_closes_it():
+    circuit = Circuit(open_s=1.0, max_open_s=4.0)
+    assert circuit.refuse_for(100.0) == 0
+    circuit.failed(100.0, "mongodb unavailable")
+    assert circuit.refuse_for(100.5) == 0.5 and circuit.last_error == "mongodb unavailable"
+    circuit.failed(100.5, "again")  # a batch that was in flight when it opened tells nothing new
+    assert circuit.failures == 1
+    circuit.failed(101.0, "still down")
+    assert circuit.refuse_for(101.0) == 2.0
+    circuit.failed(103.0, "still down")
+    circuit.failed(107.0, "still down")
+    assert circuit.refuse_for(107.0) == 4.0  # capped
+    circuit.succeeded()
+    assert circuit.refuse_for(107.0) == 0 and circuit.failures == 0
+
+
+def test_backoff_doubles_within_its_cap_with_jitter_and_starts_over_after_a_success():
+    backoff = Backoff(base_s=0.5, max_s=5.0, rng=random.Random(7))
+    waits = [backoff.next_s() for _ in range(6)]
+    ceilings = [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings)), waits
+    assert len(set(waits)) == len(waits)  # jittered: nodes that failed together do not retry together
+    backoff.reset()
+    assert backoff.next_s() <= 0.5

@@ -23,6 +23,13 @@ class AuthSetupError(JobnodeError):
 
 async def build_authenticator(settings: Settings, redis: Redis, database: AsyncDatabase) -> Authenticator:
     """The authenticator of a node with AUTH_ENABLED; AuthSetupError when nobody could log in."""
+    authenticator = await make_authenticator(settings, redis, database)
+    await prepare_users(settings, authenticator)
+    return authenticator
+
+
+async def make_authenticator(settings: Settings, redis: Redis, database: AsyncDatabase) -> Authenticator:
+    """The authenticator, without touching Redis or MongoDB; AuthSetupError for a USERS_FILE that does not load."""
     assert settings.jwt_secret is not None  # Settings refuses AUTH_ENABLED without a good one
     hasher = PasswordHasher()
     await hasher.prepare()
@@ -33,15 +40,21 @@ async def build_authenticator(settings: Settings, redis: Redis, database: AsyncD
             users_file.load()
     except UsersFileError as exc:
         raise AuthSetupError(f"USERS_FILE: {exc.message}") from None
-    if settings.admin_username and settings.admin_password:
-        outcome = await collection.bootstrap_admin(settings.admin_username, settings.admin_password, hasher)
-        log.info("auth.admin_bootstrap", username=settings.admin_username, outcome=outcome)
-    elif users_file is None and not await collection.any():
-        raise AuthSetupError("AUTH_ENABLED=true but nobody could log in: set USERS_FILE (see `jobnode user add`) "
-                             "or ADMIN_USERNAME and ADMIN_PASSWORD")
     return Authenticator(
         signer=TokenSigner(settings.jwt_secret, settings.jwt_ttl_s),
         users=UserDirectory(users_file, collection),
         throttle=LoginThrottle(redis, settings.redis_key_prefix),
         hasher=hasher,
     )
+
+
+async def prepare_users(settings: Settings, authenticator: Authenticator) -> None:
+    """Bootstrap the admin, or make sure somebody can log in (MongoDB: Unavailable while it is down)."""
+    users = authenticator.users
+    if settings.admin_username and settings.admin_password:
+        outcome = await users.collection.bootstrap_admin(settings.admin_username, settings.admin_password,
+                                                         authenticator.hasher)
+        log.info("auth.admin_bootstrap", username=settings.admin_username, outcome=outcome)
+    elif users.users_file is None and not await users.collection.any():
+        raise AuthSetupError("AUTH_ENABLED=true but nobody could log in: set USERS_FILE (see `jobnode user add`) "
+                             "or ADMIN_USERNAME and ADMIN_PASSWORD")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -42,3 +43,25 @@ async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
         _, pending = await asyncio.wait(pending, timeout=0.5)
         if pending:
             log.warning("shutdown.task_ignored_cancel", tasks=sorted(t.get_name() for t in pending))
+
+
+class Backoff:
+    """How long to wait before the next try of something that keeps failing (a server that is down).
+
+    Doubles from `base_s` up to `max_s`, each wait drawn between half and all of that ceiling,
+    so that the nodes of a cluster that lost a server at the same moment do not all come back
+    to it at the same moment either. `reset()` after a success.
+    """
+
+    def __init__(self, base_s: float = 0.2, max_s: float = 5.0, rng: random.Random | None = None) -> None:
+        self.base_s, self.max_s = base_s, max_s
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_s(self) -> float:
+        ceiling = min(self.max_s, self.base_s * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -495,7 +495,7 @@ class Settings:
     leader_lease_ttl_s: float = 3.0
     worker_heartbeat_interval_s: float = 1.0
     worker_ttl_s: float = 5.0
-    reconcile_interval_s: float = 30.0
+    reconcile_interval_s: float = 15.0
     throughput_sample_interval_s: float = 5.0
     commit_max_batch: int = 500
     commit_interval_s: float = 0.02

@@ -43,6 +43,7 @@ import structlog
 from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from jobnode.core.background import Backoff
 from jobnode.core.errors import Unavailable
 from jobnode.core.record import decode_document, decode_snapshot
 from jobnode.storage.mongo.jobs import JobStore, Snapshot, WriteConflicts
@@ -56,7 +57,12 @@ from jobnode.storage.redis.queue import JobQueue
 # rev once. 5 s is well above a normal batch write, so in steady state nothing is doubled.
 CLAIM_IDLE_MS = 5_000
 CLAIM_EVERY_S = 2.0
+# After a failed batch the writer waits from 0.5 s, doubling up to 5 s, with jitter: every
+# node's writer meets the same outage, and retrying in step (or at once) would land on a
+# store that is just coming back all together. 5 s is small beside the recovery bound
+# (docs/architecture.md).
 RETRY_AFTER_FAILURE_S = 0.5
+RETRY_AFTER_FAILURE_MAX_S = 5.0
 # How soon a writer reads again the changes it held back for an insert another writer has.
 HELD_RETRY_S = 0.02
 
@@ -125,6 +131,7 @@ class OutboxWriter:
         backlog = True  # our own unacknowledged entries from before a crash come first
         loop = asyncio.get_running_loop()
         next_claim = loop.time()
+        backoff = Backoff(base_s=RETRY_AFTER_FAILURE_S, max_s=RETRY_AFTER_FAILURE_MAX_S)
         while True:
             try:
                 await self.ensure_group()
@@ -132,6 +139,7 @@ class OutboxWriter:
                     next_claim = loop.time() + CLAIM_EVERY_S
                     backlog = await self.claim_abandoned() or backlog
                 count = await self.drain_once("0" if backlog else ">")
+                backoff.reset()
                 backlog = (backlog and count > 0) or self.held > 0
                 if self.held:
                     await asyncio.sleep(max(self.interval_s, HELD_RETRY_S))
@@ -142,7 +150,7 @@ class OutboxWriter:
                 backlog = True
                 if isinstance(exc, WriteConflicts):  # maybe a dead writer's open transaction:
                     next_claim = loop.time()  # its session is killed as soon as it looks dead
-                await asyncio.sleep(RETRY_AFTER_FAILURE_S)
+                await asyncio.sleep(backoff.next_s())
 
     async def ensure_group(self) -> None:
         await self.stream.ensure_group()

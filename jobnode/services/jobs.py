@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import structlog
 
+from jobnode.pipeline.circuit import Circuit
 from jobnode.pipeline.commits import GroupCommit
-from jobnode.core.errors import Conflict, NotFound, Unavailable
+from jobnode.core.errors import Conflict, NotFound, Overloaded, Unavailable
 from jobnode.core.job import CANCELLED, FAILED, QUEUE, STATUSES, TERMINAL, Job, JobSpec, utcnow
 from jobnode.core.record import decode_document, decode_snapshot
 from jobnode.observability import tracing
@@ -43,6 +44,8 @@ WAITING_BATCHES = 4
 # during one leaves at once instead of waiting it out (see pipeline/commits.py).
 SUBMIT_WRITES_IN_FLIGHT = 4
 RETRYABLE = (FAILED, CANCELLED)
+# A submit write that took this long to fail opens the circuit (see `_write_batch`).
+SLOW_FAILURE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class JobService:
                                                           max_waiting=WAITING_BATCHES * max_batch,
                                                           max_inflight=SUBMIT_WRITES_IN_FLIGHT)
         self._counts: tuple[float, dict[str, int]] | None = None
+        # Opened by a submit write that found MongoDB or Redis unavailable (see pipeline/circuit.py).
+        self.circuit = Circuit()
 
     @property
     def known_types(self) -> Collection[str]:
@@ -104,6 +109,10 @@ class JobService:
                     for spec in specs]
             if span is not None and len(jobs) == 1:
                 span.set_attribute("jobnode.job.id", jobs[0].id)
+            refuse_s = self.circuit.refuse_for(time.monotonic())
+            if refuse_s > 0:
+                raise Overloaded(f"submissions are refused for {refuse_s:.1f}s after a durable write that timed "
+                                 f"out ({self.circuit.last_error}); retry then", retry_after_s=refuse_s)
             with tracing.span("jobnode durable write", attributes={"jobnode.jobs": len(jobs)}):
                 outcomes = await self._write(jobs)
         submitted = []
@@ -146,6 +155,20 @@ class JobService:
         return jobs
 
     async def _write_batch(self, jobs: list[Job]) -> list[Job | Exception]:
+        began_s = time.monotonic()
+        try:
+            written = await self._insert_and_enqueue(jobs)
+        except Unavailable as exc:
+            now_s = time.monotonic()
+            # Only a slow failure opens the circuit: a server that refuses at once (full,
+            # connection refused) answers the next callers quickly too, nothing piles up.
+            if now_s - began_s >= SLOW_FAILURE_S:
+                self.circuit.failed(now_s, exc.message)
+            raise
+        self.circuit.succeeded()
+        return written
+
+    async def _insert_and_enqueue(self, jobs: list[Job]) -> list[Job | Exception]:
         began_s = time.perf_counter()
         outcomes = await self.store.insert_many(jobs)
         inserted_s = time.perf_counter()

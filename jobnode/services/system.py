@@ -18,6 +18,7 @@ from jobnode.pipeline.workers import WorkerPool
 from jobnode.services.jobs import JobService
 from jobnode.services.limits import LimitService
 from jobnode.services.rate_limiter import RateLimiter
+from jobnode.services.readiness import Readiness
 from jobnode.storage.redis.queue import JobQueue
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,8 @@ class SystemService:
                  throughput: Throughput | None = None, leader_of: Callable[[], str | None] | None = None,
                  reports: Mapping[str, Report] | None = None,
                  advisories: Mapping[str, Advisory] | None = None,
-                 limits: LimitService | None = None) -> None:
+                 limits: LimitService | None = None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.jobs = jobs
         self.queue = queue
@@ -67,12 +69,15 @@ class SystemService:
         self.leader_of = leader_of or (lambda: None)
         self.advisories = advisories or {}
         self.limits = limits
+        self.readiness = readiness or Readiness.already_started()
 
     async def health(self) -> Health:
-        """Every probe run at once, each bounded by PROBE_TIMEOUT_S."""
+        """Every probe run at once, each bounded by PROBE_TIMEOUT_S; while starting, a `startup` check too."""
         names = list(self.probes)
         results = await asyncio.gather(*(_run_probe(name, self.probes[name]) for name in names))
         checks = dict(zip(names, results))
+        if not self.readiness.ready:
+            checks["startup"] = self.readiness.check()
         for name, report in self.reports.items():
             checks[name] = report()
         ok = all(check["ok"] for check in checks.values())

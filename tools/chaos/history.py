@@ -58,6 +58,10 @@ FINISHED = ("completed", "failed", "cancelled")
 # after the take that started the run).
 SLACK_S = 0.25
 WATCH_INTERVAL_S = 0.5
+# The watcher spends at most 1/(1 + this) of the time reading: after a read that took t
+# seconds it waits at least this many times t. The store under test is the one it reads, and
+# a fixed pace would take a growing share of it as the jobs pile up.
+WATCH_IDLE_FACTOR = 4.0
 # How soon after its node's blackout ends a run taken before it may write its first line.
 WAKE_GRACE_S = 1.0
 SAMPLE_TIMEOUT_S = 2.0
@@ -149,6 +153,14 @@ class StateWatcher:
 
     A sample that cannot be taken (the server is paused or cut off) is skipped: the
     watcher must not fail, or slow down, because of the very faults it watches.
+
+    Nor may it load the store it watches. MongoDB is read with one unfiltered scan: on
+    SecantusDB `{_id: {$in: ids}}` is no index lookup but a scan that tests every document
+    against the whole list, so its cost grew with the square of the jobs; past ~3,000 a read
+    outlasted SAMPLE_TIMEOUT_S, the watcher gave up on it while the server went on computing,
+    and the next ones piled up on the server until it had no time left for the nodes (the
+    stall of the dense chaos runs). The read carries a server-side time limit too, so one
+    given up is also ended there, and reads are paced by how long they take.
     """
 
     def __init__(self, db: AsyncDatabase, redis: Redis, prefix: str, acked: dict[str, str]) -> None:
@@ -183,13 +195,16 @@ class StateWatcher:
                 self.samples[job_id].append(Sample(now, source, status, rev))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await self.sample_once()
-            await asyncio.sleep(WATCH_INTERVAL_S)
+            await asyncio.sleep(max(WATCH_INTERVAL_S, WATCH_IDLE_FACTOR * (loop.time() - started)))
 
     async def _mongo(self, ids: list[str]) -> dict[str, tuple[str, int]]:
-        found = self.db.jobs.find({"_id": {"$in": ids}}, {"status": 1, "rev": 1})
-        return {doc["_id"]: (doc["status"], doc["rev"]) async for doc in found}
+        wanted = set(ids)
+        found = self.db.jobs.find({}, {"status": 1, "rev": 1}, max_time_ms=int(SAMPLE_TIMEOUT_S * 1000))
+        return {doc["_id"]: (doc["status"], doc["rev"]) async for doc in found if doc["_id"] in wanted}
 
     async def _redis(self, ids: list[str]) -> dict[str, tuple[str, int]]:
         async with self.redis.pipeline(transaction=False) as pipe:
