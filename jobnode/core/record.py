@@ -184,7 +184,7 @@ def decode_taken(values: Sequence[Any]) -> dict[str, Any]:
 
 
 # A job document's instants, which travel as epoch milliseconds inside `doc`.
-_DOCUMENT_TIMES = ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at")
+_DOCUMENT_TIMES = ("created_at", "updated_at", "started_at", "finished_at", "scheduled_at", "scheduled_for")
 
 
 def encode_document(job: Job) -> bytes:

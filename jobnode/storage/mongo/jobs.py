@@ -18,6 +18,7 @@ large share of insert throughput), so `jobs` has only those a query needs:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from pymongo import errors as mongo_errors
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from jobnode.core.background import Backoff
 from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
 from jobnode.core.retention import DEFAULT_RETENTION_S, expire_at
@@ -39,6 +41,7 @@ from jobnode.storage.mongo.boundary import UNREACHABLE, mongo_boundary, unavaila
 DUPLICATE_KEY = 11000
 ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
 TRANSACTION_ATTEMPTS = 3
+CONFLICT_BACKOFF_S = 0.01
 # Journaled writes: an acknowledged write survives a kill -9 of the database server
 # (without j, SecantusDB and mongod can lose the last ~100 ms of writes). Majority: on a
 # replica set an acknowledged job is on most members and survives a failover of the primary;
@@ -298,6 +301,7 @@ class JobStore:
         if session is None:
             async with self.db.client.start_session() as temporary:
                 return await self._apply_in_transaction(ops, temporary)
+        conflict_backoff = Backoff(base_s=CONFLICT_BACKOFF_S, max_s=CONFLICT_BACKOFF_S * 4)
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
                 async with await session.start_transaction(write_concern=JOURNALED):
@@ -314,6 +318,9 @@ class JobStore:
                     raise WriteConflicts(
                         f"{len(ops)} changes met another session's transaction {attempt} times "
                         f"({exc.code}: {exc.__class__.__name__})") from exc
+                # Writers that collided and retried at once would collide again: a short,
+                # jittered pause lets one of them commit first.
+                await asyncio.sleep(conflict_backoff.next_s())
         raise AssertionError("unreachable")
 
     def _expire_at(self, snapshot: Snapshot) -> datetime | None:
