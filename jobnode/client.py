@@ -669,6 +669,17 @@ class AsyncClient:
         body = {"rate": rate, "concurrency": concurrency}
         return await self._request("PUT", f"/api/v1/limits/{scope}/{_quote_id(name)}", body=body, retry=True)
 
+    async def limit(self, scope: str, name: str) -> dict:
+        return await self._request("GET", f"/api/v1/limits/{scope}/{_quote_id(name)}", retry=True)
+
+    async def set_limit_paused(self, scope: str, name: str, paused: bool) -> dict:
+        """Start none of its jobs (paused) or start them again (admin)."""
+        action = "pause" if paused else "resume"
+        return await self._request("POST", f"/api/v1/limits/{scope}/{_quote_id(name)}/{action}", retry=True)
+
+    async def delete_limit(self, scope: str, name: str) -> None:
+        await self._request("DELETE", f"/api/v1/limits/{scope}/{_quote_id(name)}", retry=False)
+
     # ---- events ----------------------------------------------------------------------------
 
     async def events(

@@ -286,6 +286,50 @@ async def _status(client: AsyncClient, job_id: str, not_in: set[str]) -> bool:
     return (await client.get(job_id))["status"] not in not_in
 
 
+async def test_schedules_and_limits_are_listed_and_paused_and_resumed_from_the_page(cluster, browser):
+    # They stay afterwards (active), so that the viewer's test below meets rows without buttons.
+    name, queue = "console-nightly", "console-reports"
+    async with cluster.client() as client:
+        created = await client.create_schedule({"name": name, "cron": "30 2 * * *", "timezone": "Europe/Paris",
+                                                "job": {"type": "sleep", "payload": {"seconds": 0.1}}})
+        await client.set_limit("queue", queue, rate={"count": 5, "per": "minute"}, concurrency=2)
+
+        console = await open_console(browser, cluster.url("node-3"))
+        page = console.page
+        await log_in(console, cluster.admin["username"], cluster.admin["password"])
+        await page.click("#nav a[data-view=schedules]")
+        schedule_row = f"#schedules tbody tr[data-schedule='{name}']"
+        limit_row = f"#limits tbody tr[data-limit='queue/{queue}']"
+        await page.wait_for_selector(f"{schedule_row}[data-paused=false]")
+        await page.wait_for_selector(f"{limit_row}[data-paused=false]")
+        assert await page.inner_text(f"{schedule_row} [data-field=timing]") == "30 2 * * *"
+        assert await page.inner_text(f"{schedule_row} [data-field=timezone]") == "Europe/Paris"
+        assert await page.get_attribute(f"{schedule_row} [data-field=next] time", "datetime") == created["next_fire_at"]
+        assert (await page.inner_text(f"{schedule_row} [data-field=next]")).startswith("in ")
+        assert await page.inner_text(f"{limit_row} [data-field=rate]") == "5 per minute"
+        assert await page.inner_text(f"{limit_row} [data-field=concurrency]") == "2"
+        assert await page.inner_text(f"{limit_row} [data-field=waiting]") == "0"
+
+        await page.click(f"{schedule_row} button[data-action=pause]")
+        await page.wait_for_selector(f"{schedule_row}[data-paused=true] button[data-action=resume]")
+        assert (await client.schedule(name))["paused"] is True
+        await page.click(f"{schedule_row} button[data-action=resume]")
+        await page.wait_for_selector(f"{schedule_row}[data-paused=false] button[data-action=pause]")
+        resumed = await client.schedule(name)
+        assert resumed["paused"] is False and resumed["next_fire_at"] is not None
+
+        await page.click(f"{limit_row} button[data-action=pause]")
+        await page.wait_for_selector(f"{limit_row}[data-paused=true] button[data-action=resume]")
+        assert (await client.limit("queue", queue))["paused"] is True
+        await screenshot(page, "console-schedules")  # one schedule active, one limit paused
+        await page.click(f"{limit_row} button[data-action=resume]")
+        await page.wait_for_selector(f"{limit_row}[data-paused=false] button[data-action=pause]")
+        limit = await client.limit("queue", queue)
+        assert limit["paused"] is False and limit["rate"] == {"count": 5, "per": "minute"}  # the rest stays
+    assert console.policy_violations() == []
+    await page.context.close()
+
+
 async def test_a_viewer_sees_no_actions_and_forged_actions_are_refused(cluster, browser):
     async with AsyncClient(cluster.url("node-1"), ca_file=cluster.ca_file) as anonymous:
         alice_token = (await anonymous.login(*USER))["access_token"]
@@ -301,11 +345,14 @@ async def test_a_viewer_sees_no_actions_and_forged_actions_are_refused(cluster, 
     for view in ("jobs", "queues", "schedules", "cluster"):
         await page.click(f"#nav a[data-view={view}]")
         await page.wait_for_timeout(300)  # let the section render what it read
+        if view == "schedules":  # the schedule and limit the admin's test left, drawn without buttons
+            await page.wait_for_selector("#limits tbody tr[data-limit]")
         assert await page.locator("main button[data-action], main button[data-bulk]:visible").count() == 0, view
     await page.click("#nav a[data-view=jobs]")
     await page.wait_for_selector("#jobs-denied", state="visible")
     assert await forged(page, "POST", f"/api/v1/jobs/{job['id']}/cancel") == 403
     assert await forged(page, "DELETE", f"/api/v1/jobs/{job['id']}") == 403
+    assert await forged(page, "POST", "/api/v1/limits/queue/console-reports/pause") == 403
     await page.context.close()
 
     # A user sees its own job with Cancel, but neither Retry nor Delete, which the server refuses.

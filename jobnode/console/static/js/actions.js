@@ -40,11 +40,12 @@ export function actionButtons(job, done) {
   });
 }
 
-// Runs one action over several jobs, one request each (the API has no bulk route); says how it went.
+// Runs one action over several jobs, one request each (the API has no bulk route); says how it
+// went. False when it did nothing (no job, or the confirmation was declined).
 export async function runAction(name, ids) {
   const action = ACTIONS[name];
-  if (!ids.length) return;
-  if (action.confirm && !window.confirm(action.confirm(ids.length))) return;
+  if (!ids.length) return false;
+  if (action.confirm && !window.confirm(action.confirm(ids.length))) return false;
   const failures = [];
   for (const id of ids) {
     try {
@@ -57,4 +58,5 @@ export async function runAction(name, ids) {
   const verb = { cancel: "cancelled", retry: "queued again", delete: "deleted" }[name];
   if (failures.length) notify(`${done} of ${ids.length} job(s) ${verb}; refused: ${failures.join("; ")}`, "error");
   else notify(`${done} job(s) ${verb}.`);
+  return true;
 }

@@ -52,14 +52,21 @@ export function when(iso) {
   return isNaN(at) ? String(iso) : at.toLocaleString();
 }
 
+// How far a time is from now, either way: "12 s ago", "in 3 h" (a schedule's next fire is ahead).
 export function ago(iso, now = Date.now()) {
   if (!iso) return "never";
   const seconds = Math.round((now - new Date(iso).getTime()) / 1000);
   if (!Number.isFinite(seconds)) return String(iso);
-  if (seconds < 2) return "just now";
-  if (seconds < 120) return `${seconds} s ago`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min ago`;
-  return `${Math.round(seconds / 3600)} h ago`;
+  if (Math.abs(seconds) < 2) return "just now";
+  const span = spanText(Math.abs(seconds));
+  return seconds > 0 ? `${span} ago` : `in ${span}`;
+}
+
+function spanText(seconds) {
+  if (seconds < 120) return `${seconds} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} d`;
 }
 
 export function timeCell(iso) {

@@ -50,8 +50,16 @@ export const jobs = {
     });
     for (const button of document.querySelectorAll("#bulk [data-bulk]")) {
       button.addEventListener("click", async () => {
-        await runAction(button.dataset.bulk, [...state.selected]);
+        // The selection is taken now: rows picked while these requests run (their events can
+        // redraw the list before the last answer) make a new selection, which stays.
+        const ids = [...state.selected];
         state.selected.clear();
+        render();
+        if (!(await runAction(button.dataset.bulk, ids))) {
+          for (const id of ids) state.selected.add(id);
+          render();
+          return;
+        }
         reload();
       });
     }

@@ -31,37 +31,44 @@ async function refreshSchedules() {
   const rows = await listOrMissing("/api/v1/schedules", "schedules", "#schedules-missing");
   $("#schedules").closest(".scroll").hidden = rows === null;
   if (rows === null) return;
-  fill($("#schedules tbody"), rows.length ? rows.map((s) => h("tr", { "data-schedule": s.name },
+  fill($("#schedules tbody"), rows.length ? rows.map((s) => h("tr", { "data-schedule": s.name, "data-paused": String(s.paused) },
     h("th", { scope: "row" }, s.name),
-    h("td", {}, s.cron ? `cron ${s.cron} (${s.timezone})` : `every ${s.every_seconds} s`),
+    h("td", { "data-field": "timing" }, s.cron ? h("code", {}, s.cron) : `every ${s.every_seconds} s`),
+    h("td", { "data-field": "timezone" }, s.timezone),
     h("td", {}, `${s.job.type} → ${s.job.queue || "default"}`),
-    h("td", {}, s.paused ? "paused" : timeCell(s.next_fire_at)),
-    h("td", {}, s.last_job_id
-      ? h("a", { href: `#job/${s.last_job_id}` }, timeCell(s.last_fire_at))
-      : timeCell(s.last_fire_at)),
-    h("td", {}, h("span", { class: s.paused ? "status status-cancelled" : "status status-running" },
-      s.paused ? "paused" : "active")),
+    // A paused schedule has no next fire: resuming counts from then, without catching up.
+    h("td", { "data-field": "next" }, s.paused ? "—" : timeCell(s.next_fire_at)),
+    // last_fire_at is the last fire time the leader dealt with, which a resume or a skipped
+    // overlap moves too; the job link shows what it last made.
+    h("td", { "data-field": "last" }, timeCell(s.last_fire_at),
+      s.last_job_id ? [" · ", h("a", { href: `#job/${s.last_job_id}` }, "last job")] : null),
+    h("td", { "data-field": "state" }, stateBadge(s.paused, "active")),
     h("td", { class: "row-actions" }, steerButton(`/api/v1/schedules/${encodeURIComponent(s.name)}`,
       s.paused, `schedule ${s.name}`)),
-  )) : h("tr", {}, h("td", { colspan: 7 }, "No schedule.")));
+  )) : h("tr", {}, h("td", { colspan: 8 }, "No schedule.")));
 }
 
 async function refreshLimits() {
   const rows = await listOrMissing("/api/v1/limits", "limits", "#limits-missing");
   $("#limits").closest(".scroll").hidden = rows === null;
   if (rows === null) return;
-  fill($("#limits tbody"), rows.length ? rows.map((l) => h("tr", { "data-limit": `${l.scope}/${l.name}` },
+  fill($("#limits tbody"), rows.length ? rows.map((l) => h("tr", { "data-limit": `${l.scope}/${l.name}`, "data-paused": String(l.paused) },
     h("td", {}, l.scope),
-    h("th", { scope: "row" }, l.name),
-    h("td", {}, l.rate ? `${l.rate.count} per ${l.rate.per}` : "—"),
-    h("td", {}, l.concurrency ?? "—"),
-    h("td", {}, l.running),
-    h("td", {}, l.waiting),
-    h("td", {}, l.paused ? "paused" : "open"),
+    h("th", { scope: "row" }, l.scope === "user" && l.name === "*" ? "* (each user)" : l.name),
+    h("td", { "data-field": "rate" }, l.rate ? `${l.rate.count} per ${l.rate.per}` : "—"),
+    h("td", { "data-field": "concurrency" }, l.concurrency ?? "—"),
+    h("td", { "data-field": "running" }, l.running),
+    h("td", { "data-field": "waiting" }, l.waiting),
+    h("td", { "data-field": "state" }, stateBadge(l.paused, "open")),
     h("td", { class: "row-actions" }, steerButton(
       `/api/v1/limits/${encodeURIComponent(l.scope)}/${encodeURIComponent(l.name)}`, l.paused,
       `${l.scope} ${l.name}`)),
   )) : h("tr", {}, h("td", { colspan: 8 }, "No limit set.")));
+}
+
+function stateBadge(paused, otherwise) {
+  return h("span", { class: paused ? "status status-cancelled" : "status status-running" },
+    paused ? "paused" : otherwise);
 }
 
 function steerButton(path, paused, what) {
