@@ -2,12 +2,13 @@
 
 Indexes are paid on every insert (on the embedded SecantusDB each secondary index costs a
 large share of insert throughput), so `jobs` has only those a query needs:
-  status_created_id {status, created_at desc, _id desc}: list by status newest first (the
-                   whole sort, ties by id, comes from the index: no sort of every job in that
-                   status), the counts of unfinished statuses, and the reconciler's scan.
+  status_created_id {status, created_at desc, _id desc}: list by status newest first (a
+                   time window of one status, ties by id, is one range of it: see
+                   `JobStore.list`), the counts of unfinished statuses, and the reconciler's scan.
                    It replaces status_created ({status, created_at desc}), dropped at start.
   type_created     {type, created_at desc}: list by type newest first.
-  created          {created_at desc}: list everything newest first (the default view).
+  created          {created_at desc}: list everything newest first (the default view), and
+                   the time windows of a listing whose filters no compound index covers.
   idempotency_key  unique, partial (only jobs that carry a key, so unkeyed submits skip
                    it): the database itself refuses a second job with the same key.
   submitter_created {submitted_by, created_at desc}, partial (only jobs with a submitter,
