@@ -118,3 +118,17 @@ def test_a_types_durability_sits_between_the_submissions_and_the_nodes():
     admitted = catalog.admit(specs, [""] * len(specs))
     assert [spec.durability for spec in admitted] == ["queue", "store", "store", "store"]
     assert TypeSpec.from_json(local[0].to_json()).durability == "queue"  # as other nodes read it
+
+
+async def test_a_queue_job_inserted_by_the_outbox_keeps_its_type_and_schedule_fields(redis_client, key_prefix,
+                                                                                    mongo_db):
+    # The insert's outbox entry is a snapshot like any other: one without `type` once wrote
+    # the record with `type: null`, which the API then listed against its own schema.
+    store, queue = JobStore(mongo_db, transactions=True), JobQueue(redis_client, key_prefix)
+    job = queued_job(payload={"n": 2})
+    await queue.enqueue([job])
+    writer = OutboxWriter(queue, store, "n", max_batch=100)
+    await writer.ensure_group()
+    assert await writer.drain_once(">", block_ms=None) == 1
+    stored = await store.get(job.id)
+    assert (stored.type, stored.status, stored.schedule, stored.scheduled_for) == ("echo", "pending", None, None)

@@ -36,8 +36,9 @@ while i <= #ARGV do
       -- A `queue` job's first outbox entry carries its whole record: the outbox writer inserts
       -- it, so MongoDB gets the job in the same atomic step as Redis (and its AOF) got it.
       if f.doc then
+        -- `type` as every outbox entry has it (a snapshot without it would clear the record's).
         redis.call('XADD', k('outbox'), '*', 'id', id, 'rev', 0, 'status', 'pending', 'updated_ms', now,
-                   'doc', f.doc)
+                   'type', f.type, 'doc', f.doc)
       end
     end
     if due > now then
