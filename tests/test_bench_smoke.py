@@ -21,7 +21,7 @@ TINY = ["--ceiling-jobs", "500", "--single-jobs", "40", "--concurrency", "8", "-
         "--drain-jobs", "300", "--rate", "40", "--latency-seconds", "1.5", "--failover-runs", "1",
         "--steady-seconds", "2", "--timeout", "180",
         "--scale-jobs", "300", "--wide-jobs", "200", "--wide-nodes", "2", "--wide-workers", "2",
-        "--idle-nodes", "3", "--idle-seconds", "1"]
+        "--idle-nodes", "3", "--idle-seconds", "1", "--history-jobs", "300", "--history-steady-seconds", "2"]
 # The peers are in the 'bench' extra, not in 'test': compared against only where installed.
 HAS_ARQ = importlib.util.find_spec("arq") is not None
 HAS_CELERY = importlib.util.find_spec("celery") is not None
@@ -92,6 +92,11 @@ def test_the_report_has_every_section_with_sane_values(report):
     idle = scale["idle_gossip"]
     assert idle["nodes"] == 3 and 0 <= idle["cpu_share_all_nodes"] < 3
     assert idle["busiest"]["process"] in {"node-1", "node-2", "node-3", "redis", "mongodb", "bench"}
+
+    history = report["history"]
+    assert history["history_jobs"] == 300 and set(history["p99_ratio"]) == set(history["empty"])
+    steady = history["retention_steady"]
+    assert steady["acknowledged"] + steady["refused"] == steady["offered"] > 0 and steady["samples"]
 
     memory = drain["rss_mib"]
     assert positive(memory["queued"]["node-1"]) and memory["peak"]["node-1"] >= memory["queued"]["node-1"]

@@ -27,6 +27,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from tools.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
+from tools.bench.peer_worker import start_peer_worker
 from tools.bench.workloads import percentiles_ms
 
 TASK = "bench.noop"
@@ -75,10 +76,7 @@ class CeleryRun:
         self.process: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> CeleryRun:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tools.bench.celery_peer", *self.args],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+        self.process = start_peer_worker("tools.bench.celery_peer", self.args, self.log_path)
         first = await asyncio.to_thread(self.send, [None])
         await self.wait_done(first, READY_TIMEOUT_S)  # ready once it has run one task
         return self

@@ -29,6 +29,7 @@ from typing import Any
 
 from tools.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
 from tools.bench.resources import CpuWatch
+from tools.bench.peer_worker import start_peer_worker
 from tools.bench.workloads import percentiles_ms
 
 QUEUE = "bench"
@@ -86,10 +87,7 @@ class DramatiqRun:
         self.process: subprocess.Popen[bytes] | None = None
 
     async def __aenter__(self) -> DramatiqRun:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tools.bench.dramatiq_peer", *self.args],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+        self.process = start_peer_worker("tools.bench.dramatiq_peer", self.args, self.log_path)
         await self.finish_times(await asyncio.to_thread(self.send, 1))  # ready once it ran one
         return self
 

@@ -24,7 +24,7 @@ from pymongo.write_concern import WriteConcern
 
 from jobnode.client import AsyncClient, ClientError
 from tools.bench.cluster import progress
-from tools.bench.workloads import NOOP, percentiles_ms
+from tools.bench.workloads import NOOP, offer_open_loop, percentiles_ms
 
 READS = 60  # requests per read figure
 SUBMITS = 600  # single submits for the submit p99
@@ -154,19 +154,20 @@ async def run_retention_steady(urls: list[str], mongodb_uri: str, database: str,
 
         loop = asyncio.get_running_loop()
         begin = loop.time()
-        next_sample, n = 0.0, 0
-        in_flight: set[asyncio.Task[None]] = set()
+
+        async def sample_every() -> None:
+            while True:
+                await sample(loop.time() - begin)
+                await asyncio.sleep(SIZE_SAMPLE_EVERY_S)
+
+        n = int(duration_s * rate_per_s)
+        sampling = asyncio.create_task(sample_every())
         try:
-            while loop.time() - begin < duration_s:
-                if loop.time() - begin >= next_sample:
-                    await sample(loop.time() - begin)
-                    next_sample += SIZE_SAMPLE_EVERY_S
-                await asyncio.sleep(max(0.0, begin + n / rate_per_s - loop.time()))
-                task = asyncio.create_task(one())
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-                n += 1
-            await asyncio.gather(*in_flight)
+            await offer_open_loop(n, rate_per_s, lambda _: one())
+        finally:
+            sampling.cancel()
+            await asyncio.gather(sampling, return_exceptions=True)
+        try:
             await sample(loop.time() - begin)
         finally:
             await mongo.close()

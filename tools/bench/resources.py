@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tools.bench.cluster import progress
-from tools.bench.workloads import NOOP, ClusterLoad
+from tools.bench.workloads import NOOP, ClusterLoad, offer_open_loop
 from tools.procfs import cpu_s, machine_times, rss_mib
 
 SAMPLE_EVERY_S = 0.25
@@ -130,19 +130,12 @@ async def run_steady(load: ClusterLoad, pids: Mapping[str, int], *, rate_per_s: 
         except Exception:  # a 429/503 under a burst: counted, and the run goes on
             outcomes["refused"] += 1
 
+    n = int(duration_s * rate_per_s)
     loop = asyncio.get_running_loop()
     begin = loop.time()
-    in_flight: set[asyncio.Task[None]] = set()
     sampler.start()
     try:
-        n = 0
-        while loop.time() - begin < duration_s:
-            await asyncio.sleep(max(0.0, begin + n / rate_per_s - loop.time()))
-            task = asyncio.create_task(one())
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            n += 1
-        await asyncio.gather(*in_flight)
+        await offer_open_loop(n, rate_per_s, lambda _: one())
     finally:
         await sampler.stop()
     depths = await load.queue.depths()

@@ -24,6 +24,7 @@ from typing import Any
 
 from tools.bench.cluster import PEER_STOP_GRACE_S, BenchError, progress, stop_process_group
 from tools.bench.resources import CpuWatch
+from tools.bench.peer_worker import start_peer_worker
 from tools.bench.workloads import offer_open_loop, percentiles_ms
 
 ENQUEUE_CONCURRENCY = 32
@@ -62,10 +63,7 @@ class SaqRun:
 
     async def __aenter__(self) -> SaqRun:
         await self.queue.connect()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "tools.bench.saq_peer", *self.args],
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+        self.process = start_peer_worker("tools.bench.saq_peer", self.args, self.log_path)
         await self.finish_times(await self.enqueue(1))  # ready once it has run one job
         return self
 
