@@ -48,10 +48,12 @@ PEER_MODULES = {"arq": "arq", "celery-mongo": "celery", "dramatiq": "dramatiq", 
 SIZES = {
     "full": {"ceiling_jobs": 20000, "single_jobs": 5000, "batch_jobs": 20000, "drain_jobs": 20000,
              "latency_s": 30.0, "failover_runs": 5, "routing_jobs": 30000, "subscribers": 1000, "events_s": 30.0,
-             "scale_jobs": 200000, "wide_jobs": 20000, "idle_s": 30.0},
+             "scale_jobs": 200000, "wide_jobs": 20000, "idle_s": 30.0,
+             "history_jobs": 1_000_000, "history_steady_s": 600.0},
     "quick": {"ceiling_jobs": 1000, "single_jobs": 300, "batch_jobs": 1000, "drain_jobs": 1000,
               "latency_s": 3.0, "failover_runs": 1, "routing_jobs": 3000, "subscribers": 1000, "events_s": 3.0,
-              "scale_jobs": 5000, "wide_jobs": 1000, "idle_s": 3.0},
+              "scale_jobs": 5000, "wide_jobs": 1000, "idle_s": 3.0,
+              "history_jobs": 5000, "history_steady_s": 5.0},
 }
 TARGETS = {"drain_pipeline_jobs_per_s": 4200, "drain_durable_share_of_lifecycle_ceiling": 0.9,
            "latency_p99_ms_at_200_per_s": 10, "batch_submit_share_of_insert_ceiling": 0.9,
@@ -112,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--failover-rate", type=float, default=20.0, help="jobs/s submitted during a failover (default 20)")
     add("--subscribers", type=int, help="event stream subscribers opened on one node (default 1000)")
     add("--events-seconds", type=float, help="how long the events section offers load at --rate")
-    add("--history-jobs", type=int, default=1_000_000, help="finished job records of the history section")
-    add("--history-steady-seconds", type=float, default=600.0,
+    add("--history-jobs", type=int, help="finished job records of the history section (default 1,000,000)")
+    add("--history-steady-seconds", type=float,
         help="the history section's steady run with a 1-minute retention (0: none)")
     add("--scale-jobs", type=int, help="scale: jobs of the large drain on the workload cluster (0: none)")
     add("--wide-nodes", type=int, default=5, help="scale: nodes of the wide cluster (default 5)")
@@ -134,7 +136,8 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
                  "batch_jobs": args.batch_jobs, "drain_jobs": args.drain_jobs,
                  "latency_s": args.latency_seconds, "failover_runs": args.failover_runs,
                  "subscribers": args.subscribers, "events_s": args.events_seconds, "scale_jobs": args.scale_jobs,
-                 "wide_jobs": args.wide_jobs, "idle_s": args.idle_seconds}
+                 "wide_jobs": args.wide_jobs, "idle_s": args.idle_seconds, "history_jobs": args.history_jobs,
+                 "history_steady_s": args.history_steady_seconds}
     chosen.update({name: value for name, value in overrides.items() if value is not None})
     return chosen
 
@@ -400,17 +403,17 @@ class Bench:
         cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
         try:
             self.report["history"] = await run_history(cluster.urls, servers.mongodb_uri, cluster.database,
-                                                       history_jobs=a.history_jobs)
+                                                       history_jobs=self.sizes["history_jobs"])
         finally:
             cluster.stop()
-        if a.history_steady_seconds > 0:
+        if self.sizes["history_steady_s"] > 0:
             retention = (("JOB_RETENTION", "completed=1m,failed=1m,cancelled=1m"),)
             plan = ClusterPlan("retention", 1, a.algorithm, a.workers, extra_env=retention, python=a.node_python)
             cluster = DevCluster.start(plan, servers, self.work_dir, startup_timeout_s=a.startup_timeout)
             try:
                 self.report["history"]["retention_steady"] = await run_retention_steady(
                     cluster.urls, servers.mongodb_uri, cluster.database, rate_per_s=a.rate,
-                    duration_s=a.history_steady_seconds)
+                    duration_s=self.sizes["history_steady_s"])
             finally:
                 cluster.stop()
     async def run_scale_clusters(self, servers: DataServers) -> None:
