@@ -46,7 +46,8 @@ def admin_client(cluster: Cluster, node_id: str) -> AsyncClient:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{job_id}", "0" * 32).replace("{name}", "raft")
+    return (path.replace("{job_id}", "0" * 32).replace("{name}", "raft").replace("{scope}", "queue")
+            .replace("{node_id}", "node-9"))
 
 
 async def call(session: aiohttp.ClientSession, url: str, method: str, path: str, headers: dict[str, str],
@@ -77,6 +78,8 @@ async def test_every_operation_against_every_caller_on_a_secure_cluster(start_cl
                 if level.startswith("peer") or path == "/auth/login":
                     continue
                 for caller, headers in callers.items():
+                    if path == "/api/v1/cluster/leave" and caller == "admin":
+                        continue  # served, it takes the probed node out: tests/test_membership.py covers it
                     status = await call(session, url, method, path, headers,
                                         stream=bool(operation.get("x-jobnode-stream")))
                     if level == "any":

@@ -153,7 +153,10 @@ class ClusterService:
         body = _quorum(self.elector.contact)
         needed = self.settings.election_algorithm == "raft"
         body["needed_to_dispatch"] = needed
-        body["ok"] = body["has_majority"] or not needed
+        # A raft follower hears only its leader, so in five nodes or more its own contacts are
+        # never a majority; a leader it follows holds one (it could not lead otherwise).
+        body["leader_id"] = self.elector.view.leader
+        body["ok"] = body["has_majority"] or not needed or body["leader_id"] is not None
         if not body["ok"]:
             size = body["cluster_size"]
             body["reason"] = (f"raft needs {size // 2 + 1} of {size} nodes to elect a leader and this node reaches "
