@@ -480,9 +480,10 @@ PATHS: dict[str, Any] = {
                                  "200", "Object", errors=("503",))},
     "/api/v1/cluster": {"get": _op("getCluster", "Cluster size, leader node, algorithm, nodes, and the members "
                                    "this node's election counts", "200", "Object", errors=("503",))},
-    "/api/v1/cluster/leave": {"post": _op(
+    # Served, it stops the node that answered: fuzzers and probes must not call it as admin.
+    "/api/v1/cluster/leave": {"post": {**_op(
         "leaveCluster", "This node leaves the membership (waiting up to LEAVE_TIMEOUT), then stops serving", "202",
-        "Object", errors=("409", "503"))},
+        "Object", errors=("409", "503")), "x-jobnode-stops-node": True}},
     "/api/v1/cluster/members/{node_id}": {"delete": _op(
         "removeMember", "Remove a node gone for good: 200 once the change is committed, 202 while under way", "200",
         "Object", params=[{"name": "node_id", "in": "path", "required": True,
