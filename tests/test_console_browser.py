@@ -37,6 +37,7 @@ WIDE, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
 try:
     from playwright.async_api import Browser, Page, async_playwright, expect
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # pragma: no cover - the test extra installs it
     async_playwright = None
 
@@ -143,8 +144,18 @@ class Console:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.problems: list[str] = []
+        self.traffic: list[str] = []  # what the tab asked its node and got, for a failure's message
         page.on("console", lambda m: self.problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
+        page.on("requestfailed", lambda r: self.traffic.append(f"{r.method} {r.url} failed: {r.failure}"))
+        page.on("response", lambda r: self.traffic.append(f"{r.request.method} {r.url} -> {r.status}"))
+
+    async def describe(self) -> str:
+        """The tab's state in words: what a failed wait on it should print."""
+        live = await self.page.get_attribute("#live", "data-state")
+        body = (await self.page.inner_text("body"))[:600]
+        return (f"#live={live!r}\nbody: {body}\nproblems: {self.problems}\n"
+                f"traffic: " + "\n  ".join(self.traffic[-30:]))
 
     def policy_violations(self) -> list[str]:
         return [text for text in self.problems if "Content Security Policy" in text or "uncaught" in text]
@@ -411,13 +422,16 @@ async def test_killing_the_leader_shows_the_new_leader_without_a_reload(cluster,
     await page.wait_for_selector("#live[data-state=live]")
     # A second tab on the leader itself loses its stream with it, and says so.
     doomed = await open_console(browser, cluster.url(old))
+    # The page's boot ends by clearing any session its first (token-less) request was refused
+    # for: plant the token only once it has, or the boot removes it again.
+    await doomed.page.wait_for_selector("#login-form", state="visible")
     await doomed.page.evaluate(f"sessionStorage.setItem('{SESSION_KEY}', JSON.stringify({{token: "
                                f"{json.dumps(cluster.admin['token'])}, role: 'admin', user: 'admin'}}))")
     await doomed.page.reload()
-    # Its stream started (on a loaded machine it has been seen still connecting after 30 s,
-    # cause not found); what counts is that it says so once its node is gone.
-    await doomed.page.wait_for_selector("#live[data-state=live], #live[data-state=connecting], "
-                                        "#live[data-state=lost]")
+    try:
+        await doomed.page.wait_for_selector("#live[data-state=live]")
+    except PlaywrightTimeout:
+        raise AssertionError(f"the tab on {old} never went live:\n{await doomed.describe()}") from None
     await page.evaluate("window.jobnodeNotReloaded = true")
 
     os.kill(cluster.pid(old), signal.SIGKILL)
