@@ -36,6 +36,7 @@ from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.pipeline.job_reports import JobReports
+from jobnode.pipeline.local_start import IdleWorkers
 from jobnode.processors.registry import PermanentError, ProcessorRegistry, UnknownProcessorType
 from jobnode.storage.redis.queue import JobQueue, Report, TakenJob
 from jobnode.pipeline.retry import RetryPolicy
@@ -84,6 +85,9 @@ class Worker:
     failed: int = 0
     # The last job's report did not look for the next job (refused, lost, or not sent).
     report_skipped_take: bool = True
+    # The blocking pop on the inbox: it outlives a wait that a job handed by a local start
+    # ended, so that an id it pops is never dropped.
+    inbox_wait: asyncio.Task[str | None] | None = None
 
 
 class WorkerPool:
@@ -105,6 +109,7 @@ class WorkerPool:
         self._rng = random.Random()
         self._reports: GroupCommit[Report, tuple[str | None, TakenJob | None]] = GroupCommit(
             queue.finish_many, max_batch=max(1, settings.worker_count))
+        self.idle = IdleWorkers(settings.lease_ms)  # for local start (jobnode/pipeline/local_start.py)
 
     async def start(self) -> None:
         if not self.workers:
@@ -117,6 +122,7 @@ class WorkerPool:
     async def stop(self, grace_s: float) -> int:
         """Stop taking jobs, let running ones finish within the grace, hand back the rest."""
         self._stopping.set()
+        self.idle.close()
         executions = [w.execution for w in self.workers if w.execution and not w.execution.done()]
         if executions:
             log.info("workers.draining", running=len(executions), grace_s=grace_s)
@@ -154,30 +160,51 @@ class WorkerPool:
         # take the next job and found none, nor after a wait that timed out. Then the wait
         # goes straight to the blocking pop, one Redis call per job fewer on an idle worker.
         look_first = True
-        while not self._stopping.is_set():
-            try:
-                if job is None:
-                    job = await self._wait_for_job(worker, look_first)
-                    look_first = False
-                if job is not None:
-                    worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
-                    job = None  # started: whatever happens next, never start it again here
-                    job = await asyncio.shield(worker.execution)
-                    look_first = worker.report_skipped_take
-            except Unavailable as exc:
-                log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
-                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
-        # A job taken by the last report while stopping stays the worker's: handback returns it.
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if job is None:
+                        job = await self._wait_for_job(worker, look_first)
+                        look_first = False
+                    if job is not None:
+                        worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
+                        job = None  # started: whatever happens next, never start it again here
+                        job = await asyncio.shield(worker.execution)
+                        look_first = worker.report_skipped_take
+                except Unavailable as exc:
+                    log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
+                    await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+        finally:
+            # A job popped or started for it but not run stays the worker's: handback returns it.
+            if worker.inbox_wait is not None:
+                worker.inbox_wait.cancel()
 
     async def _wait_for_job(self, worker: Worker, look_first: bool = True) -> TakenJob | None:
-        """Start the next job in the inbox, waiting for one up to INBOX_POLL_S.
+        """The next job: one a local start began for this worker, else the next in its inbox
+        (started here), waiting for either up to INBOX_POLL_S.
 
         `look_first`: try to take one before blocking (the inbox may hold a job already)."""
+        handed = self.idle.take_handed(worker.id)
+        if handed is not None:
+            return handed
         if look_first:
             job = await self.queue.take(worker.id, self.settings.lease_ms)
             if job is not None:
                 return job
-        job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
+        if worker.inbox_wait is None:
+            worker.inbox_wait = asyncio.create_task(self.queue.wait_inbox(worker.id, INBOX_POLL_S),
+                                                    name=f"inbox:{worker.id}")
+        handoff = self.idle.waiting(worker.id)
+        try:
+            await asyncio.wait((worker.inbox_wait, handoff), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.idle.not_waiting(worker.id)
+        await self.idle.settled(worker.id)  # an enqueue may have started a job for it: that one first
+        handed = self.idle.take_handed(worker.id)
+        if handed is not None:
+            return handed  # the pop goes on: what it brings is for the next wait
+        popped, worker.inbox_wait = worker.inbox_wait, None
+        job_id = popped.result()  # Unavailable, if Redis was
         if job_id is None:
             return None
         if self._stopping.is_set():  # popped during shutdown: put it back for handback to find
