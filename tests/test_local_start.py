@@ -7,6 +7,8 @@ submission through its API.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from jobnode.core.flow_limits import FlowLimit
@@ -210,3 +212,47 @@ async def test_a_node_starts_a_submitted_job_locally_and_can_be_told_not_to(star
         assert (await wait_until(completed, message="the job never completed", timeout_s=10))["result"] == {"n": 1}
         assert services.pool.idle.started == expected
         await client.close()
+
+
+async def test_a_job_the_inbox_brings_during_a_handed_job_goes_back_to_the_inbox(queue, token, redis_client):
+    release = asyncio.Event()
+
+    async def hold(j):
+        await release.wait()
+        return {}
+
+    settings = PoolSettings(node_id="node-a", groups=[WorkerGroup(("default",), 1)], capacity=2, lease_ttl_s=60,
+                            heartbeat_interval_s=0.2)
+    pool = WorkerPool(settings, queue, registry_with(hold=hold))
+    await pool.start()
+    try:
+        await wait_until(lambda: pool.idle.available == 1 or None, message="the worker never waited", timeout_s=10)
+        offered = pool.idle.reserve(1)
+        long_job = job(job_type="hold")
+        enqueued = await queue.enqueue_or_start([long_job], idle_workers=offered, lease_ms=LEASE_MS)
+        for worker, taken in enqueued.started:
+            pool.idle.hand(worker, taken)
+        pool.idle.release(offered)
+        await wait_until(lambda: pool.busy == 1 or None, message="the handed job never ran", timeout_s=10)
+        # The leader fills the free prefetch slot; the pop the worker had under way brings it,
+        # and it goes back to the inbox, where heartbeats renew its lease while it waits.
+        prefetched = job(job_type="hold")
+        await queue.enqueue([prefetched])
+        assert (await queue.dispatch("leader", token, max_jobs=10, strategy="round_robin", lease_ms=LEASE_MS,
+                                     share_every=0)).assigned == 1
+
+        async def in_the_inbox():
+            return [i.decode() for i in await redis_client.lrange(queue.key("inbox", "node-a/w1"), 0, -1)] or None
+
+        assert await wait_until(in_the_inbox, message="the popped job was not put back", timeout_s=10) == [
+            prefetched.id]
+        release.set()
+
+        async def both_completed():
+            states = [await queue.live_state(j.id) for j in (long_job, prefetched)]
+            return all(s.get("status") == "completed" for s in states) or None
+
+        await wait_until(both_completed, message="the jobs never completed", timeout_s=10)
+    finally:
+        release.set()
+        await pool.stop(grace_s=1)

@@ -85,8 +85,7 @@ class Worker:
     failed: int = 0
     # The last job's report did not look for the next job (refused, lost, or not sent).
     report_skipped_take: bool = True
-    # The blocking pop on the inbox: it outlives a wait that a job handed by a local start
-    # ended, so that an id it pops is never dropped.
+    # The blocking pop on the inbox while the worker waits (see WorkerPool._wait_for_job).
     inbox_wait: asyncio.Task[str | None] | None = None
 
 
@@ -110,6 +109,7 @@ class WorkerPool:
         self._reports: GroupCommit[Report, tuple[str | None, TakenJob | None]] = GroupCommit(
             queue.finish_many, max_batch=max(1, settings.worker_count))
         self.idle = IdleWorkers(settings.lease_ms)  # for local start (jobnode/pipeline/local_start.py)
+        self._returns: set[asyncio.Task[Any]] = set()  # pops and put-backs of ids (see _put_back_what_the_pop_brings)
 
     async def start(self) -> None:
         if not self.workers:
@@ -135,6 +135,7 @@ class WorkerPool:
         if unfinished:
             await asyncio.wait(unfinished, timeout=self.settings.lease_ttl_s)
         await cancel_all(self._tasks)
+        await cancel_all(list(self._returns))
         if not self.workers:
             return 0
         await self._reports.stop()
@@ -202,7 +203,8 @@ class WorkerPool:
         await self.idle.settled(worker.id)  # an enqueue may have started a job for it: that one first
         handed = self.idle.take_handed(worker.id)
         if handed is not None:
-            return handed  # the pop goes on: what it brings is for the next wait
+            self._put_back_what_the_pop_brings(worker)
+            return handed
         popped, worker.inbox_wait = worker.inbox_wait, None
         job_id = popped.result()  # Unavailable, if Redis was
         if job_id is None:
@@ -211,6 +213,34 @@ class WorkerPool:
             await self.queue.return_to_inbox(worker.id, job_id)
             return None
         return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+
+    def _put_back_what_the_pop_brings(self, worker: Worker) -> None:
+        """The worker starts a job a local start handed it, with its inbox pop under way.
+
+        A pop cannot be called off without risking the id it took, so it goes on, and an id it
+        brings goes back to the head of the inbox: there the worker's next report takes it, and
+        heartbeats renew its lease while it waits, as for any job in an inbox (held in memory
+        behind a long job, it would lapse and be reaped)."""
+        pop, worker.inbox_wait = worker.inbox_wait, None
+        if pop is None:
+            return
+
+        def put_back(done: asyncio.Task[str | None]) -> None:
+            if done.cancelled() or done.exception() is not None or done.result() is None:
+                return
+            returning = asyncio.create_task(self._return_to_inbox(worker, done.result()), name=f"inbox:{worker.id}")
+            self._returns.add(returning)
+            returning.add_done_callback(self._returns.discard)
+
+        pop.add_done_callback(put_back)
+        self._returns.add(pop)
+        pop.add_done_callback(self._returns.discard)
+
+    async def _return_to_inbox(self, worker: Worker, job_id: str) -> None:
+        try:
+            await self.queue.return_to_inbox(worker.id, job_id)
+        except Unavailable as exc:  # its lease lapses and the reaper queues it again
+            log.warning("worker.inbox_return_failed", worker=worker.id, job_id=job_id, error=str(exc))
 
     async def _execute(self, worker: Worker, taken: TakenJob) -> TakenJob | None:
         """Run one job and report it; returns the worker's next job if the report took one."""
