@@ -85,8 +85,10 @@ class Worker:
     failed: int = 0
     # The last job's report did not look for the next job (refused, lost, or not sent).
     report_skipped_take: bool = True
-    # The blocking pop on the inbox while the worker waits (see WorkerPool._wait_for_job).
+    # The blocking pop on the inbox (one at most). It goes on while the worker runs a job a
+    # local start handed it; what it brings meanwhile goes back to the inbox (pop_goes_back).
     inbox_wait: asyncio.Task[str | None] | None = None
+    pop_goes_back: bool = False
 
 
 class WorkerPool:
@@ -109,7 +111,7 @@ class WorkerPool:
         self._reports: GroupCommit[Report, tuple[str | None, TakenJob | None]] = GroupCommit(
             queue.finish_many, max_batch=max(1, settings.worker_count))
         self.idle = IdleWorkers(settings.lease_ms)  # for local start (jobnode/pipeline/local_start.py)
-        self._returns: set[asyncio.Task[Any]] = set()  # pops and put-backs of ids (see _put_back_what_the_pop_brings)
+        self._returns: set[asyncio.Task[None]] = set()  # ids going back to an inbox (see _pop_done)
 
     async def start(self) -> None:
         if not self.workers:
@@ -185,9 +187,10 @@ class WorkerPool:
         (started here), waiting for either up to INBOX_POLL_S.
 
         `look_first`: try to take one before blocking (the inbox may hold a job already)."""
+        worker.pop_goes_back = False  # waiting again: what the pop brings is this worker's next job
         handed = self.idle.take_handed(worker.id)
         if handed is not None:
-            return handed
+            return self._handed_first(worker, handed)
         if look_first:
             job = await self.queue.take(worker.id, self.settings.lease_ms)
             if job is not None:
@@ -195,6 +198,7 @@ class WorkerPool:
         if worker.inbox_wait is None:
             worker.inbox_wait = asyncio.create_task(self.queue.wait_inbox(worker.id, INBOX_POLL_S),
                                                     name=f"inbox:{worker.id}")
+            worker.inbox_wait.add_done_callback(lambda pop: self._pop_done(worker, pop))
         handoff = self.idle.waiting(worker.id)
         try:
             await asyncio.wait((worker.inbox_wait, handoff), return_when=asyncio.FIRST_COMPLETED)
@@ -203,8 +207,7 @@ class WorkerPool:
         await self.idle.settled(worker.id)  # an enqueue may have started a job for it: that one first
         handed = self.idle.take_handed(worker.id)
         if handed is not None:
-            self._put_back_what_the_pop_brings(worker)
-            return handed
+            return self._handed_first(worker, handed)
         popped, worker.inbox_wait = worker.inbox_wait, None
         job_id = popped.result()  # Unavailable, if Redis was
         if job_id is None:
@@ -214,27 +217,27 @@ class WorkerPool:
             return None
         return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
 
-    def _put_back_what_the_pop_brings(self, worker: Worker) -> None:
-        """The worker starts a job a local start handed it, with its inbox pop under way.
+    def _handed_first(self, worker: Worker, handed: TakenJob) -> TakenJob:
+        """The worker runs a job a local start handed it; its inbox pop's id goes back (_pop_done)."""
+        worker.pop_goes_back = True
+        if worker.inbox_wait is not None and worker.inbox_wait.done():  # it brought one already
+            self._pop_done(worker, worker.inbox_wait)
+        return handed
 
-        A pop cannot be called off without risking the id it took, so it goes on, and an id it
-        brings goes back to the head of the inbox: there the worker's next report takes it, and
-        heartbeats renew its lease while it waits, as for any job in an inbox (held in memory
-        behind a long job, it would lapse and be reaped)."""
-        pop, worker.inbox_wait = worker.inbox_wait, None
-        if pop is None:
+    def _pop_done(self, worker: Worker, pop: asyncio.Task[str | None]) -> None:
+        """An inbox pop ended. If it ended while the worker runs a job a local start handed it,
+        an id it brought goes back to the head of the inbox: there the worker's next report
+        takes it, and heartbeats renew its lease while it waits, as for any job in an inbox
+        (held in memory behind a long job, it would lapse and be reaped). A pop cannot be
+        called off without risking the id it took, which is why it is left to end."""
+        if not worker.pop_goes_back or worker.inbox_wait is not pop:
+            return  # the worker is waiting on it: it takes what it brings
+        worker.inbox_wait = None
+        if pop.cancelled() or pop.exception() is not None or pop.result() is None:
             return
-
-        def put_back(done: asyncio.Task[str | None]) -> None:
-            if done.cancelled() or done.exception() is not None or done.result() is None:
-                return
-            returning = asyncio.create_task(self._return_to_inbox(worker, done.result()), name=f"inbox:{worker.id}")
-            self._returns.add(returning)
-            returning.add_done_callback(self._returns.discard)
-
-        pop.add_done_callback(put_back)
-        self._returns.add(pop)
-        pop.add_done_callback(self._returns.discard)
+        returning = asyncio.create_task(self._return_to_inbox(worker, pop.result()), name=f"inbox:{worker.id}")
+        self._returns.add(returning)
+        returning.add_done_callback(self._returns.discard)
 
     async def _return_to_inbox(self, worker: Worker, job_id: str) -> None:
         try:
