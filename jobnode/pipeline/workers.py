@@ -8,7 +8,9 @@ so the leader assigns a worker only jobs it can run.
 Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
 it (take.lua checks the job is still its own and starts the lease), runs the processor
 under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
-longer ours, and in the same call starts the worker's next job if its inbox has one).
+longer ours, and in the same call starts the worker's next job if its inbox has one). A job
+that a submit to this node started on an idle worker (local start, jobnode/pipeline/local_start.py)
+comes to it in memory instead, already started.
 Reports go through one group commit per node: the outcomes of every worker that finished
 while the previous call was in flight travel together, so short jobs cost a fraction of a
 round trip each and a lone job's report still leaves at once. One heartbeat task per node
