@@ -10,7 +10,9 @@ went at a moderate rate. The node only proposes workers; Redis decides, atomical
 
 A worker whose inbox brings a job while it is reserved (the leader gave it one in the same
 instant) waits for that enqueue's answer before it starts anything, so a job started for it
-always runs first and never waits, unrenewed, behind another. A started job that is never
+always runs first and never waits, unrenewed, behind another; and a job its inbox pop (left to
+end: calling it off could lose the id) brings while it runs a handed one goes back to the
+inbox (jobnode/pipeline/workers.py). A started job that is never
 handed (the enqueue's reply was lost) is a running job nobody runs: its lease lapses and the
 reaper queues it again.
 """
