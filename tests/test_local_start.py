@@ -256,3 +256,22 @@ async def test_a_job_the_inbox_brings_during_a_handed_job_goes_back_to_the_inbox
     finally:
         release.set()
         await pool.stop(grace_s=1)
+
+
+async def test_a_node_that_sees_no_leader_starts_nothing_itself(start_node):
+    from jobnode.node import NODE_SERVICES
+
+    client = await start_node(WORKER_COUNT="2")
+    services = client.server.app[NODE_SERVICES]
+    await wait_until(lambda: services.leadership.is_leader or None, message="the node never led", timeout_s=10)
+    await wait_until(lambda: services.pool.idle.available == 2 or None, message="the workers never waited", timeout_s=10)
+    # As a raft node cut off from the majority sees it, while the lease it last saw still lingers in Redis.
+    services.jobs.leader_known = lambda: False
+    resp = await client.post("/api/v1/jobs", json={"type": "echo", "payload": {}, "durability": "queue"})
+    job_id = (await resp.json())["id"]
+
+    async def completed():
+        return (await (await client.get(f"/api/v1/jobs/{job_id}")).json())["status"] == "completed" or None
+
+    await wait_until(completed, message="the job never completed", timeout_s=10)  # through the leader's dispatch
+    assert services.pool.idle.started == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -59,11 +59,15 @@ class JobService:
     """Submit, read, cancel, retry and delete jobs."""
 
     def __init__(self, store: JobStore, queue: JobQueue, *, catalog: TypeCatalog, max_batch: int,
-                 metrics: NodeMetrics | None = None, idle_workers: IdleWorkers | None = None) -> None:
+                 metrics: NodeMetrics | None = None, idle_workers: IdleWorkers | None = None,
+                 leader_known: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.queue = queue
-        # This node's idle workers, offered to each enqueue for a local start (None: LOCAL_START off).
+        # This node's idle workers, offered to each enqueue for a local start (None: LOCAL_START off),
+        # while this node sees a leader: a node cut off from the majority starts nothing itself,
+        # as no leader dispatches for it (a lease a dead leader left in Redis proves nothing).
         self.idle_workers = idle_workers
+        self.leader_known = leader_known
         self.catalog = catalog
         self.metrics = metrics or NodeMetrics(catalog.known_types)
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
@@ -188,7 +192,7 @@ class JobService:
     async def _enqueue(self, jobs: list[Job]) -> None:
         """Queue jobs; those an idle worker of this node may start at once begin there (local start)."""
         idle = self.idle_workers
-        if idle is None:
+        if idle is None or not self.leader_known():
             await self.queue.enqueue(jobs)
             return
         offered = idle.reserve(len(jobs))
