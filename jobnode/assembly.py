@@ -140,7 +140,9 @@ class NodeServices:
         catalog = TypeCatalog(CatalogStore(redis, settings.redis_key_prefix), queue, settings.node_id,
                               registry.specs(), list(served_queues(settings.queues, registry.queues())),
                               default_durability=settings.durability)
-        jobs = JobService(store, queue, catalog=catalog, max_batch=settings.commit_max_batch, metrics=metrics)
+        jobs = JobService(store, queue, catalog=catalog, max_batch=settings.commit_max_batch, metrics=metrics,
+                          idle_workers=pool.idle if settings.local_start and pool.workers else None,
+                          leader_known=lambda: elector.view.leader is not None)
         verifier = Verifier(secret)
         dispatcher = Dispatcher(queue, leadership, dispatch_settings(settings))
         reconciler = Reconciler(store, queue, grace_s=settings.reconcile_interval_s)

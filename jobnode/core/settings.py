@@ -481,6 +481,7 @@ class Settings:
     election_interval_s: float = 0.25
     load_balancer_strategy: str = "round_robin"
     low_priority_share: float = 0.1
+    local_start: bool = True
     # retries and job limits
     retry_policy: str = "exponential"
     max_retries: int = 3
@@ -693,6 +694,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ELECTION_INTERVAL", "election_interval_s", _duration_rule(0.01, 10)),
     Variable("LOAD_BALANCER_STRATEGY", "load_balancer_strategy", _choice_rule(LOAD_BALANCER_STRATEGIES)),
     Variable("LOW_PRIORITY_SHARE", "low_priority_share", _float_rule(0, 0.5)),
+    Variable("LOCAL_START", "local_start", _BOOL),
     Variable("RETRY_POLICY", "retry_policy", _choice_rule(RETRY_POLICIES)),
     Variable("MAX_RETRIES", "max_retries", _int_rule(0, MAX_RETRIES_LIMIT)),
     Variable("DURABILITY", "durability", _choice_rule(DURABILITIES)),

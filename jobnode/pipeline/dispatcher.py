@@ -2,8 +2,10 @@
 
 Every step is a fenced script (dispatch.lua, reap.lua), so this loop can run on a node
 that wrongly believes it leads without harm: Redis refuses it and it stops.
-It sleeps on the `wake` doorbell that enqueues and completions ring, so a new job or a
-freed worker is acted on at once, and a quiet cluster costs a few calls per second.
+It sleeps on the `wake` doorbell that enqueues ring for the jobs they queue, and completions
+ring when jobs wait for the slots they free, so a new job or a freed worker is acted on at
+once, and a quiet cluster (or one whose jobs start locally, local_start.py) costs a few calls
+per second.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ so the leader assigns a worker only jobs it can run.
 Each worker has an inbox in Redis that the leader fills. A worker takes the next job from
 it (take.lua checks the job is still its own and starts the lease), runs the processor
 under the job's timeout, and reports the outcome (finish.lua ignores it if the job is no
-longer ours, and in the same call starts the worker's next job if its inbox has one).
+longer ours, and in the same call starts the worker's next job if its inbox has one). A job
+that a submit to this node started on an idle worker (local start, jobnode/pipeline/local_start.py)
+comes to it in memory instead, already started.
 Reports go through one group commit per node: the outcomes of every worker that finished
 while the previous call was in flight travel together, so short jobs cost a fraction of a
 round trip each and a lone job's report still leaves at once. One heartbeat task per node
@@ -36,6 +38,7 @@ from jobnode.observability import tracing
 from jobnode.observability.logs import debug_enabled
 from jobnode.observability.metrics import NodeMetrics
 from jobnode.pipeline.job_reports import JobReports
+from jobnode.pipeline.local_start import IdleWorkers
 from jobnode.processors.registry import PermanentError, ProcessorRegistry, UnknownProcessorType
 from jobnode.storage.redis.queue import JobQueue, Report, TakenJob
 from jobnode.pipeline.retry import RetryPolicy
@@ -84,6 +87,10 @@ class Worker:
     failed: int = 0
     # The last job's report did not look for the next job (refused, lost, or not sent).
     report_skipped_take: bool = True
+    # The blocking pop on the inbox (one at most). It goes on while the worker runs a job a
+    # local start handed it; what it brings meanwhile goes back to the inbox (pop_goes_back).
+    inbox_wait: asyncio.Task[str | None] | None = None
+    pop_goes_back: bool = False
 
 
 class WorkerPool:
@@ -105,6 +112,8 @@ class WorkerPool:
         self._rng = random.Random()
         self._reports: GroupCommit[Report, tuple[str | None, TakenJob | None]] = GroupCommit(
             queue.finish_many, max_batch=max(1, settings.worker_count))
+        self.idle = IdleWorkers(settings.lease_ms)  # for local start (jobnode/pipeline/local_start.py)
+        self._returns: set[asyncio.Task[None]] = set()  # ids going back to an inbox (see _pop_done)
 
     async def start(self) -> None:
         if not self.workers:
@@ -117,6 +126,7 @@ class WorkerPool:
     async def stop(self, grace_s: float) -> int:
         """Stop taking jobs, let running ones finish within the grace, hand back the rest."""
         self._stopping.set()
+        self.idle.close()
         executions = [w.execution for w in self.workers if w.execution and not w.execution.done()]
         if executions:
             log.info("workers.draining", running=len(executions), grace_s=grace_s)
@@ -129,6 +139,7 @@ class WorkerPool:
         if unfinished:
             await asyncio.wait(unfinished, timeout=self.settings.lease_ttl_s)
         await cancel_all(self._tasks)
+        await cancel_all(list(self._returns))
         if not self.workers:
             return 0
         await self._reports.stop()
@@ -154,36 +165,87 @@ class WorkerPool:
         # take the next job and found none, nor after a wait that timed out. Then the wait
         # goes straight to the blocking pop, one Redis call per job fewer on an idle worker.
         look_first = True
-        while not self._stopping.is_set():
-            try:
-                if job is None:
-                    job = await self._wait_for_job(worker, look_first)
-                    look_first = False
-                if job is not None:
-                    worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
-                    job = None  # started: whatever happens next, never start it again here
-                    job = await asyncio.shield(worker.execution)
-                    look_first = worker.report_skipped_take
-            except Unavailable as exc:
-                log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
-                await asyncio.sleep(REDIS_DOWN_PAUSE_S)
-        # A job taken by the last report while stopping stays the worker's: handback returns it.
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if job is None:
+                        job = await self._wait_for_job(worker, look_first)
+                        look_first = False
+                    if job is not None:
+                        worker.execution = asyncio.create_task(self._execute(worker, job), name=f"run:{job.id}")
+                        job = None  # started: whatever happens next, never start it again here
+                        job = await asyncio.shield(worker.execution)
+                        look_first = worker.report_skipped_take
+                except Unavailable as exc:
+                    log.warning("worker.redis_unavailable", worker=worker.id, error=str(exc))
+                    await asyncio.sleep(REDIS_DOWN_PAUSE_S)
+        finally:
+            # A job popped or started for it but not run stays the worker's: handback returns it.
+            if worker.inbox_wait is not None:
+                worker.inbox_wait.cancel()
 
     async def _wait_for_job(self, worker: Worker, look_first: bool = True) -> TakenJob | None:
-        """Start the next job in the inbox, waiting for one up to INBOX_POLL_S.
+        """The next job: one a local start began for this worker, else the next in its inbox
+        (started here), waiting for either up to INBOX_POLL_S.
 
         `look_first`: try to take one before blocking (the inbox may hold a job already)."""
+        worker.pop_goes_back = False  # waiting again: what the pop brings is this worker's next job
+        handed = self.idle.take_handed(worker.id)
+        if handed is not None:
+            return self._handed_first(worker, handed)
         if look_first:
             job = await self.queue.take(worker.id, self.settings.lease_ms)
             if job is not None:
                 return job
-        job_id = await self.queue.wait_inbox(worker.id, INBOX_POLL_S)
+        if worker.inbox_wait is None:
+            worker.inbox_wait = asyncio.create_task(self.queue.wait_inbox(worker.id, INBOX_POLL_S),
+                                                    name=f"inbox:{worker.id}")
+            worker.inbox_wait.add_done_callback(lambda pop: self._pop_done(worker, pop))
+        handoff = self.idle.waiting(worker.id)
+        try:
+            await asyncio.wait((worker.inbox_wait, handoff), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.idle.not_waiting(worker.id)
+        await self.idle.settled(worker.id)  # an enqueue may have started a job for it: that one first
+        handed = self.idle.take_handed(worker.id)
+        if handed is not None:
+            return self._handed_first(worker, handed)
+        popped, worker.inbox_wait = worker.inbox_wait, None
+        job_id = popped.result()  # Unavailable, if Redis was
         if job_id is None:
             return None
         if self._stopping.is_set():  # popped during shutdown: put it back for handback to find
             await self.queue.return_to_inbox(worker.id, job_id)
             return None
         return await self.queue.take(worker.id, self.settings.lease_ms, job_id)
+
+    def _handed_first(self, worker: Worker, handed: TakenJob) -> TakenJob:
+        """The worker runs a job a local start handed it; its inbox pop's id goes back (_pop_done)."""
+        worker.pop_goes_back = True
+        if worker.inbox_wait is not None and worker.inbox_wait.done():  # it brought one already
+            self._pop_done(worker, worker.inbox_wait)
+        return handed
+
+    def _pop_done(self, worker: Worker, pop: asyncio.Task[str | None]) -> None:
+        """An inbox pop ended. If it ended while the worker runs a job a local start handed it,
+        an id it brought goes back to the head of the inbox: there the worker's next report
+        takes it, and heartbeats renew its lease while it waits, as for any job in an inbox
+        (held in memory behind a long job, it would lapse and be reaped). A pop cannot be
+        called off without risking the id it took, which is why it is left to end."""
+        if not worker.pop_goes_back or worker.inbox_wait is not pop:
+            return  # the worker is waiting on it: it takes what it brings
+        worker.inbox_wait = None
+        if pop.cancelled() or pop.exception() is not None or pop.result() is None:
+            return
+        returning = asyncio.create_task(self._return_to_inbox(worker, pop.result()), name=f"inbox:{worker.id}")
+        self._returns.add(returning)
+        returning.add_done_callback(self._returns.discard)
+
+    async def _return_to_inbox(self, worker: Worker, job_id: str) -> None:
+        try:
+            await self.queue.return_to_inbox(worker.id, job_id)
+        except Unavailable as exc:  # its lease lapses and the reaper queues it again
+            log.warning("worker.inbox_return_failed", worker=worker.id, job_id=job_id, error=str(exc))
 
     async def _execute(self, worker: Worker, taken: TakenJob) -> TakenJob | None:
         """Run one job and report it; returns the worker's next job if the report took one."""

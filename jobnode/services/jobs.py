@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from jobnode.pipeline.circuit import Circuit
 from jobnode.pipeline.commits import GroupCommit
+from jobnode.pipeline.local_start import IdleWorkers
 from jobnode.core.errors import Conflict, NotFound, Overloaded, Unavailable
 from jobnode.core.job import CANCELLED, FAILED, QUEUE, STATUSES, TERMINAL, Job, JobSpec, utcnow
 from jobnode.core.record import decode_document, decode_snapshot
@@ -58,9 +59,15 @@ class JobService:
     """Submit, read, cancel, retry and delete jobs."""
 
     def __init__(self, store: JobStore, queue: JobQueue, *, catalog: TypeCatalog, max_batch: int,
-                 metrics: NodeMetrics | None = None) -> None:
+                 metrics: NodeMetrics | None = None, idle_workers: IdleWorkers | None = None,
+                 leader_known: Callable[[], bool] = lambda: True) -> None:
         self.store = store
         self.queue = queue
+        # This node's idle workers, offered to each enqueue for a local start (None: LOCAL_START off),
+        # while this node sees a leader: a node cut off from the majority starts nothing itself,
+        # as no leader dispatches for it (a lease a dead leader left in Redis proves nothing).
+        self.idle_workers = idle_workers
+        self.leader_known = leader_known
         self.catalog = catalog
         self.metrics = metrics or NodeMetrics(catalog.known_types)
         self._commits: GroupCommit[Job, Job] = GroupCommit(self._write_batch, max_batch=max_batch,
@@ -150,7 +157,7 @@ class JobService:
 
     async def _enqueue_batch(self, jobs: list[Job]) -> list[Job]:
         began_s = time.perf_counter()
-        await self.queue.enqueue(jobs)  # with AOF: what a `queue` acknowledgement waits for
+        await self._enqueue(jobs)  # with AOF: what a `queue` acknowledgement waits for
         self.metrics.submit_written("queue_enqueue", time.perf_counter() - began_s)
         return jobs
 
@@ -175,12 +182,26 @@ class JobService:
         self.metrics.submit_written("store_insert", inserted_s - began_s)
         stored = [job for job, err in zip(jobs, outcomes) if err is None]
         try:
-            await self.queue.enqueue(stored)
+            await self._enqueue(stored)
         except Unavailable:
             await self._take_back(stored)
             raise
         self.metrics.submit_written("queue_enqueue", time.perf_counter() - inserted_s)
         return [err if err is not None else job for job, err in zip(jobs, outcomes)]
+
+    async def _enqueue(self, jobs: list[Job]) -> None:
+        """Queue jobs; those an idle worker of this node may start at once begin there (local start)."""
+        idle = self.idle_workers
+        if idle is None or not self.leader_known():
+            await self.queue.enqueue(jobs)
+            return
+        offered = idle.reserve(len(jobs))
+        try:
+            enqueued = await self.queue.enqueue_or_start(jobs, idle_workers=offered, lease_ms=idle.lease_ms)
+            for worker, job in enqueued.started:
+                idle.hand(worker, job)
+        finally:
+            idle.release(offered)
 
     async def _take_back(self, jobs: list[Job]) -> None:
         try:

@@ -83,6 +83,14 @@ class ProgressReport:
 
 
 @dataclass(frozen=True)
+class Enqueued:
+    """What an enqueue did: how many jobs it added, and which it started at once, on which worker."""
+
+    added: int
+    started: list[tuple[str, TakenJob]]
+
+
+@dataclass(frozen=True)
 class DispatchResult:
     assigned: int
     free_workers: int
@@ -126,22 +134,29 @@ class JobQueue:
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    @redis_boundary
     async def enqueue(self, jobs: Sequence[Job]) -> int:
-        """Queue jobs MongoDB already holds; jobs Redis already has are left alone."""
+        """Queue jobs MongoDB already holds; jobs Redis already has are left alone. How many were added."""
+        return (await self.enqueue_or_start(jobs)).added
+
+    @redis_boundary
+    async def enqueue_or_start(self, jobs: Sequence[Job], *, idle_workers: Sequence[str] = (),
+                               lease_ms: int = 0) -> Enqueued:
+        """Queue jobs, starting at once on `idle_workers` (the caller's own) those enqueue.lua
+        finds one may take (its local start); the caller must run every job started."""
         if not jobs:
-            return 0
+            return Enqueued(0, [])
         # Per job: id, due_ms (0: now), the count of the name/value items that follow, then
         # the ENQUEUED fields as name, value. Flat ARGV and not a JSON object per job: the
         # script hands the items to HSET as they are (unpack of an ARGV range) instead of
         # decoding JSON with a JSON-in-JSON payload and building a table per job.
-        args: list[Any] = [self.prefix]
+        args: list[Any] = [self.prefix, lease_ms, len(idle_workers), *idle_workers]
         for job in jobs:
             pairs = encode_pairs(job, ENQUEUED)
             if job.durability == QUEUE and job.rev == 0:  # MongoDB does not hold it yet: the outbox will
                 pairs += ("doc", encode_document(job))
             args += (job.id, to_epoch_ms(job.scheduled_at) if job.scheduled_at else 0, len(pairs), *pairs)
-        return int(await self.scripts.enqueue(args=args))
+        added, *started = await self.scripts.enqueue(args=args)
+        return Enqueued(int(added), [(_text(row[0]), _taken(row[1:])) for row in started])
 
     @redis_boundary
     async def dispatch(

@@ -337,8 +337,7 @@ while assigned < max_jobs do
   if f[1] == 'pending' then
     local worker, g = choose_worker(tonumber(f[2]), r)
     local worker_node = assign_to(worker, g)
-    redis.call('HSET', jkey, 'status', 'assigned', 'worker', worker, 'node', worker_node,
-               'updated_ms', now, 'rev', (tonumber(f[3]) or 0) + 1)
+    mark_assigned(id, f[3], worker, worker_node, now, lease_ms)
     if limits then
       local held = {}
       for _, l in ipairs(r.limits) do limit_take(l, id, held) end
@@ -346,8 +345,6 @@ while assigned < max_jobs do
       if ul then limit_take(ul, id, held) end
       if #held > 0 then redis.call('HSET', jkey, 'lim', table.concat(held, ' ')) end
     end
-    redis.call('ZADD', k('leases'), now + lease_ms, id)
-    redis.call('SADD', k('wjobs', worker), id)
     redis.call('RPUSH', k('inbox', worker), id)
     assigned = assigned + 1
   end

@@ -73,5 +73,9 @@ for _, name in ipairs({'completed', 'failed', 'retried'}) do
   if counts[name] > 0 then redis.call('INCRBY', k('count', name), counts[name]) end
   accepted = accepted + counts[name]
 end
-if accepted > 0 then wake() end  -- slots were freed: once for all of them
+-- Slots were freed: the dispatcher is woken once for all of them, and only if a job waits
+-- for one (ready_add lists every route with ready jobs in P:routes). With none waiting (jobs
+-- that started locally, jobnode/pipeline/local_start.py) a wake would cost an empty dispatch
+-- round per job; due retries are promoted on the dispatcher's idle tick anyway.
+if accepted > 0 and redis.call('EXISTS', k('routes')) == 1 then wake() end
 return rows

@@ -76,6 +76,16 @@ local function release_slot(worker)
   set_free(worker, tonumber(cap) - load)
 end
 
+-- Give a job to a worker: the caller has counted it against the worker's capacity. The job
+-- is `assigned` under its job lease and among the worker's jobs; the caller then pushes it
+-- onto the worker's inbox (dispatch.lua) or starts it at once (enqueue.lua's local start).
+local function mark_assigned(id, rev, worker, node, now, lease_ms)
+  redis.call('HSET', k('job', id), 'status', 'assigned', 'worker', worker, 'node', node,
+             'updated_ms', now, 'rev', (tonumber(rev) or 0) + 1)
+  redis.call('ZADD', k('leases'), now + lease_ms, id)
+  redis.call('SADD', k('wjobs', worker), id)
+end
+
 -- Take a worker out of its group (reaped, handed back, or re-registering in another group);
 -- the group's definition goes when its last worker does.
 local function leave_group(worker)
