@@ -44,13 +44,30 @@ async def test_a_refused_write_covers_nothing_and_a_later_synced_one_does():
     assert await waiting is True
 
 
+async def decided_without_waiting(cover: JournalCover) -> bool:
+    """`covered` for a fresh mark, which must answer without waiting for any write."""
+    answer = asyncio.create_task(cover.covered(cover.mark(), start_within_s=LONG_S, covered_within_s=LONG_S))
+    await asyncio.sleep(0)  # one turn of the loop: enough for an answer that needs no write
+    assert answer.done(), "it waits for a write that nothing announced"
+    return answer.result()
+
+
 async def test_without_recent_writes_the_batch_does_not_wait_for_one():
+    # Nothing was ever sent (a drain, an idle API): the caller writes its own barrier at once.
+    assert await decided_without_waiting(JournalCover()) is False
+
+
+async def test_a_barrier_of_its_own_does_not_make_the_next_batch_wait_for_an_insert():
     cover = JournalCover()
-    # Nothing was ever sent: a drain, an idle API. The answer comes without any write, so
-    # the caller writes its own barrier instead of waiting out the (long) window.
-    assert await cover.covered(cover.mark(), start_within_s=0.0, covered_within_s=LONG_S) is False
-    assert await asyncio.wait_for(cover.covered(cover.mark(), covered_within_s=LONG_S), LONG_S) is False
-    assert cover.uncovered_count == 2
+    cover.end(cover.begin(recurring=False), synced=True)  # the last batch's barrier: no submissions
+    assert await decided_without_waiting(cover) is False
+    cover.end(cover.begin(), synced=True)  # a submit insert: the next batch does wait for one
+    mark = cover.mark()
+    waiting = asyncio.create_task(cover.covered(mark, start_within_s=LONG_S, covered_within_s=LONG_S))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    cover.end(cover.begin(), synced=True)
+    assert await waiting is True
 
 
 async def test_a_write_that_does_not_come_back_in_time_leaves_the_batch_to_its_own_barrier():

@@ -400,7 +400,7 @@ class JobStore:
         costs at most that one small write per batch."""
         if await self.journal.covered(mark):
             return
-        ticket = self.journal.begin()
+        ticket = self.journal.begin(recurring=False)  # a batch's own barrier predicts no insert
         synced = False
         try:
             await self.barrier.update_one({"_id": BARRIER_ID}, {"$inc": {"commits": 1}}, upsert=True)

@@ -41,14 +41,17 @@ class JournalCover:
     def __init__(self) -> None:
         self._begun = 0  # tickets handed out
         self._synced = 0  # the highest ticket that came back synced
-        self._last_begin_s = float("-inf")  # loop time the newest ticket was handed out
+        self._last_begin_s = float("-inf")  # loop time the newest recurring write was sent
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []  # (mark, for a sync?, future)
         self.covered_count = 0  # commits a later write synced
         self.uncovered_count = 0  # commits that needed a barrier of their own
 
-    def begin(self) -> int:
+    def begin(self, *, recurring: bool = True) -> int:
+        """A ticket for a journaled write about to be sent. `recurring`: one of a steady flow
+        (the submit inserts), so that another is expected soon after it; a barrier is not."""
         self._begun += 1
-        self._last_begin_s = asyncio.get_running_loop().time()
+        if recurring:
+            self._last_begin_s = asyncio.get_running_loop().time()
         self._wake(lambda mark, for_sync: not for_sync and self._begun > mark)
         return self._begun
 
