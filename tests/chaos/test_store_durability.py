@@ -69,3 +69,61 @@ async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(pri
     behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
     assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply; "
                         f"(acknowledged rev, stored rev) e.g. {list(behind.values())[:5]}")
+
+
+async def test_applies_synced_by_later_inserts_survive_sigkill_of_the_store(private_mongo):
+    """While submissions flow, a batch skips its own barrier and lets a journaled insert sent
+    after its commit sync it (jobnode/storage/mongo/journal.py): the same promise must hold.
+
+    The server is killed the moment a batch synced that way is acknowledged, before this
+    process can send anything more: the inserts still in flight then were sent before its
+    commit returned, and had the batch counted on them it would come back without its change."""
+    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=3_000)
+    store = JobStore(client["durability"])
+    jobs = [Job.new(JobSpec(type="echo")) for _ in range(JOBS_PER_WRITER)]
+    assert await store.insert_many(jobs) == [None] * len(jobs)
+    acked: dict[str, int] = {}
+    inserted: list[str] = []  # single inserts acknowledged while the batches went
+
+    async def submitter() -> None:
+        while True:
+            job = Job.new(JobSpec(type="echo"))
+            try:
+                outcome = await store.insert_many([job])
+            except Exception:  # the server is gone
+                return
+            if outcome == [None]:
+                inserted.append(job.id)
+
+    async def writer() -> None:
+        rev = 0
+        while True:
+            rev += 1
+            chunk = jobs[(rev * BATCH) % len(jobs):][:BATCH]
+            covered_before = store.journal.covered_count
+            await store.apply([Snapshot(job.id, rev, {"status": "running"}) for job in chunk])
+            acked.update((job.id, rev) for job in chunk)
+            if store.journal.covered_count >= ACKED_BEFORE_KILL // 4 and store.journal.covered_count > covered_before:
+                private_mongo.kill()  # blocking on purpose: no other task runs before the kill
+                return
+
+    tasks = [asyncio.create_task(submitter()) for _ in range(2)]
+    try:
+        await asyncio.wait_for(writer(), timeout=60)
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await client.close()
+
+    await asyncio.to_thread(private_mongo.start)
+    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=10_000)
+    try:
+        stored = {doc["_id"]: doc["rev"] async for doc in client["durability"]["jobs"].find({}, {"rev": 1})}
+    finally:
+        await client.close()
+    lost = [job_id for job_id in inserted if job_id not in stored]
+    assert not lost, f"{len(lost)} of {len(inserted)} acknowledged inserts were lost"
+    behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
+    assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply "
+                        f"({store.journal.covered_count} batches synced by inserts); e.g. {list(behind.values())[:5]}")
