@@ -19,6 +19,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.dev.embedded import EmbeddedMongo, EmbeddedRedis
+from jobnode.storage.redis.lease import LeaderLease
+from jobnode.storage.redis.queue import JobQueue
 from tests.timeout_report import describe_tasks, probe_servers
 
 _TEST_LOOP: list[asyncio.AbstractEventLoop] = []
@@ -72,6 +74,18 @@ async def redis_client(redis_server: EmbeddedRedis, key_prefix: str) -> AsyncIte
             await client.delete(key)
         await client.aclose()
 
+
+
+@pytest.fixture
+async def queue(redis_client: aioredis.Redis, key_prefix: str) -> JobQueue:
+    """The test's job queue in Redis, under its own key prefix."""
+    return JobQueue(redis_client, key_prefix)
+
+
+@pytest.fixture
+async def token(queue: JobQueue) -> int:
+    """A fencing token: the test holds the leader lease as node `leader`, as the dispatcher must."""
+    return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60).acquire()
 
 @pytest.fixture(scope="session")
 async def mongo_client(mongo_server: EmbeddedMongo) -> AsyncIterator[AsyncMongoClient]:

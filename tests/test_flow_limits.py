@@ -9,8 +9,7 @@ import pytest
 from jobnode.core.flow_limits import FlowLimit, Rate, parse_flow_limits
 from jobnode.core.job import Job, JobSpec
 from jobnode.storage.redis.flow_limits import FlowLimitStore
-from jobnode.storage.redis.lease import LeaderLease
-from jobnode.storage.redis.queue import JobQueue, Report
+from jobnode.storage.redis.queue import Report
 from tests.harness import start_node  # noqa: F401  (a fixture)
 from tests.waiting import wait_until
 
@@ -34,16 +33,6 @@ def test_flow_limits_text_reads_every_scope_and_refuses_what_it_cannot_mean():
 
 
 # --- dispatch under limits (the scripts directly) ---
-
-
-@pytest.fixture
-async def queue(redis_client, key_prefix) -> JobQueue:
-    return JobQueue(redis_client, key_prefix)
-
-
-@pytest.fixture
-async def token(queue) -> int:
-    return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60).acquire()
 
 
 async def dispatch(queue, token):

@@ -5,29 +5,17 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import pytest
 
 from jobnode.core.job import Job, JobSpec, from_epoch_ms
 from jobnode.core.record import (ENQUEUED, FIELDS, RESTORED, SNAPSHOT, TAKEN, decode_document, decode_snapshot,
                                   encode_document, group_names)
 from jobnode.pipeline.outbox import to_snapshot
 from jobnode.services.jobs import merge_live_state
-from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
 from jobnode.storage.redis.scripts import SCRIPT_NAMES, lua_prelude, script_source
 
 LEASE_MS = 60_000
 JOB_ATTRIBUTES = {f.name for f in dataclasses.fields(Job)}
-
-
-@pytest.fixture
-async def queue(redis_client, key_prefix) -> JobQueue:
-    return JobQueue(redis_client, key_prefix)
-
-
-@pytest.fixture
-async def token(queue) -> int:
-    return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60).acquire()
 
 
 async def start_one(queue: JobQueue, token: int, job: Job, worker: str = "w"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 
 from jobnode.core.flow_limits import FlowLimit
 from jobnode.core.job import Job, JobSpec
@@ -24,23 +23,21 @@ from tests.waiting import wait_until
 LEASE_MS = 60_000
 
 
-@pytest.fixture
-async def queue(redis_client, key_prefix) -> JobQueue:
-    return JobQueue(redis_client, key_prefix)
-
-
-@pytest.fixture
-async def token(queue) -> int:
-    lease = LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60)
-    return await lease.acquire()
-
-
 def job(priority: int = 5, job_type: str = "echo", queue_name: str = "default", **kw) -> Job:
     return Job.new(JobSpec(type=job_type, priority=priority, payload=kw, queue=queue_name))
 
 
 async def offer(queue: JobQueue, jobs: list[Job], *idle: str):
     return await queue.enqueue_or_start(jobs, idle_workers=list(idle), lease_ms=LEASE_MS)
+
+
+async def started_pool(queue: JobQueue, registry, *, workers: int) -> WorkerPool:
+    """A running pool of node-a: `workers` workers of the default queue, prefetch of 2 each."""
+    settings = PoolSettings(node_id="node-a", groups=[WorkerGroup(("default",), workers)], capacity=2,
+                            lease_ttl_s=60, heartbeat_interval_s=0.2)
+    pool = WorkerPool(settings, queue, registry)
+    await pool.start()
+    return pool
 
 
 async def test_a_job_starts_on_an_idle_worker_in_the_enqueue(queue, token, redis_client):
@@ -136,10 +133,7 @@ async def test_the_pool_runs_what_a_submit_started_without_any_dispatch(queue, t
         return {"ok": True}
 
     registry = registry_with(record=record)
-    settings = PoolSettings(node_id="node-a", groups=[WorkerGroup(("default",), 2)], capacity=2, lease_ttl_s=60,
-                            heartbeat_interval_s=0.2)
-    pool = WorkerPool(settings, queue, registry)
-    await pool.start()
+    pool = await started_pool(queue, registry, workers=2)
     try:
         await wait_until(lambda: pool.idle.available == 2 or None, message="the workers never waited", timeout_s=10)
         offered = ["node-a/w1", "node-a/w2"]
@@ -167,10 +161,7 @@ async def test_a_worker_whose_inbox_brings_a_job_while_reserved_runs_the_started
         order.append(j.id)
         return {}
 
-    settings = PoolSettings(node_id="node-a", groups=[WorkerGroup(("default",), 1)], capacity=2, lease_ttl_s=60,
-                            heartbeat_interval_s=0.2)
-    pool = WorkerPool(settings, queue, registry_with(record=record))
-    await pool.start()
+    pool = await started_pool(queue, registry_with(record=record), workers=1)
     try:
         await wait_until(lambda: pool.idle.available == 1 or None, message="the worker never waited", timeout_s=10)
         assert pool.idle.reserve(1) == ["node-a/w1"]
@@ -221,10 +212,7 @@ async def test_a_job_the_inbox_brings_during_a_handed_job_goes_back_to_the_inbox
         await release.wait()
         return {}
 
-    settings = PoolSettings(node_id="node-a", groups=[WorkerGroup(("default",), 1)], capacity=2, lease_ttl_s=60,
-                            heartbeat_interval_s=0.2)
-    pool = WorkerPool(settings, queue, registry_with(hold=hold))
-    await pool.start()
+    pool = await started_pool(queue, registry_with(hold=hold), workers=1)
     try:
         await wait_until(lambda: pool.idle.available == 1 or None, message="the worker never waited", timeout_s=10)
         offered = pool.idle.reserve(1)

@@ -9,21 +9,10 @@ import pytest
 from jobnode.core.errors import NotLeader
 from jobnode.core.job import Job, JobSpec
 from jobnode.storage.redis.lease import LeaderLease
-from jobnode.storage.redis.queue import JobQueue, Report
+from jobnode.storage.redis.queue import Report
 from tests.waiting import wait_until
 
 LEASE_MS = 60_000
-
-
-@pytest.fixture
-async def queue(redis_client, key_prefix) -> JobQueue:
-    return JobQueue(redis_client, key_prefix)
-
-
-@pytest.fixture
-async def token(queue) -> int:
-    lease = LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60)
-    return await lease.acquire()
 
 
 def make_job(priority: int = 5, **kw) -> Job:

@@ -16,8 +16,6 @@ from jobnode.client import AsyncClient, PayloadRejected, UnknownQueue
 from jobnode.core.job import Job, JobSpec
 from jobnode.core.queues import WorkerGroup, parse_queues, served_queues, worker_groups
 from jobnode.observability.metrics import NodeMetrics
-from jobnode.storage.redis.lease import LeaderLease
-from jobnode.storage.redis.queue import JobQueue
 from tests.harness import make_settings, registry_with, running_node
 from tests.waiting import wait_until
 
@@ -84,16 +82,6 @@ def test_without_queues_a_node_serves_default_and_its_processors_queues():
 
 
 # --- dispatch picks only workers that can run the job (Redis scripts directly) ---
-
-
-@pytest.fixture
-async def queue(redis_client, key_prefix) -> JobQueue:
-    return JobQueue(redis_client, key_prefix)
-
-
-@pytest.fixture
-async def token(queue) -> int:
-    return await LeaderLease(queue.redis, queue.scripts, queue.prefix, "leader", ttl_s=60).acquire()
 
 
 async def held_by(queue, workers):

@@ -26,6 +26,16 @@ BATCH = 10
 ACKED_BEFORE_KILL = 400  # batches: enough commits that a lost tail would show
 
 
+async def stored_revs(private_mongo) -> dict[str, int]:
+    """Start the killed store again and read every job's rev from what it kept."""
+    await asyncio.to_thread(private_mongo.start)
+    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=10_000)
+    try:
+        return {doc["_id"]: doc["rev"] async for doc in client["durability"]["jobs"].find({}, {"rev": 1})}
+    finally:
+        await client.close()
+
+
 async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(private_mongo):
     client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=3_000)  # the URL turns retries off
     store = JobStore(client["durability"])
@@ -59,12 +69,7 @@ async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(pri
             task.cancel()
         await client.close()
 
-    await asyncio.to_thread(private_mongo.start)
-    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=10_000)
-    try:
-        stored = {doc["_id"]: doc["rev"] async for doc in client["durability"]["jobs"].find({}, {"rev": 1})}
-    finally:
-        await client.close()
+    stored = await stored_revs(private_mongo)
     assert len(stored) == len(jobs), f"{len(jobs) - len(stored)} acknowledged inserts were lost"
     behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
     assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply; "
@@ -116,12 +121,7 @@ async def test_applies_synced_by_later_inserts_survive_sigkill_of_the_store(priv
             task.cancel()
         await client.close()
 
-    await asyncio.to_thread(private_mongo.start)
-    client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=10_000)
-    try:
-        stored = {doc["_id"]: doc["rev"] async for doc in client["durability"]["jobs"].find({}, {"rev": 1})}
-    finally:
-        await client.close()
+    stored = await stored_revs(private_mongo)
     lost = [job_id for job_id in inserted if job_id not in stored]
     assert not lost, f"{len(lost)} of {len(inserted)} acknowledged inserts were lost"
     behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
