@@ -39,6 +39,7 @@ from jobnode.pipeline.dispatcher import DispatchSettings, Dispatcher
 from jobnode.pipeline.job_reports import JobReports
 from jobnode.pipeline.outbox import OutboxWriter
 from jobnode.pipeline.reconciler import Reconciler
+from jobnode.pipeline.retention import RetentionSweep
 from jobnode.pipeline.retry import RetryPolicy
 from jobnode.pipeline.workers import PoolSettings, WorkerPool
 from jobnode.processors.registry import ProcessorRegistry
@@ -87,6 +88,7 @@ class NodeServices:
     outbox: OutboxWriter
     dispatcher: Dispatcher
     reconciler: Reconciler
+    retention: RetentionSweep
     cluster_store: ClusterStore
     transport: PeerTransport
     verifier: Verifier
@@ -146,6 +148,7 @@ class NodeServices:
         verifier = Verifier(secret)
         dispatcher = Dispatcher(queue, leadership, dispatch_settings(settings))
         reconciler = Reconciler(store, queue, grace_s=settings.reconcile_interval_s)
+        retention = RetentionSweep(store, cluster_store)
         metrics.watch(node_readings(pool, leadership, elector, reconciler=reconciler, dispatcher=dispatcher,
                                     verifier=verifier))
         rate_limiter = (RateLimiter(RateBuckets(redis, settings.redis_key_prefix), settings.rate_limit_per_min,
@@ -167,7 +170,7 @@ class NodeServices:
             leadership=leadership, pool=pool,
             outbox=OutboxWriter(queue, store, settings.node_id, max_batch=settings.commit_max_batch,
                                 interval_s=settings.commit_interval_s),
-            dispatcher=dispatcher, reconciler=reconciler, metrics=metrics,
+            dispatcher=dispatcher, reconciler=reconciler, retention=retention, metrics=metrics,
             cluster_store=cluster_store, transport=transport, verifier=verifier,
             elector=elector, recorder=recorder,
             cluster=cluster,
@@ -204,6 +207,7 @@ class NodeServices:
             supervise("dispatcher", self.dispatcher.run),
             supervise("scheduler", self.scheduler.run),
             supervise("reconciler", lambda: self.reconciler.run(self.leadership, s.reconcile_interval_s)),
+            supervise("retention", lambda: self.retention.run(self.leadership, s.retention_sweep_interval_s)),
             supervise("events", self.events.hub.run),
             supervise("job_reports", self.reports.run),
             supervise("catalog", self.jobs.catalog.run),

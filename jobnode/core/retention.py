@@ -1,9 +1,9 @@
 """How long MongoDB keeps a finished job: per final status, overridable per job type.
 
 A finished job's record gets `expire_at` (its finish time plus the retention that applies)
-when its final state is written, and MongoDB's TTL index on that field removes it after
-that time (the server's TTL monitor runs about once a minute, so removal is that late at
-most). 0 keeps the job forever: it gets no `expire_at`.
+when its final state is written, and the leader's retention sweep (jobnode.pipeline.retention)
+deletes it after that time, at most RETENTION_SWEEP_INTERVAL late. 0 keeps the job forever:
+it gets no `expire_at`.
 
 The defaults: completed and cancelled jobs 7 days (long enough to look into last week's
 runs; the counts of them are kept apart, see jobnode.storage.mongo.counts), failed

@@ -497,6 +497,7 @@ class Settings:
     worker_heartbeat_interval_s: float = 1.0
     worker_ttl_s: float = 5.0
     reconcile_interval_s: float = 15.0
+    retention_sweep_interval_s: float = 60.0
     throughput_sample_interval_s: float = 5.0
     commit_max_batch: int = 500
     commit_interval_s: float = 0.02
@@ -708,6 +709,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WORKER_HEARTBEAT_INTERVAL", "worker_heartbeat_interval_s", _duration_rule(0.01, 60)),
     Variable("WORKER_TTL", "worker_ttl_s", _duration_rule(0.05, 600)),
     Variable("RECONCILE_INTERVAL", "reconcile_interval_s", _duration_rule(0.01, 86400)),
+    Variable("RETENTION_SWEEP_INTERVAL", "retention_sweep_interval_s", _duration_rule(1, 86400)),
     Variable("THROUGHPUT_SAMPLE_INTERVAL", "throughput_sample_interval_s", _duration_rule(0.01, 60)),
     Variable("COMMIT_MAX_BATCH", "commit_max_batch", _int_rule(1, 100000)),
     Variable("COMMIT_INTERVAL", "commit_interval_s", _duration_rule(0, 1)),

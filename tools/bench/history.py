@@ -7,7 +7,7 @@
    each as a ratio to the empty history's (target: at most 1.2).
 3. On a second cluster whose finished jobs expire after a minute (JOB_RETENTION): a steady
    stream of submits for `steady_s`, sampling the database's data size, which should level
-   off once the first jobs expire (the TTL monitor runs once a minute).
+   off once the first jobs expire (the leader's retention sweep runs once a minute).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def history_document(n: int, now: datetime) -> dict[str, Any]:
         "result": {"n": n} if status == "completed" else None,
         "error": "bench history" if status == "failed" else None, "errors": [], "submitted_by": None,
         "request_id": None, "queue": "default", "last_progress": None, "trace_context": None,
-        "schedule": None, "scheduled_for": None, "rev": 3, "expire_at": None,
+        "schedule": None, "scheduled_for": None, "rev": 3,
+        "expire_at": created + timedelta(days=7),  # the default retention, so not due in the run
     }
 
 

@@ -4,21 +4,24 @@
              seconds: address, algorithm, role, term, leader, workers, last heartbeat.
   elections  one document per leader change, written by the node that became leader.
              Index {at desc}: the history is read newest first.
-  metrics    a periodic snapshot of each node's counters. Index {at} with a TTL, so the
+  metrics    a periodic snapshot of each node's counters, one a minute per node. Index {at};
+             the leader's retention sweep deletes those older than a week, so the
              collection never grows without bound.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel
+from pymongo.errors import OperationFailure
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.storage.mongo.boundary import mongo_boundary
 
 METRICS_TTL_S = 7 * 24 * 3600
+INDEX_NOT_FOUND = 27  # dropIndexes of an index that is not there
 
 
 class ClusterStore:
@@ -32,9 +35,22 @@ class ClusterStore:
     @mongo_boundary
     async def ensure_indexes(self) -> None:
         await self.elections.create_indexes([IndexModel([("at", DESCENDING)], name="at")])
-        await self.metrics.create_indexes(
-            [IndexModel([("at", DESCENDING)], name="at_ttl", expireAfterSeconds=METRICS_TTL_S)]
-        )
+        # A plain index, and the leader's retention sweep deletes old snapshots
+        # (`delete_old_metrics`): SecantusDB's TTL monitor would read the whole collection
+        # under its storage lock every minute (jobnode.pipeline.retention says why).
+        await self.metrics.create_indexes([IndexModel([("at", DESCENDING)], name="at")])
+        if "at_ttl" in await self.metrics.index_information():
+            try:
+                await self.metrics.drop_index("at_ttl")
+            except OperationFailure as exc:
+                if exc.code != INDEX_NOT_FOUND:  # another node starting with us dropped it first
+                    raise
+
+    @mongo_boundary
+    async def delete_old_metrics(self, now: datetime) -> int:
+        """Delete the metrics snapshots older than METRICS_TTL_S; how many (a range of `at`)."""
+        cutoff = now - timedelta(seconds=METRICS_TTL_S)
+        return (await self.metrics.delete_many({"at": {"$lt": cutoff}})).deleted_count
 
     @mongo_boundary
     async def heartbeat(self, node_id: str, fields: dict[str, Any]) -> None:
