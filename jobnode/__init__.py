@@ -16,7 +16,7 @@ an import that this table does not allow.
     auth           users, passwords, tokens, roles, peer signatures, TLS
     observability  metrics, the metrics endpoint, logs, throughput
     cluster        the elector driver, peer transport, quorum, leadership, the cluster record
-    pipeline       dispatcher, worker pool, outbox writer, reconciler, retry, group commit
+    pipeline       dispatcher, worker pool, outbox writer, reconciler, retention, retry, group commit
     services       what the API may ask of a node: jobs, cluster view, node status
     api            HTTP routes, access control, error mapping, the OpenAPI document
     console        the web console's static files and the route that serves them at /ui/
