@@ -142,7 +142,8 @@ def test_cpu_share_is_cpu_seconds_per_wall_second_inside_the_window():
     samples = [(0.0, 1.0), (1.0, 1.5), (2.0, 2.5), (3.0, 2.6)]
     assert busy_share(samples, 1.0, 2.0) == 1.0  # a whole core from t=1 to t=2
     assert busy_share(samples, 0.0, 3.0) == 0.533
-    assert busy_share(samples, 2.5, 2.9) is None  # no two samples inside
+    assert busy_share(samples, 2.5, 2.9) == 0.1  # no two samples inside: the nearest ones around it
+    assert busy_share(samples, 2.5, 3.5) is None  # nothing after the window yet
 
 
 async def test_the_sampler_records_this_process_until_stopped():

@@ -89,10 +89,15 @@ class ResourceSampler:
 
 
 def busy_share(samples: list[tuple[float, float]], begin: float, end: float) -> float | None:
-    """CPU seconds per wall second between the samples nearest inside [begin, end]."""
+    """CPU seconds per wall second between the samples nearest inside [begin, end]; for a window
+    too short to hold two samples (a small drain), between the nearest ones around it."""
     inside = [(t, used) for t, used in samples if begin <= t <= end]
     if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-        return None
+        before = [(t, used) for t, used in samples if t <= begin]
+        after = [(t, used) for t, used in samples if t >= end]
+        if not before or not after or after[0][0] <= before[-1][0]:
+            return None
+        inside = [before[-1], after[0]]
     (t0, used0), (t1, used1) = inside[0], inside[-1]
     return round((used1 - used0) / (t1 - t0), 3)
 
