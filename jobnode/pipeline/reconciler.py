@@ -11,15 +11,14 @@ read again afterwards was never forgotten on purpose: it is stranded.
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import aclosing
 from datetime import timedelta
 
 import structlog
 
-from jobnode.core.errors import Unavailable
 from jobnode.core.job import utcnow
 from jobnode.cluster.leadership import Leadership
+from jobnode.pipeline.leader_duty import every_interval_while_leader
 from jobnode.storage.redis.queue import JobQueue
 from jobnode.storage.mongo.jobs import JobStore
 
@@ -57,11 +56,4 @@ class Reconciler:
         return await self.queue.enqueue(still)
 
     async def run(self, leadership: Leadership, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if not leadership.is_leader:
-                continue
-            try:
-                await self.run_once()
-            except Unavailable as exc:
-                log.warning("reconciler.unavailable", error=str(exc))
+        await every_interval_while_leader(leadership, interval_s, self.run_once, name="reconciler")

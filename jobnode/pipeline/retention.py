@@ -21,7 +21,7 @@ import asyncio
 import structlog
 
 from jobnode.cluster.leadership import Leadership
-from jobnode.core.errors import Unavailable
+from jobnode.pipeline.leader_duty import every_interval_while_leader
 from jobnode.core.job import utcnow
 from jobnode.storage.mongo.cluster import ClusterStore
 from jobnode.storage.mongo.jobs import JobStore
@@ -59,11 +59,4 @@ class RetentionSweep:
         return found
 
     async def run(self, leadership: Leadership, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if not leadership.is_leader:
-                continue
-            try:
-                await self.run_once()
-            except Unavailable as exc:
-                log.warning("retention.unavailable", error=str(exc))
+        await every_interval_while_leader(leadership, interval_s, self.run_once, name="retention")

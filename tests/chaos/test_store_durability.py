@@ -36,6 +36,13 @@ async def stored_revs(private_mongo) -> dict[str, int]:
         await client.close()
 
 
+def assert_no_acknowledged_apply_lost(stored: dict[str, int], acked: dict[str, int], note: str = "") -> None:
+    """Every job's stored rev is at least the newest one its writer was told was applied."""
+    behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
+    assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply{note}; "
+                        f"(acknowledged rev, stored rev) e.g. {list(behind.values())[:5]}")
+
+
 async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(private_mongo):
     client = AsyncMongoClient(private_mongo.url, serverSelectionTimeoutMS=3_000)  # the URL turns retries off
     store = JobStore(client["durability"])
@@ -71,9 +78,7 @@ async def test_acknowledged_inserts_and_applies_survive_sigkill_of_the_store(pri
 
     stored = await stored_revs(private_mongo)
     assert len(stored) == len(jobs), f"{len(jobs) - len(stored)} acknowledged inserts were lost"
-    behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
-    assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply; "
-                        f"(acknowledged rev, stored rev) e.g. {list(behind.values())[:5]}")
+    assert_no_acknowledged_apply_lost(stored, acked)
 
 
 async def test_applies_synced_by_later_inserts_survive_sigkill_of_the_store(private_mongo):
@@ -124,6 +129,4 @@ async def test_applies_synced_by_later_inserts_survive_sigkill_of_the_store(priv
     stored = await stored_revs(private_mongo)
     lost = [job_id for job_id in inserted if job_id not in stored]
     assert not lost, f"{len(lost)} of {len(inserted)} acknowledged inserts were lost"
-    behind = {job_id: (rev, stored[job_id]) for job_id, rev in acked.items() if stored[job_id] < rev}
-    assert not behind, (f"{len(behind)} of {len(acked)} jobs lost an acknowledged apply "
-                        f"({store.journal.covered_count} batches synced by inserts); e.g. {list(behind.values())[:5]}")
+    assert_no_acknowledged_apply_lost(stored, acked, f" ({store.journal.covered_count} batches synced by inserts)")
