@@ -85,6 +85,17 @@ async def test_the_recording_processor_writes_start_and_end_lines_the_checker_re
     assert recorded.end >= recorded.start
 
 
+def test_a_line_still_being_written_is_left_for_the_next_read(tmp_path):
+    start = b'{"event":"start","job":"j1","pid":7,"worker":"n1/w1","node":"n1","attempt":1,"t":1.0}\n'
+    end = b'{"event":"end","job":"j1","pid":7,"worker":"n1/w1","node":"n1","attempt":1,"t":2.0,"outcome":"completed"}\n'
+    record = tmp_path / "7.jsonl"
+    record.write_bytes(start + end[:30])
+    [(job, [seen])] = read_runs(tmp_path).items()
+    assert (job, seen.end) == ("j1", None)
+    record.write_bytes(start + end)
+    assert read_runs(tmp_path)["j1"][0].outcome == "completed"
+
+
 def test_a_run_taken_before_a_pause_that_starts_on_waking_is_excused_once_its_lease_ran_out():
     # n1 took attempt 1, was paused before its processor wrote a line; n2 ran attempt 2 and
     # completed it; n1 woke and began attempt 1 while (or after) attempt 2 ran.

@@ -124,7 +124,10 @@ def read_runs(record_dir: Path) -> dict[str, list[Run]]:
     """Every run in the record, per job, in start order."""
     started: dict[tuple[str, int, str, int], Run] = {}
     for path in sorted(record_dir.glob("*.jsonl")):
-        for raw in path.read_bytes().splitlines():
+        # Each line is one write(2), but a read racing that write may see only its start
+        # (Linux reads do not wait for writes to a regular file). Only newline-terminated
+        # lines are whole; the unterminated tail is read again on the next call.
+        for raw in path.read_bytes().split(b"\n")[:-1]:
             line = orjson.loads(raw)
             key = (line["job"], line["pid"], line["worker"], line["attempt"])
             if line["event"] == "start":
