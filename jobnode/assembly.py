@@ -287,6 +287,7 @@ def node_readings(pool: WorkerPool, leadership: Leadership, elector: Elector, *,
         reconciler_requeued=lambda: reconciler.requeued,
         reaped_jobs=lambda: dispatcher.reaped_jobs,
         reaped_workers=lambda: dispatcher.reaped_workers,
+        started_locally=lambda: pool.idle.started,
         peer_refusals=lambda: verifier.refused_by_reason,
     )
 

@@ -12,7 +12,10 @@ are polled every ~20ms plus an HTTP round trip, so they are late by up to a few 
   lease_s           that new leader holds the fenced lease (GET /api/v1/leader -> lease.holder)
   first_dispatch_s  the earliest `started_at` among the jobs submitted after the kill. No
                     such job can have been dispatched by the dead leader, so this is when
-                    the new leader's first dispatch reached a worker and the job started.
+                    the new leader's first dispatch reached a worker and the job started,
+                    provided the nodes run with LOCAL_START=false (the callers see to it):
+                    with local start a survivor starts a job submitted to it on its own idle
+                    worker while the election is still under way.
                     `started_at` is stamped by the nodes' clock, which on one host is the
                     clock the kill time is read from.
 It also checks that every acknowledged job completed, and exits 1 if one did not.

@@ -10,7 +10,8 @@
 #   lease      the new leader holds the fenced Redis lease (lease.holder in the same answer)
 #   dispatch   the earliest started_at among the jobs submitted after the kill: none of them
 #              can have been dispatched by the dead leader, so this is the new leader's first
-#              dispatch reaching a worker
+#              dispatch reaching a worker (the nodes run with LOCAL_START=false, else a survivor
+#              would start some of them itself before any new leader exists)
 # then check that every acknowledged job completed, and stop the cluster. The table at the
 # end shows the median of each over the runs. Exit status 1 if a job was lost or a run failed.
 #
@@ -94,6 +95,7 @@ one_run() {
         # shellcheck disable=SC1090
         . "$(config_for "$algorithm")"
         set +a
+        export LOCAL_START=false
         exec "${JOBNODE_CMD[@]}" dev --nodes "$NODES" --algorithm "$algorithm" --port "$api" \
             --metrics-port "$metrics" --data-dir "$data" --workers 4
     ) > "$data/dev.log" 2>&1 &

@@ -96,6 +96,7 @@ async def test_a_node_serves_the_spec_metrics_fed_by_real_jobs(start_node):
     for counter in ("jobnode_reconciler_requeued_total", "jobnode_jobs_reaped_total", "jobnode_workers_reaped_total"):
         assert value(samples, counter) == 0, counter
     assert value(samples, "jobnode_peer_messages_refused_total", reason="bad_signature") == 0
+    assert 0 <= value(samples, "jobnode_jobs_started_locally_total") <= 3
     assert not [name for name in names(samples) if name.endswith("_created")]
     # The standard collectors of the node's own registry.
     assert {"process_cpu_seconds_total", "python_info", "python_gc_objects_collected_total"} <= names(samples)

@@ -248,6 +248,7 @@ class NodeReadings:
     reconciler_requeued: Callable[[], int] = lambda: 0  # stranded jobs this node queued again as leader
     reaped_jobs: Callable[[], int] = lambda: 0  # jobs this node took back from dead workers and lapsed leases
     reaped_workers: Callable[[], int] = lambda: 0  # workers this node found dead and unregistered
+    started_locally: Callable[[], int] = lambda: 0  # jobs a submit to this node started on its own idle worker
     peer_refusals: Callable[[], Mapping[str, int]] = dict  # refused peer requests by reason
 
 
@@ -286,6 +287,8 @@ class NodeStateCollector(Collector):
                        "while it led", r.reaped_jobs())
         yield _counter("jobnode_workers_reaped", "Silent workers this node unregistered while it led",
                        r.reaped_workers())
+        yield _counter("jobnode_jobs_started_locally", "Jobs a submission to this node started at once on one "
+                       "of its idle workers, without a dispatch round (LOCAL_START)", r.started_locally())
         refused = CounterMetricFamily("jobnode_peer_messages_refused", "Peer requests this node refused, "
                                       "by reason", labels=["reason"])
         for reason, count in sorted(r.peer_refusals().items()):

@@ -381,8 +381,11 @@ class Bench:
     def run_failovers(self, servers: DataServers) -> None:
         a = self.args
         env_file = config_for(a.failover_algorithm, a.failover_nodes)
+        # Without local start, so that the first start after the kill is the new leader's
+        # dispatch (scripts/failover.py): a survivor would otherwise start jobs submitted to it
+        # on its own idle workers during the election, and the figure would not time failover.
         plan = ClusterPlan("failover", a.failover_nodes, a.failover_algorithm, a.workers, env_file=env_file,
-                           python=a.node_python)
+                           extra_env=(("LOCAL_START", "false"),), python=a.node_python)
         self.report["failover"] = run_failover(plan, servers, self.work_dir, runs=self.sizes["failover_runs"],
                                                rate_per_s=a.failover_rate, startup_timeout_s=a.startup_timeout)
 

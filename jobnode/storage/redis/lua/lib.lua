@@ -182,13 +182,6 @@ local function retries_left(attempts, max_retries)
   return (tonumber(attempts) or 0) <= (tonumber(max_retries) or 0)
 end
 
--- The value of `name` among the name/value pairs ARGV[first..last]; nil when absent.
-local function argv_value(first, last, name)
-  for i = first, last - 1, 2 do
-    if ARGV[i] == name then return ARGV[i + 1] end
-  end
-end
-
 local function append_error(id, message, now)
   local jkey = k('job', id)
   local f = redis.call('HMGET', jkey, 'errors', 'attempts', 'worker', 'node')
