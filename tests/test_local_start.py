@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 
 from jobnode.core.flow_limits import FlowLimit
 from jobnode.core.job import Job, JobSpec
 from jobnode.core.queues import WorkerGroup
-from jobnode.dev.embedded import free_port
 from jobnode.pipeline.workers import PoolSettings, WorkerPool
 from jobnode.storage.redis.flow_limits import FlowLimitStore
 from jobnode.storage.redis.lease import LeaderLease
 from jobnode.storage.redis.queue import JobQueue
 from tests.harness import registry_with, start_node  # noqa: F401  (fixture)
+from tests.test_metrics import scrape, start_with_metrics, value
 from tests.waiting import wait_until
 
 LEASE_MS = 60_000
@@ -192,9 +189,7 @@ async def test_a_node_starts_a_submitted_job_locally_and_can_be_told_not_to(star
     from jobnode.node import NODE_SERVICES
 
     for local_start, expected in (("true", 1), ("false", 0)):
-        metrics_port = free_port()
-        client = await start_node(WORKER_COUNT="2", LOCAL_START=local_start, METRICS_ENABLED="true",
-                                  METRICS_PORT=str(metrics_port), SERVER_HOST="127.0.0.1")
+        client, metrics_port = await start_with_metrics(start_node, WORKER_COUNT="2", LOCAL_START=local_start)
         services = client.server.app[NODE_SERVICES]
         await wait_until(lambda: services.leadership.is_leader or None, message="the node never led", timeout_s=10)
         await wait_until(lambda: services.pool.idle.available == 2 or None, message="the workers never waited", timeout_s=10)
@@ -208,16 +203,8 @@ async def test_a_node_starts_a_submitted_job_locally_and_can_be_told_not_to(star
 
         assert (await wait_until(completed, message="the job never completed", timeout_s=10))["result"] == {"n": 1}
         assert services.pool.idle.started == expected
-        assert await started_locally_metric(metrics_port) == expected
+        assert value(await scrape(metrics_port), "jobnode_jobs_started_locally_total") == expected
         await client.close()
-
-
-async def started_locally_metric(port: int) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-            text = await resp.text()
-    [family] = [f for f in text_string_to_metric_families(text) if f.name == "jobnode_jobs_started_locally"]
-    return family.samples[0].value
 
 
 async def test_a_job_the_inbox_brings_during_a_handed_job_goes_back_to_the_inbox(queue, token, redis_client):
