@@ -12,6 +12,7 @@ from jobnode.core.settings import ConfigError, Settings
 from jobnode.node import NODE_SERVICES
 from jobnode.pipeline.retention import RetentionSweep
 from jobnode.storage.mongo.cluster import METRICS_TTL_S, ClusterStore
+from jobnode.storage.mongo.indexes import drop_replaced
 from jobnode.storage.mongo.jobs import JobStore
 from tests.harness import start_node  # noqa: F401  (a fixture)
 from tests.waiting import wait_until
@@ -108,6 +109,14 @@ async def test_indexes_replace_the_ttl_index_and_clear_null_expiries(mongo_db):
     assert "expire_at" not in await mongo_db.jobs.find_one({"_id": "a"})
     assert (await mongo_db.jobs.find_one({"_id": "b"}))["expire_at"] is not None
     await JobStore(mongo_db).ensure_indexes()  # a second start changes nothing
+
+
+async def test_an_old_index_another_starting_node_dropped_first_is_no_error(mongo_db):
+    await mongo_db.jobs.create_indexes([IndexModel([("expire_at", ASCENDING)], name="expire_at")])
+    existing = await mongo_db.jobs.index_information()
+    await mongo_db.jobs.drop_index("expire_at")  # the other node was quicker
+    await drop_replaced(mongo_db.jobs, ["expire_at"], existing)
+    assert "expire_at" not in await mongo_db.jobs.index_information()
 
 
 async def test_the_sweep_deletes_metric_snapshots_older_than_a_week_and_replaces_their_ttl_index(mongo_db):

@@ -15,13 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import DESCENDING, IndexModel
-from pymongo.errors import OperationFailure
 from pymongo.asynchronous.database import AsyncDatabase
 
 from jobnode.storage.mongo.boundary import mongo_boundary
+from jobnode.storage.mongo.indexes import drop_replaced
 
 METRICS_TTL_S = 7 * 24 * 3600
-INDEX_NOT_FOUND = 27  # dropIndexes of an index that is not there
 
 
 class ClusterStore:
@@ -38,13 +37,9 @@ class ClusterStore:
         # A plain index, and the leader's retention sweep deletes old snapshots
         # (`delete_old_metrics`): SecantusDB's TTL monitor would read the whole collection
         # under its storage lock every minute (jobnode.pipeline.retention says why).
+        existing = await self.metrics.index_information()
         await self.metrics.create_indexes([IndexModel([("at", DESCENDING)], name="at")])
-        if "at_ttl" in await self.metrics.index_information():
-            try:
-                await self.metrics.drop_index("at_ttl")
-            except OperationFailure as exc:
-                if exc.code != INDEX_NOT_FOUND:  # another node starting with us dropped it first
-                    raise
+        await drop_replaced(self.metrics, ["at_ttl"], existing)
 
     @mongo_boundary
     async def delete_old_metrics(self, now: datetime) -> int:

@@ -44,11 +44,11 @@ from jobnode.core.errors import ValidationError
 from jobnode.core.job import STATUSES, TERMINAL, Job, from_epoch_ms
 from jobnode.core.retention import DEFAULT_RETENTION_S, expire_at
 from jobnode.storage.mongo.boundary import UNREACHABLE, mongo_boundary, unavailable
+from jobnode.storage.mongo.indexes import drop_replaced
 from jobnode.storage.mongo.journal import JournalCover
 
 DUPLICATE_KEY = 11000
 ILLEGAL_OPERATION = 20  # what a standalone mongod answers to a transaction
-INDEX_NOT_FOUND = 27  # dropIndexes of an index that is not there
 TRANSACTION_ATTEMPTS = 3
 CONFLICT_BACKOFF_S = 0.01
 # Journaled writes: an acknowledged write survives a kill -9 of the database server
@@ -149,13 +149,7 @@ class JobStore:
             # sparse index those nulls would lie in the sweep's way. Once, with the old index.
             await self.jobs.update_many({"expire_at": {"$type": "null"}}, {"$unset": {"expire_at": ""}})
         await self.jobs.create_indexes(JOB_INDEXES)
-        for replaced in ("status_created", "expire_at"):
-            if replaced in existing:
-                try:
-                    await self.jobs.drop_index(replaced)
-                except mongo_errors.OperationFailure as exc:
-                    if exc.code != INDEX_NOT_FOUND:  # another node starting with us dropped it first
-                        raise
+        await drop_replaced(self.jobs, ["status_created", "expire_at"], existing)
 
     @mongo_boundary
     async def insert_many(self, jobs: Sequence[Job]) -> list[Exception | None]:
